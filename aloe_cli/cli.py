@@ -1,0 +1,36 @@
+"""The `aloe` command line: wires one module per verb into one Typer app."""
+
+from __future__ import annotations
+
+import typer
+
+from . import __version__
+from .commands import ingest, info
+
+app = typer.Typer(
+    name="aloe",
+    help="Which of your robot's action chunks were good: ingest logs, fit a chunked critic, "
+    "score chunks, improve the policy, roll out.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+for module in (ingest, info):
+    module.register(app)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"aloe {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """aloe: action-level off-policy evaluation for robot-learning logs."""
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,86 @@
+"""What every command shares: error mapping, option aliases, output helpers."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import typer
+from rich.console import Console
+
+from ..errors import AloeError
+
+err = Console(stderr=True)
+
+
+def command(app: typer.Typer, name: str, **kwargs) -> Callable:
+    """Register `fn` as a command whose library errors become `Error: ...` and an exit code.
+
+    Bad input exits 2, other failures 1, Ctrl-C 130. ALOE_DEBUG=1 prints the traceback.
+    """
+
+    def deco(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*args, **kw):
+            try:
+                return fn(*args, **kw)
+            except AloeError as e:
+                fail(str(e), e.exit_code)
+            except KeyboardInterrupt:
+                fail("interrupted", 130)
+
+        app.command(name, **kwargs)(wrapper)
+        return fn
+
+    return deco
+
+
+def fail(message: str, code: int) -> None:
+    if os.environ.get("ALOE_DEBUG"):
+        traceback.print_exc()
+    typer.echo(f"Error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def emit(result: dict, as_json: bool, human: Callable[[dict], None] | None = None) -> None:
+    """Print a result: JSON to stdout with --json, else the human form (tables go to stderr)."""
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2, default=_json_default) + "\n")
+    elif human is not None:
+        human(result)
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def fmt(x, digits: int = 3) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{digits}f}"
+    return str(x)
+
+
+# Shared option aliases.
+StoreArg = Annotated[Path, typer.Argument(help="The episode store (a directory).", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+PolicyOpt = Annotated[Optional[str], typer.Option(
+    "--policy", help="The policy: an aloe policy dir, package.module:factory, or ws://host:port.")]
+PolicyArgOpt = Annotated[Optional[list[str]], typer.Option(
+    "--policy-arg", help="key=value passed to a plugin policy's factory (repeatable).")]
+PolicyObsMapOpt = Annotated[Optional[list[str]], typer.Option(
+    "--policy-obs-map", help="store_key=server_key for a ws:// policy (repeatable).")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]

@@ -1,0 +1,35 @@
+"""Typed library errors. The CLI maps them to `Error: ...` and an exit code in one place."""
+
+from __future__ import annotations
+
+import os
+
+
+class AloeError(Exception):
+    """A failure the user should read about; exit code 1."""
+
+    exit_code = 1
+
+
+class BadInput(AloeError):
+    """Input that cannot be used as given (a file, a field, an option); exit code 2."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, path: str | os.PathLike | None = None, field: str | None = None):
+        self.path = None if path is None else str(path)
+        self.field = field
+        parts = [p for p in (self.path, field) if p]
+        super().__init__(": ".join(parts + [message]) if parts else message)
+
+
+class StoreError(BadInput):
+    """The episode store is missing, malformed or from a newer version."""
+
+
+class PolicyError(BadInput):
+    """A --policy SPEC that cannot be loaded or does not fit the store."""
+
+
+class RobotError(AloeError):
+    """A robot driver failed while running."""

@@ -1,0 +1,104 @@
+"""Readers for the episode formats robot teams log in, behind one registry.
+
+Each reader is a module in this package exposing a `READER` object with:
+
+- ``name``: the ``--format`` value;
+- ``detect(path) -> bool``: a cheap look at a path (a file or folder);
+- ``read(path, options) -> Source``: the source's fps, feature names and a lazy iterator
+  of `Episode` objects.
+
+Readers import their heavy dependencies (h5py, protobuf, av) inside ``read`` so that
+the CLI stays fast, and only for the format in use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Protocol
+
+from ..episode import Episode
+from ..errors import BadInput
+
+
+@dataclass
+class ReadOptions:
+    """Options every reader understands (each uses those that apply to its format)."""
+
+    state_keys: list[str] | None = None  # which observation keys make up observation.state
+    filter_key: str | None = None  # robomimic mask/<filter_key>
+    images: str = "keep"  # keep | drop camera streams
+    image_size: tuple[int, int] | None = None  # (W, H) to downsample at ingest
+    split: str | None = None  # RLDS split
+
+
+@dataclass
+class Source:
+    """What a reader returns: metadata, then episodes streamed one at a time."""
+
+    episodes: Iterator[Episode]
+    fps: float | None = None
+    names: dict[str, list[str]] = field(default_factory=dict)  # feature -> per-dimension names
+    info: dict = field(default_factory=dict)  # recorded in the ingest history (e.g. state_keys)
+
+
+class Reader(Protocol):
+    name: str
+
+    def detect(self, path: Path) -> bool: ...
+
+    def read(self, path: Path, options: ReadOptions) -> Source: ...
+
+
+# Registry: --format name -> module (imported lazily). Detection tries them in this order.
+READERS: dict[str, str] = {
+    "aloha": "aloha",
+    "robomimic": "robomimic",
+    "lerobot": "lerobot",
+    "minari": "minari",
+    "rlds": "rlds",
+}
+
+
+def get_reader(name: str) -> Reader:
+    if name not in READERS:
+        raise BadInput(f"unknown format {name!r}; choose one of: {', '.join(READERS)}", field="--format")
+    module = importlib.import_module(f".{READERS[name]}", __name__)
+    return module.READER
+
+
+def available_readers() -> list[str]:
+    """Registered readers whose module is present (a reader may not be built yet)."""
+    out = []
+    for name, mod in READERS.items():
+        if importlib.util.find_spec(f"{__name__}.{mod}") is not None:
+            out.append(name)
+    return out
+
+
+def detect_format(path: Path) -> str:
+    path = Path(path)
+    if not path.exists():
+        raise BadInput("no such file or directory", path)
+    for name in available_readers():
+        try:
+            if get_reader(name).detect(path):
+                return name
+        except OSError:
+            continue
+    raise BadInput(
+        f"cannot tell the format; pass --format ({', '.join(READERS)})", path)
+
+
+def iter_files(path: Path, pattern: str) -> list[Path]:
+    """Files under a folder matching a glob pattern, in natural order (episode_2 before episode_10)."""
+    import re
+
+    def key(p: Path) -> list:
+        return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(p))]
+
+    return sorted(path.glob(pattern), key=key)
+
+
+ReaderFactory = Callable[[], Reader]

@@ -1,0 +1,134 @@
+"""Ingest a source of episodes into the store: the library side of `aloe ingest`."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .episode import Episode
+from .errors import BadInput
+from .formats import ReadOptions, detect_format, get_reader
+from .store import IngestResult, Store
+
+
+@dataclass
+class Labels:
+    """Per-episode outcome labels from a CSV file: by source_key or by episode_index."""
+
+    by_key: dict[str, dict]
+    by_index: dict[int, dict]
+
+    def lookup(self, ep: Episode) -> dict | None:
+        return self.by_key.get(ep.source_key) or self.by_index.get(ep.source_index)
+
+
+_TRUE = {"true", "1", "yes", "success", "t", "y"}
+_FALSE = {"false", "0", "no", "failure", "f", "n"}
+_UNKNOWN = {"", "unknown", "none", "null", "nan"}
+
+
+def parse_success(value: str, where: str, field: str = "success") -> bool | None:
+    v = str(value).strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    if v in _UNKNOWN:
+        return None
+    raise BadInput(f"{value!r} is not true, false or unknown", where, field)
+
+
+def read_labels(path: str | os.PathLike) -> Labels:
+    path = Path(path)
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            fields = reader.fieldnames or []
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise BadInput(f"cannot be read: {e}", path) from None
+    if "success" not in fields:
+        raise BadInput("missing column", path, "success")
+    if "source_key" not in fields and "episode_index" not in fields:
+        raise BadInput("needs a source_key or episode_index column", path, "source_key")
+    by_key, by_index = {}, {}
+    for n, row in enumerate(rows, start=2):
+        where = f"{path}:{n}"
+        label = {"success": parse_success(row["success"], where)}
+        if row.get("policy_id"):
+            label["policy_id"] = row["policy_id"]
+        if row.get("source_key"):
+            by_key[row["source_key"]] = label
+        elif row.get("episode_index", "").strip():
+            try:
+                by_index[int(row["episode_index"])] = label
+            except ValueError:
+                raise BadInput(f"{row['episode_index']!r} is not an integer", where, "episode_index") from None
+    return Labels(by_key, by_index)
+
+
+def hash_source(path: Path) -> str:
+    """A content hash of a file, or of every file under a folder (names and bytes)."""
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for p in files:
+        h.update(str(p.relative_to(path) if p != path else p.name).encode())
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def ingest(store_path: str | os.PathLike, source_path: str | os.PathLike, fmt: str | None = None, *,
+           options: ReadOptions | None = None, force: bool = False, success: bool | None = None,
+           labels: str | os.PathLike | None = None, policy_id: str | None = None, task: str | None = None,
+           progress: Callable[[int], None] | None = None) -> IngestResult:
+    """Read `source_path` and add its episodes to the store at `store_path`, atomically.
+
+    Re-ingesting content already in the store is a no-op unless `force` (which replaces it).
+    Any bad input raises BadInput and leaves the store as it was.
+    """
+    source = Path(source_path)
+    if not source.exists():
+        raise BadInput("no such file or directory", source)
+    fmt = fmt or detect_format(source)
+    reader = get_reader(fmt)
+    options = options or ReadOptions()
+    label_map = read_labels(labels) if labels else None
+    store = Store.open(store_path, create=True)
+    content_hash = hash_source(source)
+    previous = store.find_ingest(content_hash)
+    if previous is not None and not force:
+        return IngestResult(str(store.root), str(source), fmt, previous["id"], [], skipped_unchanged=True)
+    src = reader.read(source, options)
+    record = {"format_options": {k: v for k, v in vars(options).items() if v is not None}, **src.info}
+    seen_keys: set[str] = set()
+    with store.writer(str(source), fmt, content_hash, record, replace_hash=force) as w:
+        for ep in src.episodes:
+            seen_keys.add(ep.source_key)
+            label = label_map.lookup(ep) if label_map else None
+            if label is not None:
+                ep.success = label["success"]
+                ep.terminated = None
+                ep.policy_id = label.get("policy_id", ep.policy_id)
+            if ep.success is None and success is not None:
+                ep.success = success
+                ep.terminated = None
+            ep.policy_id = ep.policy_id or policy_id
+            ep.task = ep.task or task
+            w.add(ep, names=src.names, fps=src.fps)
+            if progress:
+                progress(len(ep))
+        if label_map is not None:
+            _check_labels_used(label_map, seen_keys, labels)
+        return w.commit()
+
+
+def _check_labels_used(labels: Labels, keys: set[str], path) -> None:
+    unknown = [k for k in labels.by_key if k not in keys]
+    if unknown:
+        raise BadInput(f"names episode {unknown[0]!r}, which is not in the source", path, "source_key")

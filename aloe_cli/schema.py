@@ -1,0 +1,105 @@
+"""Column names, dtypes and file names of the episode store: defined here once.
+
+Every other module (readers, store, critic, scoring, export) refers to these
+constants instead of spelling a column name again.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+FORMAT_VERSION = 1
+
+# Files inside a store directory.
+MANIFEST_FILE = "aloe.json"
+EPISODES_FILE = "episodes.parquet"
+FRAMES_DIR = "frames"
+TXN_FILE = ".aloe-txn.json"
+LOCK_FILE = ".aloe.lock"
+STAGING_DIR = ".staging"
+
+# Frame columns (STORE/frames/*.parquet; one row group per episode).
+EPISODE_ID = "episode_id"
+FRAME_INDEX = "frame_index"
+TIMESTAMP = "timestamp"
+OBS_PREFIX = "observation."
+OBS_STATE = "observation.state"
+OBS_IMAGES_PREFIX = "observation.images."
+ACTION = "action"
+REWARD = "reward"
+IS_INTERVENTION = "is_intervention"
+TASK = "task"  # also passed to policies as a per-observation list of strings
+
+# Episode columns (STORE/episodes.parquet; one row per episode).
+SOURCE = "source"
+FORMAT = "format"
+SOURCE_KEY = "source_key"
+POLICY_ID = "policy_id"
+SUCCESS = "success"
+TERMINATED = "terminated"
+TRUNCATED = "truncated"
+LENGTH = "length"
+INTERVENTION_FRAMES = "intervention_frames"
+FPS = "fps"
+FRAMES_FILE = "frames_file"
+ROW_GROUP = "row_group"
+INGEST_ID = "ingest_id"
+
+HUMAN_POLICY_ID = "human"
+UNKNOWN_POLICY_ID = "unknown"
+
+# Score columns (SCORES_DIR/chunks.parquet), joined back to frames on (episode_id, frame_index).
+Q = "q"
+Q_STD = "q_std"
+V = "v"
+ADVANTAGE = "advantage"
+ADVANTAGE_NORM = "advantage_norm"
+CHUNK_LEN = "chunk_len"
+
+EPISODES_SCHEMA = pa.schema(
+    [
+        pa.field(EPISODE_ID, pa.string(), nullable=False),
+        pa.field(SOURCE, pa.string()),
+        pa.field(FORMAT, pa.string()),
+        pa.field(SOURCE_KEY, pa.string()),
+        pa.field(POLICY_ID, pa.string()),
+        pa.field(TASK, pa.string()),
+        pa.field(SUCCESS, pa.bool_()),  # null = unknown outcome
+        pa.field(TERMINATED, pa.bool_(), nullable=False),
+        pa.field(TRUNCATED, pa.bool_(), nullable=False),
+        pa.field(LENGTH, pa.int64(), nullable=False),
+        pa.field(INTERVENTION_FRAMES, pa.int64(), nullable=False),
+        pa.field(FPS, pa.float64()),
+        pa.field(FRAMES_FILE, pa.string(), nullable=False),
+        pa.field(ROW_GROUP, pa.int64(), nullable=False),
+        pa.field(INGEST_ID, pa.string()),
+    ]
+)
+
+
+def vector_type(dim: int) -> pa.DataType:
+    """A fixed-size float32 vector of `dim` numbers."""
+    return pa.list_(pa.float32(), dim)
+
+
+def frames_schema(state_dim: int, action_dim: int, extras: dict[str, int] | None = None,
+                  images: list[str] | None = None) -> pa.Schema:
+    """The frames schema for a store: base columns, then extra numeric observations and cameras.
+
+    `extras` maps a full column name (``observation.<name>``) to its width; `images` lists
+    camera column names (``observation.images.<cam>``) stored as encoded image bytes.
+    """
+    fields = [
+        pa.field(EPISODE_ID, pa.string(), nullable=False),
+        pa.field(FRAME_INDEX, pa.int64(), nullable=False),
+        pa.field(TIMESTAMP, pa.float32(), nullable=False),
+        pa.field(OBS_STATE, vector_type(state_dim), nullable=False),
+        pa.field(ACTION, vector_type(action_dim), nullable=False),
+        pa.field(REWARD, pa.float32()),
+        pa.field(IS_INTERVENTION, pa.bool_(), nullable=False),
+    ]
+    for name, dim in sorted((extras or {}).items()):
+        fields.append(pa.field(name, vector_type(dim)))
+    for name in sorted(images or []):
+        fields.append(pa.field(name, pa.binary()))
+    return pa.schema(fields)

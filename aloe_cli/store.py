@@ -1,0 +1,610 @@
+"""The episode store: a directory of Parquet files plus a JSON manifest.
+
+Layout (a public contract, documented in the README)::
+
+    STORE/aloe.json          manifest: format version, fps, features, ingest history
+    STORE/episodes.parquet   one row per episode
+    STORE/frames/part-*.parquet   frames; one file per ingest, one row group per episode
+
+Writes are atomic. A writer stages new frame files under ``STORE/.staging/``, then writes
+a journal (``.aloe-txn.json``, by rename: the commit point) naming every rename and
+deletion, then carries it out and removes the journal. A crash before the journal leaves
+the store as before (the staging folder is swept later); a crash after it is rolled
+forward by the next open. One writer at a time (``fcntl`` lock on ``.aloe.lock``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import schema as S
+from .episode import Episode
+from .errors import BadInput, StoreError
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _crashpoint(name: str) -> None:
+    """Fault injection for the atomicity tests: ALOE_CRASH_AT=<name> kills the process here."""
+    if os.environ.get("ALOE_CRASH_AT") == name:
+        os._exit(137)
+
+
+def _fsync_write(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def vectors(arr: pa.Array | pa.ChunkedArray, dim: int | None = None) -> np.ndarray:
+    """A (fixed- or variable-size) list column as a float32 (N, dim) array; null rows become NaN."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
+    n = len(arr)
+    if pa.types.is_fixed_size_list(arr.type):
+        dim = arr.type.list_size
+    if arr.null_count:
+        valid = np.asarray(arr.is_valid())
+        out = np.full((n, dim or 0), np.nan, dtype=np.float32)
+        if valid.any():
+            out[valid] = vectors(arr.filter(pa.array(valid)), dim)
+        return out
+    flat = np.asarray(arr.flatten(), dtype=np.float32)
+    if dim is None:
+        dim = flat.size // max(n, 1)
+    return flat.reshape(n, dim)
+
+
+@dataclass
+class FrameArrays:
+    """Selected frame columns of many episodes, concatenated in store order."""
+
+    episode_ids: list[str]
+    starts: np.ndarray  # (E,) first frame of each episode in the concatenated arrays
+    lengths: np.ndarray  # (E,)
+    columns: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.lengths.sum())
+
+    def episode_of_frame(self) -> np.ndarray:
+        """(N,) index of the episode each frame belongs to."""
+        return np.repeat(np.arange(len(self.lengths)), self.lengths)
+
+
+@dataclass
+class IngestResult:
+    store: str
+    source: str
+    format: str
+    ingest_id: str | None
+    added: list[str]
+    duplicates: int = 0
+    replaced: int = 0
+    skipped_unchanged: bool = False
+    dropped_columns: list[str] = field(default_factory=list)
+    frames: int = 0
+
+    def to_dict(self) -> dict:
+        return {
+            "store": self.store,
+            "source": self.source,
+            "format": self.format,
+            "ingest_id": self.ingest_id,
+            "episodes_added": len(self.added),
+            "frames_added": self.frames,
+            "duplicates_skipped": self.duplicates,
+            "episodes_replaced": self.replaced,
+            "unchanged": self.skipped_unchanged,
+            "dropped_columns": self.dropped_columns,
+        }
+
+
+class Store:
+    """An episode store on disk. Open with `Store.open(path)`; write with `store.writer(...)`."""
+
+    def __init__(self, root: Path, manifest: dict | None):
+        self.root = Path(root)
+        self.manifest = manifest
+        self._episodes: pd.DataFrame | None = None
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def open(cls, root: str | os.PathLike, create: bool = False) -> "Store":
+        root = Path(root)
+        if root.exists() and not root.is_dir():
+            raise StoreError("is not a directory", root)
+        if (root / S.TXN_FILE).exists():
+            with _Lock(root):
+                _roll_forward(root)
+        manifest_path = root / S.MANIFEST_FILE
+        if not manifest_path.exists():
+            if create:
+                return cls(root, None)
+            if root.exists() and any(root.iterdir()):
+                raise StoreError(f"is not an aloe store (no {S.MANIFEST_FILE})", root)
+            raise StoreError("store does not exist (run `aloe ingest` or `aloe rollout` first)", root)
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError) as e:
+            raise StoreError(f"cannot be parsed: {e}", manifest_path) from None
+        version = manifest.get("format_version")
+        if not isinstance(version, int):
+            raise StoreError("missing or not an integer", manifest_path, "format_version")
+        if version > S.FORMAT_VERSION:
+            raise StoreError(
+                f"store format {version} is newer than this aloe understands ({S.FORMAT_VERSION}); upgrade aloe",
+                manifest_path, "format_version")
+        for key in ("features", "ingests"):
+            if key not in manifest:
+                raise StoreError("missing", manifest_path, key)
+        return cls(root, manifest)
+
+    @property
+    def exists(self) -> bool:
+        return self.manifest is not None
+
+    # ------------------------------------------------------------------ metadata
+    @property
+    def features(self) -> dict:
+        return (self.manifest or {}).get("features", {})
+
+    @property
+    def fps(self) -> float | None:
+        return (self.manifest or {}).get("fps")
+
+    @property
+    def state_dim(self) -> int:
+        return int(self.features[S.OBS_STATE]["shape"][0])
+
+    @property
+    def action_dim(self) -> int:
+        return int(self.features[S.ACTION]["shape"][0])
+
+    @property
+    def extra_columns(self) -> dict[str, int]:
+        return {k: int(v["shape"][0]) for k, v in self.features.items()
+                if k.startswith(S.OBS_PREFIX) and k != S.OBS_STATE and v.get("dtype") != "image"}
+
+    @property
+    def image_columns(self) -> list[str]:
+        return sorted(k for k, v in self.features.items() if v.get("dtype") == "image")
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the store's content: a hash of its episode ids in order."""
+        h = hashlib.sha256()
+        for eid in self.episodes[S.EPISODE_ID]:
+            h.update(eid.encode())
+        return h.hexdigest()[:16]
+
+    @property
+    def episodes(self) -> pd.DataFrame:
+        if self._episodes is None:
+            path = self.root / S.EPISODES_FILE
+            if self.manifest is None or not path.exists():
+                self._episodes = S.EPISODES_SCHEMA.empty_table().to_pandas()
+            else:
+                try:
+                    self._episodes = pq.read_table(path).to_pandas()
+                except (OSError, pa.ArrowException) as e:
+                    raise StoreError(f"cannot be read: {e}", path) from None
+        return self._episodes
+
+    # ------------------------------------------------------------------ reading
+    def _frames_file(self, rel: str) -> pq.ParquetFile:
+        path = self.root / rel
+        try:
+            return pq.ParquetFile(path)
+        except (OSError, pa.ArrowException) as e:
+            raise StoreError(f"cannot be read: {e}", path) from None
+
+    def _select(self, episode_ids: Iterable[str] | None) -> pd.DataFrame:
+        eps = self.episodes
+        if episode_ids is None:
+            return eps
+        wanted = list(episode_ids)
+        index = {e: i for i, e in enumerate(eps[S.EPISODE_ID])}
+        missing = [e for e in wanted if e not in index]
+        if missing:
+            raise BadInput(f"unknown episode id {missing[0]!r}", self.root, S.EPISODE_ID)
+        return eps.iloc[[index[e] for e in wanted]]
+
+    def iter_episode_tables(self, episode_ids: Iterable[str] | None = None,
+                            columns: list[str] | None = None) -> Iterator[tuple[pd.Series, pa.Table]]:
+        """Yield (episode row, frames table) one episode at a time (one row group read each)."""
+        rows = self._select(episode_ids)
+        files: dict[str, pq.ParquetFile] = {}
+        for _, row in rows.iterrows():
+            rel = row[S.FRAMES_FILE]
+            if rel not in files:
+                files[rel] = self._frames_file(rel)
+            yield row, files[rel].read_row_group(int(row[S.ROW_GROUP]), columns=columns)
+
+    def iter_episodes(self, episode_ids: Iterable[str] | None = None) -> Iterator[Episode]:
+        """Yield stored episodes as `Episode` objects, one row group at a time."""
+        extras = self.extra_columns
+        for row, t in self.iter_episode_tables(episode_ids):
+            reward = t.column(S.REWARD)
+            yield Episode(
+                state=vectors(t.column(S.OBS_STATE)),
+                action=vectors(t.column(S.ACTION)),
+                source_key=row[S.SOURCE_KEY],
+                reward=None if reward.null_count == len(reward) else reward.to_numpy(zero_copy_only=False),
+                is_intervention=t.column(S.IS_INTERVENTION).to_numpy(zero_copy_only=False),
+                success=None if pd.isna(row[S.SUCCESS]) else bool(row[S.SUCCESS]),
+                terminated=bool(row[S.TERMINATED]),
+                task=row[S.TASK],
+                policy_id=row[S.POLICY_ID],
+                timestamp=t.column(S.TIMESTAMP).to_numpy(),
+                extras={k: vectors(t.column(k), d) for k, d in extras.items() if k in t.column_names},
+                images={k: t.column(k).to_pylist() for k in self.image_columns if k in t.column_names},
+                episode_id=row[S.EPISODE_ID],
+            )
+
+    def load_frames(self, columns: list[str] | None = None,
+                    episode_ids: Iterable[str] | None = None) -> FrameArrays:
+        """Load columns of the chosen episodes into contiguous numpy arrays (memory ~ frames).
+
+        List columns become float32 (N, dim); scalar columns become 1-d arrays.
+        """
+        columns = columns or [S.OBS_STATE, S.ACTION]
+        rows = self._select(episode_ids)
+        lengths = rows[S.LENGTH].to_numpy(dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        n = int(lengths.sum())
+        out: dict[str, np.ndarray] = {}
+        pos = 0
+        for _, t in self.iter_episode_tables(rows[S.EPISODE_ID], columns=columns):
+            for name in columns:
+                col = t.column(name)
+                if pa.types.is_list(col.type) or pa.types.is_fixed_size_list(col.type):
+                    a = vectors(col, self.features.get(name, {}).get("shape", [None])[0])
+                elif name == S.REWARD:
+                    a = col.to_numpy(zero_copy_only=False).astype(np.float32)  # nulls -> nan
+                else:
+                    a = col.to_numpy(zero_copy_only=False)
+                if name not in out:
+                    out[name] = np.empty((n,) + a.shape[1:], dtype=a.dtype)
+                out[name][pos:pos + len(a)] = a
+            pos += t.num_rows
+        for name in columns:  # a store with no episodes selected
+            out.setdefault(name, np.empty((0,), dtype=np.float32))
+        return FrameArrays(list(rows[S.EPISODE_ID]), starts, lengths, out)
+
+    # ------------------------------------------------------------------ writing
+    def writer(self, source: str, fmt: str, content_hash: str | None = None,
+               options: dict | None = None, replace_hash: bool = False) -> "StoreWriter":
+        return StoreWriter(self, source, fmt, content_hash, options or {}, replace_hash)
+
+    def find_ingest(self, content_hash: str) -> dict | None:
+        for ing in (self.manifest or {}).get("ingests", []):
+            if ing.get("content_hash") == content_hash:
+                return ing
+        return None
+
+
+class _Lock:
+    """An exclusive advisory lock on STORE/.aloe.lock (one writer at a time)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.fd = None
+
+    def __enter__(self):
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.root / S.LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            raise StoreError("another aloe process is writing to this store", self.root) from None
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+
+
+def _roll_forward(root: Path) -> None:
+    """Finish a committed transaction from its journal (idempotent)."""
+    txn_path = root / S.TXN_FILE
+    if not txn_path.exists():
+        return
+    txn = json.loads(txn_path.read_text())
+    for src, dst in txn["renames"]:
+        s, d = root / src, root / dst
+        if s.exists():
+            d.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(s, d)
+    for rel in txn["deletes"]:
+        p = root / rel
+        if p.exists():
+            p.unlink()
+    _fsync_dir(root / S.FRAMES_DIR)
+    _fsync_dir(root)
+    txn_path.unlink()
+    _fsync_dir(root)
+    staging = root / S.STAGING_DIR / txn["id"]
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+class StoreWriter:
+    """Stages episodes into a new frames file, then commits them atomically.
+
+    Use as a context manager: leaving the block without `commit()` (or with an exception)
+    discards everything staged.
+    """
+
+    def __init__(self, store: Store, source: str, fmt: str, content_hash: str | None,
+                 options: dict, replace_hash: bool):
+        self.store = store
+        self.root = store.root
+        self.source = source
+        self.format = fmt
+        self.content_hash = content_hash
+        self.options = options
+        self.replace_hash = replace_hash
+        self.txn_id = uuid.uuid4().hex[:12]
+        self.created_root = not self.root.exists()
+        self.lock = _Lock(self.root)
+        self.lock.__enter__()
+        self._closed = False
+        try:
+            # Sweep staging folders that crashed writers left (we hold the lock).
+            shutil.rmtree(self.root / S.STAGING_DIR, ignore_errors=True)
+            self.staging = self.root / S.STAGING_DIR / self.txn_id
+            self.staging.mkdir(parents=True)
+        except BaseException:
+            self._release()
+            raise
+        m = store.manifest
+        self.features: dict | None = None if m is None else json.loads(json.dumps(m["features"]))
+        self.fps: float | None = None if m is None else m.get("fps")
+        # Episodes being replaced (re-ingest of the same content with --force).
+        self.replaced_ingests = []
+        if m is not None and replace_hash and content_hash:
+            self.replaced_ingests = [i for i in m["ingests"] if i.get("content_hash") == content_hash]
+        replaced_ids = {e for i in self.replaced_ingests for e in i["episode_ids"]}
+        self.existing_ids = set(store.episodes[S.EPISODE_ID]) - replaced_ids
+        self.rows: list[dict] = []
+        self.added: list[str] = []
+        self.duplicates = 0
+        self.frames = 0
+        self.dropped: set[str] = set()
+        self._pq: pq.ParquetWriter | None = None
+        self._schema: pa.Schema | None = None
+        self.part_name = None
+
+    # -------------------------------------------------------------- features
+    def _init_features(self, ep: Episode, names: dict[str, list[str]] | None) -> None:
+        names = names or {}
+        feats = {
+            S.OBS_STATE: {"dtype": "float32", "shape": [ep.state.shape[1]], "names": names.get(S.OBS_STATE)},
+            S.ACTION: {"dtype": "float32", "shape": [ep.action.shape[1]], "names": names.get(S.ACTION)},
+        }
+        for k, a in ep.extras.items():
+            feats[k] = {"dtype": "float32", "shape": [a.shape[1]], "names": names.get(k)}
+        for k in ep.images:
+            feats[k] = {"dtype": "image", "shape": None, "names": None}
+        self.features = feats
+
+    def _check_features(self, ep: Episode, path: str) -> None:
+        f = self.features
+        for col, arr in ((S.OBS_STATE, ep.state), (S.ACTION, ep.action)):
+            have, want = arr.shape[1], f[col]["shape"][0]
+            if have != want:
+                raise BadInput(
+                    f"has {have} numbers per frame but the store {self.root} holds {want}; "
+                    "ingest into a separate store or map the source's keys", f"{path}[{ep.source_key}]", col)
+        for k, a in list(ep.extras.items()):
+            if k not in f:
+                self.dropped.add(k)
+                del ep.extras[k]
+            elif a.shape[1] != f[k]["shape"][0]:
+                raise BadInput(f"has {a.shape[1]} numbers per frame but the store holds {f[k]['shape'][0]}",
+                               f"{path}[{ep.source_key}]", k)
+        for k in list(ep.images):
+            if k not in f:
+                self.dropped.add(k)
+                del ep.images[k]
+
+    # -------------------------------------------------------------- adding
+    def add(self, ep: Episode, names: dict[str, list[str]] | None = None, fps: float | None = None) -> str | None:
+        """Stage one episode; returns its id, or None when it is already in the store."""
+        ep = ep.normalized(self.source)
+        if self.features is None:
+            self._init_features(ep, names)
+        if self.fps is None and fps:
+            self.fps = float(fps)
+        self._check_features(ep, self.source)
+        eid = ep.content_id()
+        if eid in self.existing_ids:
+            self.duplicates += 1
+            return None
+        self.existing_ids.add(eid)
+        T = len(ep)
+        schema = self._frames_schema()
+        fps_ = fps or self.fps or 0.0
+        ts = ep.timestamp if ep.timestamp is not None else (
+            np.arange(T, dtype=np.float32) / np.float32(fps_) if fps_ else np.arange(T, dtype=np.float32))
+        cols = {
+            S.EPISODE_ID: pa.array([eid] * T, pa.string()),
+            S.FRAME_INDEX: pa.array(np.arange(T, dtype=np.int64)),
+            S.TIMESTAMP: pa.array(ts.astype(np.float32)),
+            S.OBS_STATE: _fixed_list(ep.state),
+            S.ACTION: _fixed_list(ep.action),
+            S.REWARD: pa.array(ep.reward, pa.float32()) if ep.reward is not None else pa.nulls(T, pa.float32()),
+            S.IS_INTERVENTION: pa.array(ep.is_intervention.astype(bool)),
+        }
+        for name in schema.names[len(cols):]:
+            ftype = schema.field(name).type
+            if name in ep.extras:
+                cols[name] = _fixed_list(ep.extras[name])
+            elif name in ep.images:
+                cols[name] = pa.array(ep.images[name], pa.binary())
+            else:
+                cols[name] = pa.nulls(T, ftype)
+        table = pa.Table.from_pydict(cols, schema=schema)
+        if self._pq is None:
+            self.part_name = f"{S.FRAMES_DIR}/part-{_dt.datetime.now(_dt.timezone.utc):%Y%m%dT%H%M%S}-{self.txn_id}.parquet"
+            self._pq = pq.ParquetWriter(self.staging / "frames.parquet", schema, compression="zstd")
+        self._pq.write_table(table, row_group_size=max(T, 1))
+        interv = int(ep.is_intervention.sum())
+        terminated = ep.is_terminated
+        self.rows.append({
+            S.EPISODE_ID: eid,
+            S.SOURCE: self.source,
+            S.FORMAT: self.format,
+            S.SOURCE_KEY: ep.source_key,
+            S.POLICY_ID: ep.policy_id or S.UNKNOWN_POLICY_ID,
+            S.TASK: ep.task,
+            S.SUCCESS: ep.success,
+            S.TERMINATED: terminated,
+            S.TRUNCATED: not terminated,
+            S.LENGTH: T,
+            S.INTERVENTION_FRAMES: interv,
+            S.FPS: fps_ or None,
+            S.FRAMES_FILE: self.part_name,
+            S.ROW_GROUP: len(self.rows),
+            S.INGEST_ID: self.txn_id,
+        })
+        self.added.append(eid)
+        self.frames += T
+        return eid
+
+    def _frames_schema(self) -> pa.Schema:
+        if self._schema is None:
+            f = self.features
+            extras = {k: v["shape"][0] for k, v in f.items()
+                      if k not in (S.OBS_STATE, S.ACTION) and v["dtype"] != "image"}
+            images = [k for k, v in f.items() if v["dtype"] == "image"]
+            self._schema = S.frames_schema(f[S.OBS_STATE]["shape"][0], f[S.ACTION]["shape"][0], extras, images)
+        return self._schema
+
+    # -------------------------------------------------------------- commit / abort
+    def commit(self) -> IngestResult:
+        try:
+            return self._commit()
+        finally:
+            self._release()
+
+    def _commit(self) -> IngestResult:
+        result = IngestResult(str(self.root), self.source, self.format, self.txn_id, list(self.added),
+                              duplicates=self.duplicates, dropped_columns=sorted(self.dropped), frames=self.frames)
+        replaced_ids = {e for i in self.replaced_ingests for e in i["episode_ids"]}
+        if not self.added and not replaced_ids:
+            result.ingest_id = None
+            shutil.rmtree(self.staging, ignore_errors=True)
+            if self.created_root:
+                shutil.rmtree(self.root, ignore_errors=True)
+            return result
+        if self._pq is not None:
+            self._pq.close()
+            self._pq = None
+        old = self.store.episodes
+        keep = old[~old[S.EPISODE_ID].isin(replaced_ids)]
+        new_rows = pd.DataFrame(self.rows, columns=S.EPISODES_SCHEMA.names)
+        episodes = pd.concat([keep, new_rows], ignore_index=True) if len(keep) else new_rows
+        table = pa.Table.from_pandas(episodes, schema=S.EPISODES_SCHEMA, preserve_index=False)
+        pq.write_table(table, self.staging / S.EPISODES_FILE)
+        # Frames files no longer referenced by any episode are deleted.
+        live_files = set(episodes[S.FRAMES_FILE])
+        old_files = set(old[S.FRAMES_FILE]) if len(old) else set()
+        deletes = sorted(old_files - live_files)
+        m = self.store.manifest or {"format_version": S.FORMAT_VERSION, "created": _now(), "ingests": []}
+        m = dict(m)
+        m["format_version"] = S.FORMAT_VERSION
+        m["fps"] = self.fps
+        m["features"] = self.features
+        ingests = [i for i in m["ingests"] if i not in self.replaced_ingests]
+        if self.added:
+            ingests.append({
+                "id": self.txn_id,
+                "source": self.source,
+                "format": self.format,
+                "content_hash": self.content_hash,
+                "time": _now(),
+                "options": self.options,
+                "frames_file": self.part_name,
+                "episode_ids": list(self.added),
+            })
+        m["ingests"] = ingests
+        _fsync_write(self.staging / S.MANIFEST_FILE, json.dumps(m, indent=2).encode())
+        _crashpoint("before-journal")
+        stage_rel = f"{S.STAGING_DIR}/{self.txn_id}"
+        renames = []
+        if self.part_name:
+            renames.append([f"{stage_rel}/frames.parquet", self.part_name])
+        renames += [[f"{stage_rel}/{S.EPISODES_FILE}", S.EPISODES_FILE],
+                    [f"{stage_rel}/{S.MANIFEST_FILE}", S.MANIFEST_FILE]]
+        txn = {"id": self.txn_id, "renames": renames, "deletes": deletes}
+        tmp = self.root / (S.TXN_FILE + ".tmp")
+        _fsync_write(tmp, json.dumps(txn).encode())
+        os.replace(tmp, self.root / S.TXN_FILE)  # the commit point
+        _fsync_dir(self.root)
+        _crashpoint("after-journal")
+        _roll_forward(self.root)
+        self.store.manifest = m
+        self.store._episodes = None
+        result.replaced = len(replaced_ids)
+        return result
+
+    def abort(self) -> None:
+        try:
+            if self._pq is not None:
+                self._pq.close()
+                self._pq = None
+            shutil.rmtree(self.staging, ignore_errors=True)
+            if self.created_root:
+                shutil.rmtree(self.root, ignore_errors=True)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.lock.__exit__(None, None, None)
+            if self.created_root and not (self.root / S.MANIFEST_FILE).exists():
+                shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> "StoreWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self._closed:
+            self.abort()
+
+
+def _fixed_list(arr: np.ndarray) -> pa.FixedSizeListArray:
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1)), arr.shape[1])

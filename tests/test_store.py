@@ -1,0 +1,259 @@
+"""The episode store: ingest round-trips, atomic commits, no-op re-ingest, bad input, info."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from aloe_cli import schema as S
+from aloe_cli.store import Store
+from conftest import run_subprocess, write_aloha_episode
+
+
+def snapshot(store):
+    """Every file's bytes under a store (to prove it did not change)."""
+    return {str(p.relative_to(store)): p.read_bytes() for p in sorted(store.rglob("*"))
+            if p.is_file() and p.name != S.LOCK_FILE}
+
+
+def test_ingest_aloha_round_trips_exactly(cli, tmp_path, aloha_dir):
+    src, written = aloha_dir
+    store = tmp_path / "store"
+    r = cli("ingest", store, src, "--policy-id", "human", "--success", "true", "--task", "insert peg")
+    assert r.exit_code == 0, r
+    assert r.stdout.strip() == f"ingested 3 episodes (48 frames) from {src} [aloha] into {store}"
+    s = Store.open(store)
+    eps = list(s.iter_episodes())
+    assert [e.source_key for e in eps] == ["episode_0.hdf5", "episode_1.hdf5", "episode_2.hdf5"]
+    for ep, w in zip(eps, written):
+        np.testing.assert_array_equal(ep.state, w["qpos"].astype(np.float32))
+        np.testing.assert_array_equal(ep.action, w["action"].astype(np.float32))
+        np.testing.assert_array_equal(ep.extras["observation.qvel"], w["qvel"].astype(np.float32))
+        assert ep.success is True and ep.terminated is True and ep.policy_id == "human"
+        assert ep.task == "insert peg"
+        assert ep.reward is None and not ep.is_intervention.any()
+    # Plain pandas/pyarrow read the store with no aloe code.
+    frames = pd.read_parquet(store / "frames")
+    assert len(frames) == 48 and list(frames.columns[:7]) == [
+        "episode_id", "frame_index", "timestamp", "observation.state", "action", "reward", "is_intervention"]
+    episodes = pd.read_parquet(store / "episodes.parquet")
+    assert episodes["length"].tolist() == [15, 16, 17]
+    f = pq.ParquetFile(store / episodes["frames_file"][1])
+    assert f.num_row_groups == 3 and f.read_row_group(1).num_rows == 16
+    manifest = json.loads((store / "aloe.json").read_text())
+    assert manifest["format_version"] == S.FORMAT_VERSION
+    assert manifest["features"]["observation.state"]["shape"] == [14]
+    assert manifest["ingests"][0]["episode_ids"] == episodes["episode_id"].tolist()
+
+
+def test_load_frames_concatenates_in_store_order(tmp_path, aloha_dir, cli):
+    src, written = aloha_dir
+    cli("ingest", tmp_path / "s", src)
+    fa = Store.open(tmp_path / "s").load_frames([S.OBS_STATE, S.ACTION, S.IS_INTERVENTION, S.REWARD])
+    assert fa.lengths.tolist() == [15, 16, 17] and fa.starts.tolist() == [0, 15, 31]
+    np.testing.assert_array_equal(fa.columns[S.ACTION][15:31], written[1]["action"].astype(np.float32))
+    assert np.isnan(fa.columns[S.REWARD]).all()
+    assert fa.episode_of_frame()[14:16].tolist() == [0, 1]
+
+
+def test_reingest_is_noop_and_force_replaces(cli, tmp_path, aloha_dir):
+    src, _ = aloha_dir
+    store = tmp_path / "store"
+    assert cli("ingest", store, src).exit_code == 0
+    before = snapshot(store)
+    r = cli("ingest", store, src)
+    assert r.exit_code == 0 and "already in" in r.stdout
+    assert snapshot(store) == before
+    r = cli("ingest", store, src, "--force", "--success", "false", "--json")
+    assert r.exit_code == 0, r
+    d = json.loads(r.stdout)
+    assert d["episodes_added"] == 3 and d["episodes_replaced"] == 3
+    s = Store.open(store)
+    assert len(s.episodes) == 3 and (s.episodes["success"] == False).all()  # noqa: E712
+    assert len(list((store / "frames").iterdir())) == 1 and len(s.manifest["ingests"]) == 1
+
+
+def test_second_source_appends_and_duplicates_are_skipped(cli, tmp_path, aloha_dir):
+    src, _ = aloha_dir
+    store = tmp_path / "store"
+    cli("ingest", store, src)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "episode_0.hdf5").write_bytes((src / "episode_0.hdf5").read_bytes())  # same content
+    write_aloha_episode(other / "episode_1.hdf5", T=9, seed=42)
+    r = cli("ingest", store, other, "--json")
+    d = json.loads(r.stdout)
+    assert d["episodes_added"] == 1 and d["duplicates_skipped"] == 1
+    assert Store.open(store).episodes["length"].tolist() == [15, 16, 17, 9]
+
+
+@pytest.mark.parametrize("point", ["before-journal", "after-journal"])
+def test_crash_during_commit_leaves_before_or_after(tmp_path, aloha_dir, point):
+    src, _ = aloha_dir
+    store = tmp_path / "store"
+    assert run_subprocess("ingest", store, src).returncode == 0
+    before = snapshot(store)
+    other = tmp_path / "more"
+    other.mkdir()
+    write_aloha_episode(other / "episode_0.hdf5", T=11, seed=7)
+    r = run_subprocess("ingest", store, other, env={"ALOE_CRASH_AT": point})
+    assert r.returncode == 137
+    s = Store.open(store)  # recovery happens on open
+    if point == "before-journal":
+        assert {k: v for k, v in snapshot(store).items() if not k.startswith(".staging")} == before
+        assert len(s.episodes) == 3
+    else:
+        assert len(s.episodes) == 4 and not (store / S.TXN_FILE).exists()
+        assert len(pd.read_parquet(store / "frames")) == 48 + 11
+    # The store stays writable after the crash, and staging leftovers are swept.
+    write_aloha_episode(other / "episode_1.hdf5", T=5, seed=8)
+    assert run_subprocess("ingest", store, other).returncode == 0
+    assert not any((store / S.STAGING_DIR).iterdir())
+
+
+def test_kill_9_at_random_moments_never_half_writes(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    import os
+    from conftest import REPO
+
+    src = tmp_path / "big"
+    src.mkdir()
+    for i in range(40):
+        write_aloha_episode(src / f"episode_{i}.hdf5", T=200, seed=i, cams=())
+    store = tmp_path / "store"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    for delay in (0.3, 0.8, 1.5, 3.0):
+        p = subprocess.Popen([sys.executable, "-m", "aloe_cli", "ingest", str(store), str(src), "--force"],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        if (store / S.MANIFEST_FILE).exists() or (store / S.TXN_FILE).exists():
+            s = Store.open(store)
+            assert len(s.episodes) in (0, 40)
+            assert len(pd.read_parquet(store / "frames")) == s.episodes["length"].sum()
+
+
+def test_info_table_and_json(cli, tmp_path, aloha_dir):
+    src, _ = aloha_dir
+    store = tmp_path / "store"
+    cli("ingest", store, src, "--policy-id", "v1", "--success", "true")
+    r = cli("info", store, "--json")
+    d = json.loads(r.stdout)
+    assert d["episodes"] == 3 and d["frames"] == 48 and d["success_rate"] == 1.0
+    assert d["per_policy_id"][0]["policy_id"] == "v1"
+    r = cli("info", store)
+    assert r.exit_code == 0 and "3 episodes, 48 frames" in r.stdout and "per policy_id" in r.stderr
+
+
+def test_labels_file(cli, tmp_path, aloha_dir):
+    src, _ = aloha_dir
+    labels = tmp_path / "labels.csv"
+    labels.write_text("source_key,success,policy_id\nepisode_0.hdf5,true,v2\nepisode_2.hdf5,false,\n")
+    r = cli("ingest", tmp_path / "s", src, "--labels", labels, "--policy-id", "v1")
+    assert r.exit_code == 0, r
+    eps = Store.open(tmp_path / "s").episodes
+    assert eps["success"].tolist()[0] is True and pd.isna(eps["success"][1]) and eps["success"][2] == False  # noqa
+    assert eps["policy_id"].tolist() == ["v2", "v1", "v1"]
+    assert eps["truncated"].tolist() == [False, True, False]
+
+
+# ---------------------------------------------------------------- bad input: exit 2, store unchanged
+
+def _bad(cli, store, *args):
+    before = snapshot(store) if store.exists() else None
+    r = cli("ingest", store, *args)
+    assert r.exit_code == 2, r
+    assert r.stderr.startswith("Error: ") and r.stderr.count("\n") == 1
+    assert (snapshot(store) if store.exists() else None) == before
+    return r.stderr.strip()
+
+
+def test_bad_inputs_name_file_and_field(cli, tmp_path, aloha_dir):
+    import h5py
+
+    src, _ = aloha_dir
+    store = tmp_path / "store"
+    # A bad first ingest creates nothing.
+    bad = tmp_path / "nan"
+    bad.mkdir()
+    write_aloha_episode(bad / "episode_0.hdf5")
+    with h5py.File(bad / "episode_0.hdf5", "a") as f:
+        f["action"][3, 2] = np.nan
+    msg = _bad(cli, store, bad)
+    assert "episode_0.hdf5" in msg and ": action: contains NaN" in msg and not store.exists()
+
+    cli("ingest", store, src)
+    assert "no such file" in _bad(cli, store, tmp_path / "missing")
+    assert "unknown format 'parquetz'" in _bad(cli, store, src, "--format", "parquetz")
+
+    mismatch = tmp_path / "mismatch"
+    mismatch.mkdir()
+    write_aloha_episode(mismatch / "episode_0.hdf5")
+    with h5py.File(mismatch / "episode_0.hdf5", "a") as f:
+        del f["action"]
+        f["action"] = np.zeros((7, 14))
+    msg = _bad(cli, store, mismatch)
+    assert "observation.state: has 20 frames but action has 7" in msg
+
+    missing_key = tmp_path / "nokey"
+    missing_key.mkdir()
+    write_aloha_episode(missing_key / "episode_0.hdf5")
+    with h5py.File(missing_key / "episode_0.hdf5", "a") as f:
+        del f["action"]
+    msg = _bad(cli, store, missing_key, "--format", "aloha")
+    assert msg.endswith("episode_0.hdf5: action: missing dataset")
+
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "episode_0.hdf5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+    assert "cannot be opened as HDF5" in _bad(cli, store, corrupt, "--format", "aloha")
+
+    truncated = tmp_path / "truncated"
+    truncated.mkdir()
+    full = (src / "episode_1.hdf5").read_bytes()
+    (truncated / "episode_0.hdf5").write_bytes(full[: len(full) // 2])
+    _bad(cli, store, truncated, "--format", "aloha")
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    write_aloha_episode(empty / "episode_0.hdf5", T=0, cams=())
+    assert "episode is empty" in _bad(cli, store, empty)
+
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    write_aloha_episode(wide / "episode_0.hdf5")
+    with h5py.File(wide / "episode_0.hdf5", "a") as f:
+        del f["action"]
+        f["action"] = np.zeros((20, 16))
+    msg = _bad(cli, store, wide)
+    assert "action: has 16 numbers per frame but the store" in msg and "holds 14" in msg
+
+    labels = tmp_path / "l.csv"
+    labels.write_text("source_key,success\nepisode_0.hdf5,maybe\n")
+    assert "l.csv:2: success: 'maybe' is not true, false or unknown" in _bad(cli, store, src, "--labels", labels,
+                                                                            "--force")
+
+
+def test_newer_store_version_is_refused(cli, tmp_path, aloha_dir):
+    src, _ = aloha_dir
+    store = tmp_path / "store"
+    cli("ingest", store, src)
+    m = json.loads((store / "aloe.json").read_text())
+    m["format_version"] = S.FORMAT_VERSION + 1
+    (store / "aloe.json").write_text(json.dumps(m))
+    r = cli("info", store)
+    assert r.exit_code == 2 and "aloe.json: format_version: store format 2 is newer" in r.stderr
+    _bad(cli, store, src, "--force")
+
+
+def test_not_a_store(cli, tmp_path):
+    r = cli("info", tmp_path / "nothing")
+    assert r.exit_code == 2 and r.stderr == f"Error: {tmp_path / 'nothing'}: store does not exist (run `aloe ingest` or `aloe rollout` first)\n"
