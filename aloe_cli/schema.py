@@ -48,13 +48,33 @@ INGEST_ID = "ingest_id"
 HUMAN_POLICY_ID = "human"
 UNKNOWN_POLICY_ID = "unknown"
 
-# Score columns (SCORES_DIR/chunks.parquet), joined back to frames on (episode_id, frame_index).
-Q = "q"
-Q_STD = "q_std"
-V = "v"
-ADVANTAGE = "advantage"
-ADVANTAGE_NORM = "advantage_norm"
-CHUNK_LEN = "chunk_len"
+# Scores directory (written by `aloe score`, read by the report, `aloe improve` and `aloe export`).
+SCORES_CHUNKS_FILE = "chunks.parquet"  # one row per scored chunk start
+SCORES_EPISODES_FILE = "episodes.parquet"  # one row per episode
+SCORES_SUMMARY_FILE = "summary.json"  # the `aloe score --json` summary
+REPORT_FILE = "report.html"
+
+# Chunk score columns, joined back to frames on (episode_id, frame_index); the chunk rows also
+# carry POLICY_ID, TASK and IS_INTERVENTION (of the chunk's first frame).
+Q = "q"  # Q of the logged chunk, aggregated over the ensemble as the critic was trained
+Q_STD = "q_std"  # std of Q across ensemble heads
+V = "v"  # V^pi(o_t): mean over K policy samples of aggregated Q
+ADVANTAGE = "advantage"  # q - v
+ADVANTAGE_NORM = "advantage_norm"  # advantage / std of advantages within the task
+CHUNK_LEN = "chunk_len"  # h = min(H, T - t): real (unpadded) actions in the chunk
+
+# Episode score columns (SCORES_DIR/episodes.parquet), plus EPISODE_ID, POLICY_ID, TASK, SUCCESS, LENGTH.
+RETURN = "return"  # discounted return of the logged episode under the critic's reward spec
+V_START = "v_start"  # V^pi at the first frame
+Q_START = "q_start"  # Q of the logged first chunk
+ADV_MIN = "adv_min"
+ADV_MIN_FRAME = "adv_min_frame"
+ADV_MAX = "adv_max"
+ADV_MAX_FRAME = "adv_max_frame"
+V_DROP_MAX = "v_drop_max"  # largest fall of V between consecutive scored chunks
+V_DROP_FRAME = "v_drop_frame"  # frame where that fall lands
+CRITICAL_FRAMES = "critical_frames"  # list<int64>: chunk starts of the critical chunks
+INTERVENTION_SPANS = "intervention_spans"  # list<list<int64>>: [start, end) frame spans
 
 EPISODES_SCHEMA = pa.schema(
     [
