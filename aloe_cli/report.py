@@ -140,6 +140,8 @@ def _check_interval(d, path: Path, field: str, keys=("estimate", "ci_low", "ci_h
             raise BadInput("missing", path, f"{field}.{k}")
         if d[k] is not None and not _is_number(d[k]):
             raise BadInput(f"expected a number or null, got {d[k]!r}", path, f"{field}.{k}")
+        if d[k] is not None and not math.isfinite(d[k]):
+            d[k] = None  # NaN/inf (Python's json writes them) read as "no estimate"
 
 
 def _read_summary(path: Path) -> dict:
@@ -314,10 +316,18 @@ def select_episodes(episodes: pd.DataFrame, episode_ids: list[str] | None, worst
 
 # --------------------------------------------------------------------------- plots
 
-def _figure(w: float, h: float, layout: str | None = "constrained"):
+def _figure(w: float, h: float):
+    """A bare Agg-backed figure (no pyplot state). Layouts are fixed by hand: matplotlib's
+    constrained layout costs as much as the drawing itself."""
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(w, h), dpi=DPI, layout=layout)
+    return Figure(figsize=(w, h), dpi=DPI)
+
+
+def _margins(fig, left: float, right: float, top: float, bottom: float, **kw) -> dict:
+    """Subplot margins given in inches, as gridspec fractions."""
+    w, h = fig.get_size_inches()
+    return dict(left=left / w, right=1 - right / w, top=1 - top / h, bottom=bottom / h, **kw)
 
 
 def _png(fig) -> bytes:
@@ -353,7 +363,8 @@ def plot_value_forest(summary: dict, order: list[str], colours: dict[str, str]) 
     per = summary.get("per_policy_id", {})
     pv = summary["policy_value"]
     fig = _figure(8.0, 0.45 * max(len(order), 1) + 1.3)
-    ax = fig.add_subplot()
+    longest = max((len(_mpl(p, 28)) for p in order), default=4)
+    ax = fig.subplots(gridspec_kw=_margins(fig, 0.35 + 0.085 * longest, 0.15, 0.35, 0.5))
     if pv["ci_low"] is not None and pv["ci_high"] is not None:
         ax.axvspan(pv["ci_low"], pv["ci_high"], color=C_V, alpha=0.12, lw=0, label="all episodes: interval")
     if pv["estimate"] is not None:
@@ -382,21 +393,21 @@ def plot_advantage_histograms(chunks: pd.DataFrame, sources: pd.Series, table: p
     a = chunks[S.ADVANTAGE].astype(float).to_numpy()
     finite = a[np.isfinite(a)]
     names = list(table.index)
-    fig = _figure(8.0, 0.95 * max(len(names), 1) + 1.0)
-    if len(finite) == 0 or not names:
-        ax = fig.add_subplot()
-        ax.text(0.5, 0.5, "no scored chunks", ha="center", va="center", fontsize=14)
-        ax.set_axis_off()
-        return _png(fig)
+    fig = _figure(8.0, 0.95 * len(names) + 0.95)
     lo, hi = np.percentile(finite, [0.5, 99.5])
     if hi <= lo:
         lo, hi = lo - 0.5, hi + 0.5
     bins = np.linspace(lo, hi, 61)
-    axes = fig.subplots(len(names), 1, sharex=True, squeeze=False)[:, 0]
+    axes = fig.subplots(len(names), 1, sharex=True, squeeze=False,
+                        gridspec_kw=_margins(fig, 0.5, 0.15, 0.35, 0.55, hspace=0.12))[:, 0]
     src = sources.to_numpy()
     for ax, name in zip(axes, names):
         x = np.clip(a[(src == name) & np.isfinite(a)], lo, hi)
-        ax.hist(x, bins=bins, color=colours[name], alpha=0.85, log=True)
+        counts, _ = np.histogram(x, bins=bins)
+        # One filled step artist (ax.hist draws a patch per bin: 5x slower); log counts, empty bins unseen.
+        ax.stairs(np.maximum(counts, 0.5), bins, fill=True, baseline=0.5, color=colours[name], alpha=0.85)
+        ax.set_yscale("log")
+        ax.set_ylim(0.7, max(counts.max(), 1) * 1.6)
         ax.axvline(0, color="black", lw=0.8, alpha=0.6)
         if len(x):
             ax.axvline(float(np.mean(x)), color="black", lw=1.2, ls="--")
@@ -414,13 +425,8 @@ def plot_advantage_histograms(chunks: pd.DataFrame, sources: pd.Series, table: p
 def plot_calibration(episodes: pd.DataFrame, bins: pd.DataFrame, auc: float | None) -> bytes:
     """Binned V at start against the empirical success rate, with each episode as a rug tick."""
     fig = _figure(9.0, 4.2)
-    ax = fig.add_subplot()
+    ax = fig.subplots(gridspec_kw=_margins(fig, 0.7, 2.3, 0.35, 0.55))
     lab = episodes[episodes[S.SUCCESS].notna() & episodes[S.V_START].notna()]
-    if len(lab) == 0:
-        ax.text(0.5, 0.5, "no episode has both a success label and a V at start", ha="center", va="center",
-                fontsize=12, transform=ax.transAxes)
-        ax.set_axis_off()
-        return _png(fig)
     v = lab[S.V_START].astype(float).to_numpy()
     y = lab[S.SUCCESS].astype(bool).to_numpy()
     rng = np.random.default_rng(0)
@@ -430,10 +436,10 @@ def plot_calibration(episodes: pd.DataFrame, bins: pd.DataFrame, auc: float | No
     if len(bins):
         err = np.vstack([bins["rate"] - bins["lo"], bins["hi"] - bins["rate"]])
         ax.errorbar(bins["v_mean"], bins["rate"], yerr=err, fmt="-o", color=C_V, ms=6, capsize=3, lw=1.5,
-                    label="binned success rate (Wilson interval)")
+                    label="success rate per bin\n(Wilson 95% interval)")
     vmin, vmax = float(np.min(v)), float(np.max(v))
     if vmin >= -0.05 and vmax <= 1.05:
-        ax.plot([0, 1], [0, 1], color="gray", ls=":", lw=1, label="V = success rate (sparse reward)")
+        ax.plot([0, 1], [0, 1], color="gray", ls=":", lw=1, label="V = success rate\n(sparse reward)")
     ax.set_ylim(-0.13, 1.13)
     ax.set_xlabel("V at start (critic's value of the first observation)")
     ax.set_ylabel("empirical success rate")
@@ -449,11 +455,9 @@ def plot_calibration(episodes: pd.DataFrame, bins: pd.DataFrame, auc: float | No
 def plot_episode(ep: dict, ch: pd.DataFrame, critical: list[int]) -> bytes:
     """V and Q (with the ensemble's spread) along the episode, advantage below; spans, outcome, critical chunks."""
     length = int(ep[S.LENGTH])
-    # A fixed layout (constrained layout would double the time of the many panels); legend on the right.
-    fig = _figure(9.0, 3.9, layout=None)
-    ax, bx = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2.3, 1], "left": 0.085,
-                                                          "right": 0.8, "top": 0.92, "bottom": 0.12,
-                                                          "hspace": 0.08})
+    fig = _figure(9.0, 3.9)
+    ax, bx = fig.subplots(2, 1, sharex=True, gridspec_kw=_margins(fig, 0.75, 1.8, 0.3, 0.48, hspace=0.08,
+                                                                  height_ratios=[2.3, 1]))
     outcome = _outcome(ep[S.SUCCESS])
     colour = {"success": C_SUCCESS, "failure": C_FAILURE, "unknown": C_UNKNOWN}[outcome]
     for i, span in enumerate(ep[S.INTERVENTION_SPANS] if ep[S.INTERVENTION_SPANS] is not None else []):
@@ -534,6 +538,10 @@ def _interval(d: dict) -> str:
     return f"[{_num(d.get('ci_low'))}, {_num(d.get('ci_high'))}]"
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def _badge(outcome: str) -> str:
     return f'<span class="badge {outcome}">{outcome}</span>'
 
@@ -590,7 +598,8 @@ img { max-width: 100%; height: auto; display: block; margin: 6px 0; border: 1px 
 .panel { border-top: 1px solid var(--line); padding-top: 4px; }
 .panel .meta { font-size: 13.5px; color: var(--muted); font-variant-numeric: tabular-nums; }
 .panel .meta b { color: var(--fg); font-weight: 600; }
-.why { font-size: 12px; background: #e8eef8; color: var(--accent); border-radius: 4px; padding: 1px 6px; margin-left: 6px; }
+.why { font-size: 12px; background: #e8eef8; color: var(--accent); border-radius: 4px; padding: 1px 6px;
+       margin-left: 6px; }
 .warn-inline { color: #8a4b00; background: #fff4e0; padding: 6px 10px; border-radius: 4px; }
 .scroll { overflow-x: auto; }
 table.episodes { font-size: 13px; } table.episodes td:first-child { white-space: nowrap; }
@@ -601,8 +610,10 @@ footer { margin-top: 40px; font-size: 12.5px; color: var(--muted); }
 
 
 def _run_rows(summary: dict) -> list[tuple[str, str]]:
+    """The summary's other top-level keys (store, critic, policy first), values shortened."""
     rows = []
-    for k, v in summary.items():
+    first = [k for k in ("store", "critic", "policy") if k in summary]
+    for k, v in [(k, summary[k]) for k in first] + [(k, v) for k, v in summary.items() if k not in first]:
         if k in SUMMARY_KNOWN:
             continue
         if isinstance(v, (dict, list)):
@@ -702,11 +713,15 @@ def write_report(scores_dir: str | os.PathLike, episode_ids: list[str] | None = 
     # Advantages by source.
     adv_t = advantage_table(chunks, sources)
     name = f"{REPORT_PNG_PREFIX}advantages.png"
-    images.append((name, plot_advantage_histograms(chunks, sources, adv_t, colours)))
+    has_adv = bool(np.isfinite(chunks[S.ADVANTAGE].astype(float).to_numpy()).any())
+    if has_adv:
+        images.append((name, plot_advantage_histograms(chunks, sources, adv_t, colours)))
     adv_rows = [[_e(s), _int(r["chunks"]), _num(r["mean"], signed=True), _num(r["median"], signed=True),
                  _num(r["p5"], signed=True), _num(r["p95"], signed=True), _pct(r["positive"])]
                 for s, r in adv_t.iterrows()]
-    adv_html = (_img(name, images[-1][1], "advantage histograms by source") +
+    adv_html = (_img(name, images[-1][1], "advantage histograms by source") if has_adv else
+                '<p class="warn-inline">No scored chunk has a finite advantage.</p>')
+    adv_html += (
                 '<p class="note">Each logged chunk\'s advantage A = Q(o, logged chunk) − V(o) under the evaluated '
                 'policy, grouped by who produced the chunk: each policy_id\'s own chunks, and chunks a person took '
                 'over (<i>human intervention</i>). A source whose chunks sit right of 0 does better than the '
@@ -730,7 +745,8 @@ def write_report(scores_dir: str | os.PathLike, episode_ids: list[str] | None = 
     cal_html = (_img(name, images[-1][1], "value at start vs outcome") if len(lab) else
                 '<p class="warn-inline">No episode has both a success label and a V at start: nothing to '
                 'calibrate against. Label outcomes at ingest (<code>--success</code>, <code>--labels</code>).</p>')
-    cal_html += "" if not len(lab) else (f'<p class="note">{len(lab)} episodes with a success label ({n_unlab} without one are left out), '
+    cal_html += "" if not len(lab) else (
+                f'<p class="note">{len(lab)} episodes with a success label ({n_unlab} without one are left out), '
                 f'in equal-count bins of V at start. A critic that ranks well has a rising curve. '
                 f'AUC of V at start for success: <b>{_num(auc)}</b> (0.5 = no better than chance). '
                 f'With the step-penalty reward V is not a probability, so only the ordering matters; with the '
@@ -758,9 +774,11 @@ def write_report(scores_dir: str | os.PathLike, episode_ids: list[str] | None = 
                         _num(ep[S.V_START]), f"{_num(ep[S.ADV_MIN], signed=True)} @ {_int(ep[S.ADV_MIN_FRAME])}",
                         f"{_num(ep[S.V_DROP_MAX])} @ {_int(ep[S.V_DROP_FRAME])}", str(len(critical)),
                         str(len(spans))])
-    ep_html = (f'<p class="note">The {worst_best} lowest- and highest-return episodes'
-               f'{" and the ones asked for" if episode_ids else ""} ({len(chosen)} of {len(episodes)}). In each '
-               f'panel: V of the evaluated policy (blue) and Q of the logged chunk (grey, ± ensemble std) at every '
+    which = [f"the {worst_best} lowest- and highest-return episodes"] if worst_best else []
+    which += ["the episodes asked for"] if episode_ids else []
+    ep_html = (f'<p class="note">{" and ".join(which).capitalize() or "No episodes were asked for"} '
+               f'({len(chosen)} of {len(episodes)}). In each panel: V of the evaluated policy (blue) and Q of the '
+               f'logged chunk (grey, ± ensemble std) at every '
                f'scored chunk start; the advantage Q − V below; human interventions shaded orange; critical chunks '
                f'as red triangles and dashed lines; the outcome marked at the last frame.</p>')
     if ep_rows:
@@ -780,8 +798,9 @@ def write_report(scores_dir: str | os.PathLike, episode_ids: list[str] | None = 
     run_html = ("<dl class=\"run\">" + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in run_rows) + "</dl>"
                 if run_rows else "")
     warnings = summary.get("warnings", [])
-    warn_html = (f'<div class="warnings" id="warnings"><h2>⚠ {len(warnings)} warning{"s" if len(warnings) != 1 else ""}'
+    warn_html = (f'<div class="warnings" id="warnings"><h2>⚠ {_plural(len(warnings), "warning")}'
                  f'</h2><ul>' + "".join(f"<li>{_e(w)}</li>" for w in warnings) + "</ul></div>") if warnings else ""
+    intervention_share = float(chunks[S.IS_INTERVENTION].fillna(False).astype(bool).mean()) if len(chunks) else None
     generated = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -796,14 +815,15 @@ def write_report(scores_dir: str | os.PathLike, episode_ids: list[str] | None = 
 <div class="card"><div class="k">policy value V̂(π)</div><div class="v big">{_num(pv['estimate'])}</div>
 <div class="s">interval {_interval(pv)}</div></div>
 <div class="card"><div class="k">episodes</div><div class="v">{_int(n_eps)}</div>
-<div class="s">{len(per_task)} task{"s" if len(per_task) != 1 else ""}, {len(per_pid)} policy_id{"s" if len(per_pid) != 1 else ""}</div></div>
+<div class="s">{_plural(len(per_task), "task")}, {_plural(len(per_pid), "policy_id")}</div></div>
 <div class="card"><div class="k">scored chunks</div><div class="v">{_int(n_chunks)}</div>
-<div class="s">{_pct(float(chunks[S.IS_INTERVENTION].fillna(False).astype(bool).mean()) if len(chunks) else None)} by human intervention</div></div>
+<div class="s">{_pct(intervention_share)} by human intervention</div></div>
 <div class="card"><div class="k">logged success rate</div><div class="v">{_pct(success_rate)}</div>
 <div class="s">{len(labelled)} labelled episodes</div></div>
 </div>
 {run_html}
-<nav><a href="#value">Policy value</a><a href="#advantages">Advantages</a><a href="#calibration">Value vs outcome</a><a href="#episodes">Episodes</a>{'<a href="#warnings">Warnings</a>' if warnings else ''}</nav>
+<nav><a href="#value">Policy value</a><a href="#advantages">Advantages</a><a href="#calibration">Value vs outcome</a>
+<a href="#episodes">Episodes</a>{'<a href="#warnings">Warnings</a>' if warnings else ''}</nav>
 </div></header>
 <main>
 {warn_html}
