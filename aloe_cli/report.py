@@ -100,11 +100,11 @@ def _arrow_kind_ok(t, kind: str) -> bool:
         return pa.types.is_integer(t) or pa.types.is_floating(t)
     if kind == "bool":
         return pa.types.is_boolean(t)
-    is_list = lambda x: pa.types.is_list(x) or pa.types.is_large_list(x) or pa.types.is_fixed_size_list(x)  # noqa: E731
+    is_list = pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
     if kind == "list<int>":
-        return is_list(t) and (pa.types.is_integer(t.value_type) or pa.types.is_null(t.value_type))
+        return is_list and (pa.types.is_integer(t.value_type) or pa.types.is_null(t.value_type))
     if kind == "list<list<int>>":
-        return is_list(t) and (pa.types.is_null(t.value_type) or _arrow_kind_ok(t.value_type, "list<int>"))
+        return is_list and (pa.types.is_null(t.value_type) or _arrow_kind_ok(t.value_type, "list<int>"))
     raise ValueError(kind)
 
 
@@ -660,6 +660,156 @@ def _panel_html(i: int, ep: dict, why: str, ch: pd.DataFrame, critical: list[int
     return f'<section class="panel">{head}{img}{crit}</section>'
 
 
+Images = list  # [(file name, png bytes)]: every section appends what it draws
+
+
+def _value_section(sc: Scores, colours: dict[str, str], images: Images) -> str:
+    """Policy value per policy_id (forest plot and table, highest first) and per task."""
+    summary, episodes = sc.summary, sc.episodes
+    per_pid = summary.get("per_policy_id", {})
+    pid_order = sorted(per_pid, key=lambda p: (per_pid[p]["v_start"]["estimate"] is None,
+                                               -(per_pid[p]["v_start"]["estimate"] or 0.0), p))
+    ep_by_pid = episodes.groupby(episodes[S.POLICY_ID].fillna(S.UNKNOWN_POLICY_ID).astype(str))
+    ret_by_pid, len_by_pid = ep_by_pid[S.RETURN].mean(), ep_by_pid[S.LENGTH].mean()
+    pid_rows = [[_e(p), _int(per_pid[p].get("episodes")), _num(per_pid[p]["v_start"]["estimate"]),
+                 _interval(per_pid[p]["v_start"]), _pct(per_pid[p].get("success_rate")), _num(ret_by_pid.get(p)),
+                 _num(len_by_pid.get(p), 1)] for p in pid_order]
+    per_task = summary.get("per_task", {})
+    task_order = sorted(per_task, key=lambda t: (per_task[t]["estimate"] is None, -(per_task[t]["estimate"] or 0.0), t))
+    task_rows = [[_e(t), _int(per_task[t].get("episodes")), _num(per_task[t]["estimate"]), _interval(per_task[t])]
+                 for t in task_order]
+    out = ""
+    if pid_order:
+        name = f"{REPORT_PNG_PREFIX}value.png"
+        images.append((name, plot_value_forest(summary, pid_order, colours)))
+        out += _img(name, images[-1][1], "policy value per policy_id")
+    out += ('<h3>Per policy_id</h3><p class="note">V at start averaged over each policy_id\'s episodes '
+            '(highest first). Every row is valued under the evaluated policy; the success rate and '
+            'return are those of the logged episodes.</p>')
+    out += _table(["policy_id", "episodes", "V at start", "interval", "success rate", "mean return", "mean length"],
+                  pid_rows, num_cols={1, 2, 3, 4, 5, 6}) if pid_rows else \
+        '<p class="muted">No per-policy_id estimates in the summary.</p>'
+    out += '<h3>Per task</h3>'
+    out += _table(["task", "episodes", "estimate", "interval"], task_rows, num_cols={1, 2, 3}) if task_rows else \
+        '<p class="muted">No per-task estimates in the summary.</p>'
+    return out
+
+
+def _advantage_section(sc: Scores, sources: pd.Series, colours: dict[str, str], images: Images) -> str:
+    """Advantage histograms and statistics per source."""
+    table = advantage_table(sc.chunks, sources)
+    out = '<p class="warn-inline">No scored chunk has a finite advantage.</p>'
+    if np.isfinite(sc.chunks[S.ADVANTAGE].astype(float).to_numpy()).any():
+        name = f"{REPORT_PNG_PREFIX}advantages.png"
+        images.append((name, plot_advantage_histograms(sc.chunks, sources, table, colours)))
+        out = _img(name, images[-1][1], "advantage histograms by source")
+    rows = [[_e(s), _int(r["chunks"]), _num(r["mean"], signed=True), _num(r["median"], signed=True),
+             _num(r["p5"], signed=True), _num(r["p95"], signed=True), _pct(r["positive"])]
+            for s, r in table.iterrows()]
+    out += ('<p class="note">Each logged chunk\'s advantage A = Q(o, logged chunk) − V(o) under the evaluated '
+            'policy, grouped by who produced the chunk: each policy_id\'s own chunks, and chunks a person took '
+            'over (<i>human intervention</i>). A source whose chunks sit right of 0 does better than the '
+            'evaluated policy would. Counts per bin on a log scale so that rare, critical chunks show; the '
+            'ends are clipped at the 0.5 and 99.5 percentiles of all advantages. The table is sorted by '
+            'mean advantage, highest first.</p>')
+    return out + _table(["source", "chunks", "mean", "median", "5th pct", "95th pct", "A > 0"], rows,
+                        num_cols={1, 2, 3, 4, 5, 6})
+
+
+def _calibration_section(sc: Scores, images: Images) -> str:
+    """Binned V at start against the empirical success rate, and the AUC of V at start for success."""
+    episodes = sc.episodes
+    lab = episodes[episodes[S.SUCCESS].notna() & episodes[S.V_START].notna()]
+    if not len(lab):
+        return ('<p class="warn-inline">No episode has both a success label and a V at start: nothing to '
+                'calibrate against. Label outcomes at ingest (<code>--success</code>, <code>--labels</code>).</p>')
+    v, y = lab[S.V_START].astype(float).to_numpy(), lab[S.SUCCESS].astype(bool).to_numpy()
+    bins, auc = calibration_bins(v, y), rank_auc(v, y)
+    name = f"{REPORT_PNG_PREFIX}calibration.png"
+    images.append((name, plot_calibration(episodes, bins, auc)))
+    rows = [[f"{_num(r.v_lo)} … {_num(r.v_hi)}", _num(r.v_mean), _int(r.n), _int(r.successes), _pct(r.rate),
+             f"[{_pct(r.lo)}, {_pct(r.hi)}]"] for r in bins.itertuples()]
+    left_out = len(episodes) - len(lab)
+    return (_img(name, images[-1][1], "value at start vs outcome") +
+            f'<p class="note">{len(lab)} episodes with a success label and a V at start ({left_out} others left '
+            f'out), in equal-count bins of V at start. A critic that ranks well has a rising curve. '
+            f'AUC of V at start for success: <b>{_num(auc)}</b> (0.5 = no better than chance). '
+            f'With the step-penalty reward V is not a probability, so only the ordering matters; with the '
+            f'sparse reward and γ = 1 the points should lie on the dotted diagonal.</p>' +
+            _table(["V at start (bin)", "mean V", "episodes", "successes", "success rate", "Wilson interval"],
+                   rows, num_cols={1, 2, 3, 4, 5}))
+
+
+def _episodes_section(sc: Scores, chosen: list[tuple[str, str]], worst_best: int, asked: bool,
+                      images: Images) -> str:
+    """A table of the chosen episodes, then one panel each."""
+    chunks, episodes = sc.chunks, sc.episodes
+    ep_index = episodes.set_index(S.EPISODE_ID, drop=False)
+    ch_groups = chunks.groupby(S.EPISODE_ID, sort=False).indices
+    rows, panels = [], []
+    for i, (eid, why) in enumerate(chosen, start=1):
+        ep = ep_index.loc[eid].to_dict()
+        idx = ch_groups.get(eid)
+        ch = chunks.iloc[idx].sort_values(S.FRAME_INDEX, kind="mergesort") if idx is not None else chunks.iloc[:0]
+        crit_raw = ep[S.CRITICAL_FRAMES]
+        critical = sorted({int(f) for f in (crit_raw if crit_raw is not None else []) if f is not None})
+        name = f"{REPORT_PNG_PREFIX}episode-{i:02d}.png"
+        images.append((name, plot_episode(ep, ch, critical)))
+        panels.append(_panel_html(i, ep, why, ch, critical, name, images[-1][1]))
+        spans = ep[S.INTERVENTION_SPANS] if ep[S.INTERVENTION_SPANS] is not None else []
+        rows.append([_e(why), f'<a href="#ep-{i}">{_e(eid)}</a>', _e(ep[S.POLICY_ID]), _e(ep[S.TASK]),
+                     _badge(_outcome(ep[S.SUCCESS])), _int(ep[S.LENGTH]), _num(ep[S.RETURN]), _num(ep[S.V_START]),
+                     f"{_num(ep[S.ADV_MIN], signed=True)} @ {_int(ep[S.ADV_MIN_FRAME])}",
+                     f"{_num(ep[S.V_DROP_MAX])} @ {_int(ep[S.V_DROP_FRAME])}", str(len(critical)), str(len(spans))])
+    which = [f"the {worst_best} lowest- and highest-return episodes"] if worst_best else []
+    which += ["the episodes asked for"] if asked else []
+    out = (f'<p class="note">{" and ".join(which).capitalize() or "No episodes were asked for"} '
+           f'({len(chosen)} of {len(episodes)}). In each panel: V of the evaluated policy (blue) and Q of the '
+           f'logged chunk (grey, ± ensemble std) at every scored chunk start; the advantage Q − V below; human '
+           f'interventions shaded orange; critical chunks as red triangles and dashed lines; the outcome marked '
+           f'at the last frame.</p>')
+    if rows:
+        out += '<div class="scroll">' + _table(
+            ["why", "episode", "policy_id", "task", "outcome", "length", "return", "V at start", "min A @ frame",
+             "max V drop @ frame", "critical", "interv."], rows, num_cols={5, 6, 7, 8, 9, 10, 11},
+            cls="episodes") + "</div>"
+    return out + "".join(panels)
+
+
+def _header(sc: Scores) -> tuple[str, str]:
+    """The page header (headline numbers, run, navigation) and the warnings box."""
+    summary, chunks, episodes = sc.summary, sc.chunks, sc.episodes
+    pv = summary["policy_value"]
+    labelled = episodes[S.SUCCESS].dropna()
+    success_rate = float(labelled.astype(bool).mean()) if len(labelled) else None
+    intervention_share = float(chunks[S.IS_INTERVENTION].fillna(False).astype(bool).mean()) if len(chunks) else None
+    run_rows = _run_rows(summary)
+    run_html = ('<dl class="run">' + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in run_rows) + "</dl>"
+                if run_rows else "")
+    warnings = summary.get("warnings", [])
+    warn_html = (f'<div class="warnings" id="warnings"><h2>⚠ {_plural(len(warnings), "warning")}</h2><ul>' +
+                 "".join(f"<li>{_e(w)}</li>" for w in warnings) + "</ul></div>") if warnings else ""
+    n_tasks, n_pids = len(summary.get("per_task", {})), len(summary.get("per_policy_id", {}))
+    header = f"""<header><div class="inner">
+<h1>aloe score report</h1>
+<div class="path">{_e(sc.root.resolve())}</div>
+<div class="headline">
+<div class="card"><div class="k">policy value V̂(π)</div><div class="v big">{_num(pv['estimate'])}</div>
+<div class="s">interval {_interval(pv)}</div></div>
+<div class="card"><div class="k">episodes</div><div class="v">{_int(summary.get("episodes", len(episodes)))}</div>
+<div class="s">{_plural(n_tasks, "task")}, {_plural(n_pids, "policy_id")}</div></div>
+<div class="card"><div class="k">scored chunks</div><div class="v">{_int(summary.get("chunks", len(chunks)))}</div>
+<div class="s">{_pct(intervention_share)} by human intervention</div></div>
+<div class="card"><div class="k">logged success rate</div><div class="v">{_pct(success_rate)}</div>
+<div class="s">{len(labelled)} labelled episodes</div></div>
+</div>
+{run_html}
+<nav><a href="#value">Policy value</a><a href="#advantages">Advantages</a><a href="#calibration">Value vs outcome</a>
+<a href="#episodes">Episodes</a>{'<a href="#warnings">Warnings</a>' if warnings else ''}</nav>
+</div></header>"""
+    return header, warn_html
+
+
 def write_report(scores_dir: str | os.PathLike, episode_ids: list[str] | None = None, worst_best: int = 5) -> Path:
     """Write SCORES_DIR/report.html (self-contained) and its report-*.png images; returns the HTML path.
 
@@ -672,175 +822,37 @@ def write_report(scores_dir: str | os.PathLike, episode_ids: list[str] | None = 
     if len(episode_ids) > MAX_ASKED:
         raise BadInput(f"{len(episode_ids)} episodes asked; at most {MAX_ASKED}", field="--episode")
     sc = load_scores(scores_dir)
-    root, chunks, episodes, summary = sc.root, sc.chunks, sc.episodes, sc.summary
-    chosen = select_episodes(episodes, episode_ids, worst_best, root / S.SCORES_EPISODES_FILE)
+    chosen = select_episodes(sc.episodes, episode_ids, worst_best, sc.root / S.SCORES_EPISODES_FILE)
 
-    images: list[tuple[str, bytes]] = []  # (file name, png), written after every plot succeeded
-    sources = advantage_sources(chunks)
-    colours = source_colours(list(summary.get("per_policy_id", {})) + list(sources.unique()))
-
-    # Policy value.
-    per_pid = summary.get("per_policy_id", {})
-    pid_order = sorted(per_pid, key=lambda p: (per_pid[p]["v_start"]["estimate"] is None,
-                                               -(per_pid[p]["v_start"]["estimate"] or 0.0), p))
-    ep_by_pid = episodes.groupby(episodes[S.POLICY_ID].fillna(S.UNKNOWN_POLICY_ID).astype(str))
-    ret_by_pid = ep_by_pid[S.RETURN].mean()
-    len_by_pid = ep_by_pid[S.LENGTH].mean()
-    pid_rows = []
-    for p in pid_order:
-        d = per_pid[p]
-        pid_rows.append([_e(p), _int(d.get("episodes")), _num(d["v_start"]["estimate"]), _interval(d["v_start"]),
-                         _pct(d.get("success_rate")), _num(ret_by_pid.get(p)), _num(len_by_pid.get(p), 1)])
-    per_task = summary.get("per_task", {})
-    task_order = sorted(per_task, key=lambda t: (per_task[t]["estimate"] is None, -(per_task[t]["estimate"] or 0.0), t))
-    task_rows = [[_e(t), _int(per_task[t].get("episodes")), _num(per_task[t]["estimate"]), _interval(per_task[t])]
-                 for t in task_order]
-    value_html = ""
-    if pid_order:
-        name = f"{REPORT_PNG_PREFIX}value.png"
-        images.append((name, plot_value_forest(summary, pid_order, colours)))
-        value_html += _img(name, images[-1][1], "policy value per policy_id")
-    value_html += ('<h3>Per policy_id</h3><p class="note">V at start averaged over each policy_id\'s episodes '
-                   '(highest first). Every row is valued under the evaluated policy; the success rate and '
-                   'return are those of the logged episodes.</p>')
-    value_html += _table(["policy_id", "episodes", "V at start", "interval", "success rate", "mean return",
-                          "mean length"], pid_rows, num_cols={1, 2, 3, 4, 5, 6}) if pid_rows else \
-        '<p class="muted">No per-policy_id estimates in the summary.</p>'
-    value_html += '<h3>Per task</h3>'
-    value_html += _table(["task", "episodes", "estimate", "interval"], task_rows, num_cols={1, 2, 3}) \
-        if task_rows else '<p class="muted">No per-task estimates in the summary.</p>'
-
-    # Advantages by source.
-    adv_t = advantage_table(chunks, sources)
-    name = f"{REPORT_PNG_PREFIX}advantages.png"
-    has_adv = bool(np.isfinite(chunks[S.ADVANTAGE].astype(float).to_numpy()).any())
-    if has_adv:
-        images.append((name, plot_advantage_histograms(chunks, sources, adv_t, colours)))
-    adv_rows = [[_e(s), _int(r["chunks"]), _num(r["mean"], signed=True), _num(r["median"], signed=True),
-                 _num(r["p5"], signed=True), _num(r["p95"], signed=True), _pct(r["positive"])]
-                for s, r in adv_t.iterrows()]
-    adv_html = (_img(name, images[-1][1], "advantage histograms by source") if has_adv else
-                '<p class="warn-inline">No scored chunk has a finite advantage.</p>')
-    adv_html += (
-                '<p class="note">Each logged chunk\'s advantage A = Q(o, logged chunk) − V(o) under the evaluated '
-                'policy, grouped by who produced the chunk: each policy_id\'s own chunks, and chunks a person took '
-                'over (<i>human intervention</i>). A source whose chunks sit right of 0 does better than the '
-                'evaluated policy would. Counts per bin on a log scale so that rare, critical chunks show; the '
-                'ends are clipped at the 0.5 and 99.5 percentiles of all advantages. The table is sorted by '
-                'mean advantage, highest first.</p>' +
-                _table(["source", "chunks", "mean", "median", "5th pct", "95th pct", "A > 0"], adv_rows,
-                       num_cols={1, 2, 3, 4, 5, 6}))
-
-    # Calibration.
-    lab = episodes[episodes[S.SUCCESS].notna() & episodes[S.V_START].notna()]
-    y = lab[S.SUCCESS].astype(bool).to_numpy()
-    bins = calibration_bins(lab[S.V_START].astype(float).to_numpy(), y)
-    auc = rank_auc(lab[S.V_START].astype(float).to_numpy(), y) if len(lab) else None
-    name = f"{REPORT_PNG_PREFIX}calibration.png"
-    if len(lab):
-        images.append((name, plot_calibration(episodes, bins, auc)))
-    cal_rows = [[f"{_num(r.v_lo)} … {_num(r.v_hi)}", _num(r.v_mean), _int(r.n), _int(r.successes), _pct(r.rate),
-                 f"[{_pct(r.lo)}, {_pct(r.hi)}]"] for r in bins.itertuples()]
-    n_unlab = int(episodes[S.SUCCESS].isna().sum())
-    cal_html = (_img(name, images[-1][1], "value at start vs outcome") if len(lab) else
-                '<p class="warn-inline">No episode has both a success label and a V at start: nothing to '
-                'calibrate against. Label outcomes at ingest (<code>--success</code>, <code>--labels</code>).</p>')
-    cal_html += "" if not len(lab) else (
-                f'<p class="note">{len(lab)} episodes with a success label ({n_unlab} without one are left out), '
-                f'in equal-count bins of V at start. A critic that ranks well has a rising curve. '
-                f'AUC of V at start for success: <b>{_num(auc)}</b> (0.5 = no better than chance). '
-                f'With the step-penalty reward V is not a probability, so only the ordering matters; with the '
-                f'sparse reward and γ = 1 the points should lie on the dotted diagonal.</p>' +
-                (_table(["V at start (bin)", "mean V", "episodes", "successes", "success rate",
-                         "Wilson interval"], cal_rows, num_cols={1, 2, 3, 4, 5}) if cal_rows else ""))
-
-    # Episodes.
-    ep_index = episodes.set_index(S.EPISODE_ID, drop=False)
-    ch_groups = chunks.groupby(S.EPISODE_ID, sort=False).indices
-    ep_rows, panels = [], []
-    for i, (eid, why) in enumerate(chosen):
-        ep = ep_index.loc[eid].to_dict()
-        idx = ch_groups.get(eid)
-        ch = chunks.iloc[idx].sort_values(S.FRAME_INDEX, kind="mergesort") if idx is not None else chunks.iloc[:0]
-        crit_raw = ep[S.CRITICAL_FRAMES]
-        critical = sorted({int(f) for f in (crit_raw if crit_raw is not None else []) if f is not None})
-        name = f"{REPORT_PNG_PREFIX}episode-{i + 1:02d}.png"
-        png = plot_episode(ep, ch, critical)
-        images.append((name, png))
-        panels.append(_panel_html(i + 1, ep, why, ch, critical, name, png))
-        spans = ep[S.INTERVENTION_SPANS] if ep[S.INTERVENTION_SPANS] is not None else []
-        ep_rows.append([_e(why), f'<a href="#ep-{i + 1}">{_e(eid)}</a>', _e(ep[S.POLICY_ID]), _e(ep[S.TASK]),
-                        _badge(_outcome(ep[S.SUCCESS])), _int(ep[S.LENGTH]), _num(ep[S.RETURN]),
-                        _num(ep[S.V_START]), f"{_num(ep[S.ADV_MIN], signed=True)} @ {_int(ep[S.ADV_MIN_FRAME])}",
-                        f"{_num(ep[S.V_DROP_MAX])} @ {_int(ep[S.V_DROP_FRAME])}", str(len(critical)),
-                        str(len(spans))])
-    which = [f"the {worst_best} lowest- and highest-return episodes"] if worst_best else []
-    which += ["the episodes asked for"] if episode_ids else []
-    ep_html = (f'<p class="note">{" and ".join(which).capitalize() or "No episodes were asked for"} '
-               f'({len(chosen)} of {len(episodes)}). In each panel: V of the evaluated policy (blue) and Q of the '
-               f'logged chunk (grey, ± ensemble std) at every '
-               f'scored chunk start; the advantage Q − V below; human interventions shaded orange; critical chunks '
-               f'as red triangles and dashed lines; the outcome marked at the last frame.</p>')
-    if ep_rows:
-        ep_html += '<div class="scroll">' + _table(
-            ["why", "episode", "policy_id", "task", "outcome", "length", "return", "V at start", "min A @ frame",
-             "max V drop @ frame", "critical", "interv."], ep_rows, num_cols={5, 6, 7, 8, 9, 10, 11},
-            cls="episodes") + "</div>"
-    ep_html += "".join(panels)
-
-    # Header.
-    pv = summary["policy_value"]
-    n_eps = summary.get("episodes", len(episodes))
-    n_chunks = summary.get("chunks", len(chunks))
-    labelled = episodes[S.SUCCESS].dropna()
-    success_rate = float(labelled.astype(bool).mean()) if len(labelled) else None
-    run_rows = _run_rows(summary)
-    run_html = ("<dl class=\"run\">" + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in run_rows) + "</dl>"
-                if run_rows else "")
-    warnings = summary.get("warnings", [])
-    warn_html = (f'<div class="warnings" id="warnings"><h2>⚠ {_plural(len(warnings), "warning")}'
-                 f'</h2><ul>' + "".join(f"<li>{_e(w)}</li>" for w in warnings) + "</ul></div>") if warnings else ""
-    intervention_share = float(chunks[S.IS_INTERVENTION].fillna(False).astype(bool).mean()) if len(chunks) else None
+    images: Images = []  # written only after every plot succeeded
+    sources = advantage_sources(sc.chunks)
+    colours = source_colours(list(sc.summary.get("per_policy_id", {})) + list(sources.unique()))
+    header, warn_html = _header(sc)
     generated = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>aloe score report: {_e(root.resolve().name)}</title>
+<title>aloe score report: {_e(sc.root.resolve().name)}</title>
 <style>{CSS}</style></head>
 <body>
-<header><div class="inner">
-<h1>aloe score report</h1>
-<div class="path">{_e(root.resolve())}</div>
-<div class="headline">
-<div class="card"><div class="k">policy value V̂(π)</div><div class="v big">{_num(pv['estimate'])}</div>
-<div class="s">interval {_interval(pv)}</div></div>
-<div class="card"><div class="k">episodes</div><div class="v">{_int(n_eps)}</div>
-<div class="s">{_plural(len(per_task), "task")}, {_plural(len(per_pid), "policy_id")}</div></div>
-<div class="card"><div class="k">scored chunks</div><div class="v">{_int(n_chunks)}</div>
-<div class="s">{_pct(intervention_share)} by human intervention</div></div>
-<div class="card"><div class="k">logged success rate</div><div class="v">{_pct(success_rate)}</div>
-<div class="s">{len(labelled)} labelled episodes</div></div>
-</div>
-{run_html}
-<nav><a href="#value">Policy value</a><a href="#advantages">Advantages</a><a href="#calibration">Value vs outcome</a>
-<a href="#episodes">Episodes</a>{'<a href="#warnings">Warnings</a>' if warnings else ''}</nav>
-</div></header>
+{header}
 <main>
 {warn_html}
 <h2 id="value">Policy value</h2>
-{value_html}
+{_value_section(sc, colours, images)}
 <h2 id="advantages">Advantages by source</h2>
-{adv_html}
+{_advantage_section(sc, sources, colours, images)}
 <h2 id="calibration">Value at start vs outcome</h2>
-{cal_html}
+{_calibration_section(sc, images)}
 <h2 id="episodes">Episodes</h2>
-{ep_html}
+{_episodes_section(sc, chosen, worst_best, bool(episode_ids), images)}
 <footer>Written by aloe {_e(__version__)} on {_e(generated)} from {_e(S.SCORES_CHUNKS_FILE)},
 {_e(S.SCORES_EPISODES_FILE)} and {_e(S.SCORES_SUMMARY_FILE)}. The images are also saved beside this file as
 {_e(REPORT_PNG_PREFIX)}*.png.</footer>
 </main></body></html>
 """
     # Write: stale images of an earlier report go, new images, then the page atomically.
+    root = sc.root
     for old in root.glob(f"{REPORT_PNG_PREFIX}*.png"):
         old.unlink()
     for name, png in images:
