@@ -480,7 +480,11 @@ def plot_episode(ep: dict, ch: pd.DataFrame, critical: list[int]) -> bytes:
         if crit.any():
             ax.scatter(t[crit], q[crit], marker="v", s=60, color=C_CRITICAL, zorder=5, label="critical chunk")
             bx.scatter(t[crit], a[crit], marker="v", s=40, color=C_CRITICAL, zorder=5)
-        for f in critical:
+        lines = critical
+        if len(critical) > MAX_CRITICAL_LISTED:  # dashed lines for the most negative only: no curtain of lines
+            adv_at = dict(zip(t.tolist(), a.tolist()))
+            lines = sorted(critical, key=lambda f: adv_at.get(f, math.inf))[:MAX_CRITICAL_LISTED]
+        for f in lines:
             for axis in (ax, bx):
                 axis.axvline(f, color=C_CRITICAL, lw=0.8, ls="--", alpha=0.6)
         y_end = v[-1] if np.isfinite(v[-1]) else 0.0

@@ -440,3 +440,25 @@ def test_renders_in_headless_chromium(scores, tmp_path):
     # The embedded images rendered: the advantage histograms' and panels' colours are on screen.
     rgb = px.astype(np.uint32)
     assert len(np.unique(rgb[..., 0] << 16 | rgb[..., 1] << 8 | rgb[..., 2])) > 500
+
+
+def test_many_critical_chunks_are_capped_in_the_listing(tmp_path):
+    from aloe_cli.report import MAX_CRITICAL_LISTED
+
+    root = tmp_path / "s"
+    make_scores(root, n=6, warnings=())
+    t = pq.read_table(root / S.SCORES_EPISODES_FILE)
+    crit = t[S.CRITICAL_FRAMES].to_pylist()
+    length = t[S.LENGTH].to_pylist()[0]
+    crit[0] = list(range(0, length))  # every chunk of ep-0000 marked critical
+    i = t.schema.get_field_index(S.CRITICAL_FRAMES)
+    t = t.set_column(i, S.CRITICAL_FRAMES, pa.array(crit, pa.list_(pa.int64())))
+    pq.write_table(t, root / S.SCORES_EPISODES_FILE)
+    page = write_report(root, episode_ids=["ep-0000"], worst_best=0).read_text(encoding="utf-8")
+    assert f"(the {MAX_CRITICAL_LISTED} most negative of {length})" in page
+    panel = page[page.index('<section class="panel">'):]
+    listed = [int(f) for f in re.findall(r'<tr><td class="num">(\d+)</td><td class="num">[+-]', panel)]
+    assert len(listed) == MAX_CRITICAL_LISTED and listed == sorted(listed)
+    c = pq.read_table(root / S.SCORES_CHUNKS_FILE).to_pandas()
+    c = c[c[S.EPISODE_ID] == "ep-0000"].sort_values(S.ADVANTAGE)
+    assert set(listed) == set(c[S.FRAME_INDEX].iloc[:MAX_CRITICAL_LISTED])
