@@ -333,7 +333,8 @@ def _open_parquet(path: Path):
     if size < 12 or head != b"PAR1" or tail != b"PAR1":
         raise BadInput("is not a Parquet file (no PAR1 magic bytes at both ends)", path)
     try:
-        return pq.ParquetFile(path)
+        # pre_buffer=False: with it, iter_batches caches every row group read so far (the whole file).
+        return pq.ParquetFile(path, pre_buffer=False)
     except (OSError, pa.ArrowException) as e:
         raise BadInput(f"cannot be read as Parquet: {_first_line(e)}", path) from None
 
@@ -468,6 +469,12 @@ def decode_video(path: Path, times: np.ndarray, fps: float, size: tuple[int, int
         raise BadInput(f"missing video file (episode {ep})", path, field)
     tol = max(0.5 / fps, 1e-4)
     lo, hi = float(times.min()) - tol, float(times.max()) + tol
+    try:  # one colour converter for every frame (frame.to_ndarray builds a new one each call)
+        from av.video.reformatter import VideoReformatter
+
+        to_rgb = VideoReformatter().reformat
+    except ImportError:  # pragma: no cover - older PyAV
+        to_rgb = None
     ts, frames = [], []
     try:
         with av.open(str(path)) as container:
@@ -483,7 +490,8 @@ def decode_video(path: Path, times: np.ndarray, fps: float, size: tuple[int, int
                 if t > hi:
                     break
                 ts.append(t)
-                frames.append(frame.to_ndarray(format="rgb24"))
+                frames.append(to_rgb(frame, format="rgb24").to_ndarray() if to_rgb else
+                              frame.to_ndarray(format="rgb24"))
     except av.error.FFmpegError as e:
         raise BadInput(f"cannot be decoded as video: {_first_line(e)}", path, field) from None
     if not ts:
@@ -500,7 +508,7 @@ def decode_video(path: Path, times: np.ndarray, fps: float, size: tuple[int, int
         i = int(miss[0])
         raise BadInput(f"episode {ep} frame {i}: no video frame within {tol:.4f} s of {times[i]:.4f} s", path, field)
     picked = np.stack([frames[order[p]] for p in pos])
-    return encode_frames(picked, size)
+    return encode_frames(picked, size, compress_level=1)
 
 
 # ---------------------------------------------------------------------------- reader
