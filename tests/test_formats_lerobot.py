@@ -86,7 +86,6 @@ def make_episodes(n=3, lengths=(6, 9, 7), seed=0, success=(True, False, True)):
             "interv": interv,
             "images": [png(rng.integers(0, 255, size=(8, 10, 3), dtype=np.uint8)) for _ in range(T)],
             "video": np.stack([video_frame(g + t) for t in range(T)]),
-            "first_global": g,
         })
         g += T
     return eps
@@ -170,7 +169,8 @@ def write_v21(root: Path, eps: list[dict], image=True, video=False, pandas=False
     (root / "meta/info.json").write_text(json.dumps(info, indent=4))
     with open(root / "meta/episodes.jsonl", "w") as f:
         for e in eps:
-            f.write(json.dumps({"episode_index": e["index"], "tasks": [TASKS[e["task_index"]]], "length": e["T"]}) + "\n")
+            row = {"episode_index": e["index"], "tasks": [TASKS[e["task_index"]]], "length": e["T"]}
+            f.write(json.dumps(row) + "\n")
     with open(root / "meta/tasks.jsonl", "w") as f:
         for i, t in enumerate(TASKS):
             f.write(json.dumps({"task_index": i, "task": t}) + "\n")
@@ -361,7 +361,8 @@ def test_v30_fixed_lists_streamed_across_batches(cli, tmp_path, monkeypatch):
 
     monkeypatch.setattr(lerobot, "_BATCH_ROWS", 4)
     eps = make_episodes(n=5, lengths=(6, 9, 7, 5, 8), seed=8, success=(True, False, True, True, False))
-    src = write_v30(tmp_path / "ds", eps, files=((0, 1, 2), (3, 4)), video=False, pandas=False,
+    # Rows in a file need not follow episode order: episode 1 comes after 2 in file-000 (read again from the top).
+    src = write_v30(tmp_path / "ds", eps, files=((0, 2, 1), (4, 3)), video=False, pandas=False,
                     interv_key="intervention")
     assert pq.ParquetFile(src / "data/chunk-000/file-000.parquet").num_row_groups == 5
     r = cli("ingest", tmp_path / "store", src)
@@ -415,7 +416,8 @@ def test_bad_info_json(cli, tmp_path, store_with_one):
 
     src = write_v21(tmp_path / "b", make_episodes(seed=2), image=False)
     edit_info(src, lambda i: i.update(codebase_version="v1.6"))
-    assert bad(cli, store, src) == f"{src}/meta/info.json: codebase_version: 'v1.6' is not supported (v2.0, v2.1 or v3.0)"
+    assert bad(cli, store, src) == (f"{src}/meta/info.json: codebase_version: 'v1.6' is not supported "
+                                    "(v2.0, v2.1 or v3.0)")
 
     src = write_v21(tmp_path / "c", make_episodes(seed=2), image=False)
     edit_info(src, lambda i: i.update(data_path="data/{episode_group}.parquet"))
@@ -444,7 +446,8 @@ def test_bad_columns_and_values(cli, tmp_path, store_with_one):
     df = pd.read_parquet(f)
     df.at[2, "observation.state"] = df.at[2, "observation.state"][:5]
     df.to_parquet(f, index=False)
-    assert bad(cli, store, src) == f"{f}: observation.state: episode 0 frame 2 has 5 numbers, meta/info.json shape says 6"
+    assert bad(cli, store, src) == (f"{f}: observation.state: episode 0 frame 2 has 5 numbers, "
+                                    "meta/info.json shape says 6")
 
     src = write_v21(tmp_path / "c", make_episodes(seed=2), image=False)
     f = src / "data/chunk-000/episode_000002.parquet"
@@ -465,7 +468,8 @@ def test_bad_columns_and_values(cli, tmp_path, store_with_one):
     lines = (src / "meta/episodes.jsonl").read_text().splitlines()
     lines[1] = json.dumps({"episode_index": 1, "tasks": [], "length": 99})
     (src / "meta/episodes.jsonl").write_text("\n".join(lines) + "\n")
-    assert bad(cli, store, src) == f"{src}/meta/episodes.jsonl: length: episode 1 says 99 frames, but episode_000001.parquet has 9"
+    assert bad(cli, store, src) == (f"{src}/meta/episodes.jsonl: length: episode 1 says 99 frames, "
+                                    "but episode_000001.parquet has 9")
 
 
 def test_bad_parquet_files(cli, tmp_path, store_with_one):

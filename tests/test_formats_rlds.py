@@ -118,7 +118,7 @@ def features_json(observation: dict, action) -> dict:
             "pythonClassName": "tensorflow_datasets.core.features.dataset_feature.Dataset",
             "sequence": {"feature": fdict({
                 "observation": fdict(observation),
-                "action": action if "featuresDict" in action else action,
+                "action": action,
                 "discount": tensor([], "float32"),
                 "reward": tensor([], "float32"),
                 "is_first": tensor([], "bool"),
@@ -192,7 +192,8 @@ def write_rlds(root: Path, splits: dict[str, list[list[dict]]], observation=None
                             "numBytes": "0", "shardLengths": [str(len(e)) for e in shards]})
     (d / "dataset_info.json").write_text(json.dumps({
         "citation": "", "description": "toy", "fileFormat": "tfrecord", "moduleName": f"{NAME}.{NAME}_dataset_builder",
-        "name": NAME, "releaseNotes": {VERSION: "Initial release."}, "splits": info_splits, "version": VERSION}, indent=2))
+        "name": NAME, "releaseNotes": {VERSION: "Initial release."}, "splits": info_splits,
+        "version": VERSION}, indent=2))
     (d / "features.json").write_text(json.dumps(
         features_json(observation or STANDARD_OBS, action or tensor([7], "float32")), indent=2))
     return d
@@ -220,6 +221,12 @@ def test_round_trip_through_cli_with_detection(cli, tmp_path, dataset):
     written = [e for shard in train for e in shard] + [e for shard in val for e in shard]
     assert [g.source_key for g in got] == ["train/episode_000000", "train/episode_000001",
                                            "train/episode_000002", "val/episode_000000"]
+    # --labels by episode_index: positions in the whole read, unique across splits.
+    labels = tmp_path / "labels.csv"
+    labels.write_text("episode_index,success\n1,false\n3,false\n")
+    r = cli("ingest", tmp_path / "labelled", src, "--labels", labels)
+    assert r.exit_code == 0, r
+    assert Store.open(tmp_path / "labelled").episodes["success"].tolist() == [True, False, None, False]
     for g, e in zip(got, written):
         np.testing.assert_array_equal(g.state, e["steps/observation/state"])
         np.testing.assert_array_equal(g.action, e["steps/action"])
@@ -433,7 +440,8 @@ def test_several_versions_and_missing_protobuf(cli, tmp_path, dataset, monkeypat
 
     src, _, _ = dataset
     shutil.copytree(src, src.parent / "1.1.0")
-    assert bad(cli, store_with_one, src.parent) == f"{src.parent}: holds several versions (1.0.0, 1.1.0); pass one of them"
+    assert bad(cli, store_with_one, src.parent) == (f"{src.parent}: holds several versions (1.0.0, 1.1.0); "
+                                                    "pass one of them")
     example_classes.cache_clear()
     monkeypatch.setitem(sys.modules, "google.protobuf", None)
     try:

@@ -246,8 +246,6 @@ def _episodes_v2(meta: _Meta, plan: _Plan) -> list[_Ep]:
 
 
 def _episodes_v3(meta: _Meta, plan: _Plan) -> list[_Ep]:
-    import pyarrow.parquet as pq
-
     files = iter_files(meta.root / EPISODES_DIR, "*/*.parquet")
     if not files:
         raise BadInput("no chunk-XXX/file-XXX.parquet files", meta.root / EPISODES_DIR)
@@ -357,8 +355,9 @@ class _Rows:
         self.it = self.pf.iter_batches(batch_size=_BATCH_ROWS, columns=self.columns)
         self.read = 0
 
-    def take(self, start: int, stop: int | None) -> pa.Table:
-        if self.batches and start < self.batches[0][0] or not self.batches and start < self.read:
+    def take(self, start: int, stop: int | None) -> pa.Table | None:
+        """The rows, or None when the file ends first. Going backwards re-reads from the top."""
+        if start < (self.batches[0][0] if self.batches else self.read):
             self._restart()
         self.batches = [(o, b) for o, b in self.batches if o + b.num_rows > start]
         try:

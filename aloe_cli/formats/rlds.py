@@ -208,8 +208,9 @@ class RldsReader:
         Example = _example_class()
         from google.protobuf.message import DecodeError
 
+        count = 0  # source_index: the episode's position in everything read (unique across splits)
         for split, files in shards:
-            ordinal = 0
+            ordinal = 0  # source_key: "<split>/episode_<position in the split>"
             for file in files:
                 for i, data in iter_records(file):
                     try:
@@ -217,8 +218,9 @@ class RldsReader:
                     except DecodeError as e:
                         raise BadInput(f"is not a tf.train.Example ({e})", file, f"record {i}") from None
                     yield _episode(ex.features.feature, specs, plan, options, file, i,
-                                   f"{split}/episode_{ordinal:06d}", ordinal)
+                                   f"{split}/episode_{ordinal:06d}", count)
                     ordinal += 1
+                    count += 1
 
 
 def _example_class():
@@ -349,7 +351,7 @@ def _finite(a: np.ndarray, file: Path, key: str, rec: int) -> np.ndarray:
 
 
 def _episode(fmap, specs: dict[str, Spec], plan: _Plan, options: ReadOptions, file: Path, rec: int,
-             source_key: str, ordinal: int) -> Episode:
+             source_key: str, source_index: int) -> Episode:
     first = plan.action_keys[0]
     v = _values(fmap, first, specs[first], file, rec)
     size = specs[first].size
@@ -399,7 +401,7 @@ def _episode(fmap, specs: dict[str, Spec], plan: _Plan, options: ReadOptions, fi
         arr = _steps_array(fmap, key, specs[key], T, file, rec)
         images[col] = encode_frames(arr.astype(np.uint8).reshape((T,) + specs[key].shape), options.image_size)
 
-    return Episode(state=state, action=action, source_key=source_key, source_index=ordinal,
+    return Episode(state=state, action=action, source_key=source_key, source_index=source_index,
                    reward=reward, success=success, task=task, extras=extras, images=images)
 
 
