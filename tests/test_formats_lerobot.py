@@ -289,6 +289,25 @@ def test_v21_pandas_variable_lists_and_no_success_column(cli, tmp_path):
     assert all(g.terminated is False for g in got)  # unknown outcome counts as truncated
 
 
+def test_image_struct_with_path_only(cli, tmp_path):
+    """A dataset not yet pushed keeps image files on disk and only their path in the struct."""
+    eps = make_episodes(seed=10)
+    src = write_v21(tmp_path / "ds", eps)
+    f = src / "data/chunk-000/episode_000001.parquet"
+    t = pq.read_table(f)
+    rows = []
+    for i, b in enumerate(eps[1]["images"]):
+        rel = f"images/observation.images.wrist/episode_000001/frame_{i:06d}.png"
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(b)
+        rows.append({"bytes": None, "path": rel})
+    col = pa.array(rows, t.schema.field("observation.images.wrist").type)
+    pq.write_table(t.set_column(t.schema.get_field_index("observation.images.wrist"), "observation.images.wrist",
+                                col), f)
+    assert cli("ingest", tmp_path / "store", src).exit_code == 0
+    check_round_trip(tmp_path / "store", eps)
+
+
 def test_state_keys_concatenate_and_images_drop(cli, tmp_path):
     eps = make_episodes(seed=4)
     src = write_v21(tmp_path / "ds", eps)

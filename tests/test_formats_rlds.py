@@ -428,6 +428,11 @@ def test_bad_features_and_values(cli, tmp_path, store_with_one):
     (src / "features.json").write_text("{not json")
     assert bad(cli, store, src, "--format", "rlds").startswith(f"{src}/features.json: cannot be parsed as JSON: ")
 
+    src = write_rlds(tmp_path / "h", {"train": ep()})
+    info = json.loads((src / "dataset_info.json").read_text())
+    (src / "dataset_info.json").write_text(json.dumps(dict(info, fileFormat="array_record")))
+    assert bad(cli, store, src) == f"{src}/dataset_info.json: fileFormat: 'array_record' is not supported (only tfrecord)"
+
     src = write_rlds(tmp_path / "g", {"train": ep()})
     assert bad(cli, store, src, "--state-keys", "joint_position") == (
         f"{src}/features.json: --state-keys: 'joint_position' is not a per-step feature "

@@ -184,6 +184,9 @@ class RldsReader:
         name = info.get("name")
         if not isinstance(name, str) or not name:
             raise BadInput("missing", info_path, "name")
+        file_format = str(info.get("fileFormat", "tfrecord")).lower()
+        if file_format != "tfrecord":
+            raise BadInput(f"{info['fileFormat']!r} is not supported (only tfrecord)", info_path, "fileFormat")
         splits = _split_names(info, info_path)
         if options.split is not None:
             if options.split not in splits:
