@@ -431,7 +431,8 @@ def test_bad_features_and_values(cli, tmp_path, store_with_one):
     src = write_rlds(tmp_path / "h", {"train": ep()})
     info = json.loads((src / "dataset_info.json").read_text())
     (src / "dataset_info.json").write_text(json.dumps(dict(info, fileFormat="array_record")))
-    assert bad(cli, store, src) == f"{src}/dataset_info.json: fileFormat: 'array_record' is not supported (only tfrecord)"
+    assert bad(cli, store, src) == (f"{src}/dataset_info.json: fileFormat: 'array_record' is not supported "
+                                    "(only tfrecord)")
 
     src = write_rlds(tmp_path / "g", {"train": ep()})
     assert bad(cli, store, src, "--state-keys", "joint_position") == (
