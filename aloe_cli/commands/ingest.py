@@ -29,6 +29,8 @@ def register(app: typer.Typer) -> None:
             "--state-keys", help="Comma-separated observation keys that make up the state.")] = None,
         filter_key: Annotated[Optional[str], typer.Option(
             "--filter", help="robomimic mask/<filter> key, e.g. train.")] = None,
+        split: Annotated[Optional[str], typer.Option(
+            "--split", help="RLDS split to read, e.g. train (default: every split).")] = None,
         images: Annotated[str, typer.Option("--images", help="keep or drop camera streams.")] = "keep",
         image_size: Annotated[Optional[str], typer.Option(
             "--image-size", help="WxH to downsample camera frames at ingest, e.g. 64x64.")] = None,
@@ -53,7 +55,7 @@ def register(app: typer.Typer) -> None:
                 raise BadInput(f"{image_size!r} is not WxH", field="--image-size") from None
         options = ReadOptions(
             state_keys=[k.strip() for k in state_keys.split(",")] if state_keys else None,
-            filter_key=filter_key, images=images, image_size=size)
+            filter_key=filter_key, images=images, image_size=size, split=split)
         result = run_ingest(
             store, source, format, options=options, force=force,
             success=parse_success(success, "--success", "--success") if success is not None else None,
