@@ -119,7 +119,7 @@ def ingest(store_path: str | os.PathLike, source_path: str | os.PathLike, fmt: s
                 ep.success = success
                 ep.terminated = None
             ep.policy_id = ep.policy_id or policy_id
-            ep.task = ep.task or task
+            ep.task = ep.task or task or src.task
             w.add(ep, names=src.names, fps=src.fps)
             if progress:
                 progress(len(ep))
