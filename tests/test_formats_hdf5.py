@@ -438,3 +438,37 @@ def test_mobile_aloha_bad_compress_len(cli, tmp_path):
                            "uint8 (T, max_len), got float32 (6, 4, 4, 3)"), msg
         else:
             assert msg == f"{d / 'episode_0.hdf5'}: {expected.format(max_len=max_len)}", msg
+
+
+# ================================================================================== detection
+
+def test_each_source_is_detected_by_exactly_one_reader(tmp_path):
+    aloha = tmp_path / "aloha"
+    aloha.mkdir()
+    write_aloha_episode(aloha / "episode_0.hdf5", T=3, cams=())
+    robomimic = tmp_path / "low_dim.hdf5"
+    write_robomimic(robomimic, lengths=(3,))
+    minari, _ = write_minari(tmp_path / "m")
+    arrow, _ = write_minari(tmp_path / "a", data_format="arrow")
+    expected = {aloha: "aloha", aloha / "episode_0.hdf5": "aloha", robomimic: "robomimic", minari: "minari",
+                minari / "data": "minari", minari / "data" / "main_data.hdf5": "minari", arrow: "minari"}
+    for path, name in expected.items():
+        assert [n for n in ("aloha", "robomimic", "minari") if get_reader(n).detect(path)] == [name], path
+    for path in (tmp_path, tmp_path / "m", minari / "data" / "metadata.json"):
+        assert not any(get_reader(n).detect(path) for n in ("aloha", "robomimic", "minari")), path
+
+
+def test_minari_text_observations_are_not_state(cli, tmp_path):
+    """MiniGrid-style Dict spaces carry a Text 'mission': not a number, so not part of the state."""
+    ds_dir, buffers = write_minari(tmp_path / "d", dict_obs=True, lengths=(3, 2))
+    with h5py.File(ds_dir / "data" / "main_data.hdf5", "a") as f:
+        for i, b in enumerate(buffers):
+            T = len(b["actions"])
+            f[f"episode_{i}/observations"].create_dataset("mission", data=["open the door"] * (T + 1),
+                                                          dtype=h5py.string_dtype(encoding="utf-8"))
+    r = cli("ingest", tmp_path / "s", ds_dir)
+    assert r.exit_code == 0, r
+    assert Store.open(tmp_path / "s").manifest["ingests"][0]["options"]["state_keys"] == [
+        "achieved_goal", "desired_goal", "observation"]
+    msg = bad(cli, tmp_path / "s2", ds_dir, "--state-keys", "mission")
+    assert msg == f"{ds_dir / 'data' / 'main_data.hdf5'}: episode_0/observations/mission: is not numeric (dtype object)"

@@ -29,7 +29,7 @@ _SLACK = 64 << 20
 
 def reason(e: BaseException) -> str:
     """h5py's message without its wrapper: 'Unable to ... (file signature not found)' -> the part in brackets."""
-    msg = str(e).strip().strip('"').strip("'")
+    msg = " ".join(str(e).split()).strip('"').strip("'")
     m = re.search(r"\(([^()]*)\)\s*$", msg)
     return m.group(1) if m and msg.startswith(("Unable", "Can't", "Cannot")) else msg
 

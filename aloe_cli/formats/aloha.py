@@ -62,15 +62,15 @@ class AlohaReader:
         for i, file in enumerate(files):
             m = _EPISODE.search(file.name)
             with H.open_file(file) as f:
-                state = _dataset(f, file, "observations/qpos")
-                action = _dataset(f, file, "action")
+                state = _numbers(f, file, "observations/qpos")
+                action = _numbers(f, file, "action")
                 extras = {}
                 for key, col in (("observations/qvel", "observation.qvel"),
                                  ("observations/effort", "observation.effort"),
                                  ("base_action", "observation.base_action")):
                     a = H.dataset(f, key, file, key, required=False)
                     if a is not None:
-                        extras[col] = a
+                        extras[col] = H.numeric(a, file, key)
                 images = {}
                 if options.images == "keep":
                     group = H.get(f, "observations/images", file, "observations/images", "group", required=False)
@@ -84,6 +84,10 @@ class AlohaReader:
 
 def _dataset(f, file: Path, key: str) -> np.ndarray:
     return H.dataset(f, key, file, key)
+
+
+def _numbers(f, file: Path, key: str) -> np.ndarray:
+    return H.numeric(H.dataset(f, key, file, key), file, key)
 
 
 def _images(f, group, file: Path, options: ReadOptions) -> dict[str, list[bytes]]:

@@ -60,7 +60,7 @@ def _load_metadata(meta: Path | None) -> dict:
     try:
         m = json.loads(meta.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise BadInput(f"cannot be parsed: {e}", meta) from None
+        raise BadInput(f"cannot be parsed: {H.reason(e)}", meta) from None
     if not isinstance(m, dict):
         raise BadInput("expected a JSON object", meta)
     return m
@@ -73,7 +73,7 @@ def _space(m: dict, key: str, meta: Path | None) -> dict | None:
     try:
         space = json.loads(raw) if isinstance(raw, str) else raw
     except ValueError as e:
-        raise BadInput(f"is not a serialised space: {e}", meta, key) from None
+        raise BadInput(f"is not a serialised space: {H.reason(e)}", meta, key) from None
     if not isinstance(space, dict):
         raise BadInput("is not a serialised space", meta, key)
     return space
@@ -125,9 +125,10 @@ class Leaf:
         return int(np.prod(self.frame_shape, dtype=np.int64))
 
 
-def _classify(key: str, frame_shape: tuple, dtype: np.dtype, vlen_uint8: bool, space: dict | None) -> Leaf:
+def _classify(key: str, frame_shape: tuple, dtype: np.dtype, space: dict | None) -> Leaf:
+    """Is a fixed-shape leaf a camera stream (raw pixels, or JPEG bytes padded to one length)?"""
     image = _is_image_space(space)
-    if vlen_uint8 or (image and dtype.kind == "S") or (image and dtype == np.uint8 and len(frame_shape) == 1):
+    if image and (dtype.kind == "S" or (dtype == np.uint8 and len(frame_shape) == 1)):
         return Leaf(key, frame_shape, dtype, jpeg=True, image=True)
     if image is None:  # no space: Minari's rule on the data itself
         image = dtype == np.uint8 and len(frame_shape) in (2, 3) and min(frame_shape[:2]) >= 32
@@ -337,8 +338,11 @@ class _HDF5:
                 raise BadInput("expected one row per step, got a scalar", self.source, field)
             key = prefix or "observations"
             sub = _subspace(space, prefix.split("/")) if prefix else space
-            out[key] = _classify(key, tuple(shape[1:]), vlen if vlen is not None else dtype,
-                                 vlen is not None and vlen == np.uint8, sub)
+            if vlen is not None:  # variable-length rows: JPEG bytes (uint8) or text (str/bytes)
+                jpeg = isinstance(vlen, np.dtype) and vlen == np.uint8
+                out[key] = Leaf(key, tuple(shape[1:]), np.dtype(object), jpeg=jpeg, image=jpeg)
+            else:
+                out[key] = _classify(key, tuple(shape[1:]), dtype, sub)
             return
         for k in H.keys(node, self.source, field):
             child = H.get(node, k, self.source, f"{field}/{k}")
@@ -430,9 +434,11 @@ class _Arrow:
             raise BadInput(f"has no .{self.fmt} files", d)
         try:
             tables = [feather.read_table(p) if self.fmt == "arrow" else pq.read_table(p) for p in files]
-            return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+            table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+            table.schema.names, table.column_names  # noqa: B018 - names are decoded lazily and may be corrupt
+            return table
         except (pa.ArrowException, *_ARROW_ERRORS) as e:
-            raise BadInput(f"cannot be read: {e}", files[0]) from None
+            raise BadInput(f"cannot be read: {H.reason(e)}", files[0]) from None
 
     def _column(self, table, name: str, d: Path):
         import pyarrow as pa
@@ -442,7 +448,7 @@ class _Arrow:
         try:
             return table.column(name).combine_chunks()
         except (pa.ArrowException, *_ARROW_ERRORS) as e:
-            raise BadInput(f"cannot be read: {e}", d, name) from None
+            raise BadInput(f"cannot be read: {H.reason(e)}", d, name) from None
 
     def _leaves(self, col, prefix: str, space: dict | None, out: dict) -> None:
         """Struct columns (Dict/Tuple spaces) -> {key path: (leaf column, its space)}."""
@@ -459,9 +465,13 @@ class _Arrow:
         import pyarrow as pa
 
         if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
-            return Leaf(key, (), np.dtype("S1"), jpeg=True, image=True)
+            return Leaf(key, (), np.dtype(object), jpeg=True, image=True)
+        if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_boolean(col.type)
+                or pa.types.is_fixed_size_list(col.type) or pa.types.is_list(col.type)
+                or pa.types.is_large_list(col.type)):
+            return Leaf(key, (), np.dtype(object), jpeg=False, image=False)  # text and the like: not state
         arr = _arrow_numpy(col, space, d, f"observations/{key}")
-        return _classify(key, tuple(arr.shape[1:]), arr.dtype, False, space)
+        return _classify(key, tuple(arr.shape[1:]), arr.dtype, space)
 
     def layout(self):
         d = self.dirs[0]
@@ -542,7 +552,7 @@ def _arrow_numpy(col, space: dict | None, src: Path, field: str) -> np.ndarray:
     except BadInput:
         raise
     except (pa.ArrowException, *_ARROW_ERRORS) as e:
-        raise BadInput(f"cannot be read: {e}", src, field) from None
+        raise BadInput(f"cannot be read: {H.reason(e)}", src, field) from None
 
 
 READER = MinariReader()

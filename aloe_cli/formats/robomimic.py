@@ -158,7 +158,7 @@ def _env_args(data, path: Path) -> dict:
     try:
         env = json.loads(raw) if isinstance(raw, str) else None
     except ValueError as e:
-        raise BadInput(f"is not valid JSON: {e}", path, "data.attrs[env_args]") from None
+        raise BadInput(f"is not valid JSON: {H.reason(e)}", path, "data.attrs[env_args]") from None
     if not isinstance(env, dict):
         raise BadInput("expected a JSON object with env_name, type and env_kwargs", path, "data.attrs[env_args]")
     return env
