@@ -108,8 +108,13 @@ def test_robomimic_state_keys_filter_and_task(cli, tmp_path):
     assert s.features[S.OBS_STATE]["names"][:3] == ["robot0_gripper_qpos_0", "robot0_gripper_qpos_1", "object_0"]
     rec = s.manifest["ingests"][0]["options"]
     assert rec["state_keys"] == ["robot0_gripper_qpos", "object"] and rec["filter_key"] == "train"
-    r = cli("ingest", tmp_path / "valid", src, "--filter", "valid", "--state-keys", "robot0_gripper_qpos,object")
-    assert r.exit_code == 0 and Store.open(tmp_path / "valid").episodes[S.SOURCE_KEY].tolist() == ["demo_3"]
+    # The same file read with another filter is another ingest, not "already in the store".
+    r = cli("ingest", store, src, "--filter", "valid", "--state-keys", "robot0_gripper_qpos,object")
+    assert r.exit_code == 0, r
+    assert r.stdout.strip() == f"ingested 1 episodes (6 frames) from {src} [robomimic] into {store}"
+    assert Store.open(store).episodes[S.SOURCE_KEY].tolist() == ["demo_1", "demo_2", "demo_4", "demo_3"]
+    r = cli("ingest", store, src, "--filter", "valid", "--state-keys", "robot0_gripper_qpos,object")
+    assert r.exit_code == 0 and "already in" in r.stdout
 
 
 def test_robomimic_gzip_images_drop_and_resize(cli, tmp_path):
@@ -353,6 +358,9 @@ def test_minari_bad_inputs(cli, tmp_path):
         d, h5 = variant(edit)
         msg = bad(cli, store, d)
         assert msg == f"{h5}: {expected}", msg
+
+    assert bad(cli, store, good, "--filter", "train", "--force") == \
+        "--filter: selects robomimic mask/<key> demos; a Minari dataset has no filter keys"
 
     d, _ = write_minari(tmp_path / "corrupt")
     h5 = d / "data" / "main_data.hdf5"

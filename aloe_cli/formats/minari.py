@@ -160,6 +160,8 @@ class MinariReader:
         return isinstance(m, dict) and "data_format" in m
 
     def read(self, path: Path, options: ReadOptions) -> Source:
+        if options.filter_key:
+            raise BadInput("selects robomimic mask/<key> demos; a Minari dataset has no filter keys", field="--filter")
         data, meta = _locate(path)
         if meta is None and not path.is_file():
             raise BadInput(f"no {METADATA} here or under data/", path)
