@@ -6,8 +6,6 @@ import json
 
 import h5py
 import numpy as np
-import pandas as pd
-import pyarrow as pa
 import pyarrow.feather as feather
 import pytest
 

@@ -84,7 +84,7 @@ class RobomimicReader:
         env_name = env.get("env_name") if isinstance(env.get("env_name"), str) else None
         kwargs = env.get("env_kwargs") if isinstance(env.get("env_kwargs"), dict) else {}
         fps = kwargs.get("control_freq")
-        fps = float(fps) if isinstance(fps, (int, float)) and not isinstance(fps, bool) and fps > 0 else None
+        fps = float(fps) if isinstance(fps, (int, float)) and not isinstance(fps, bool) and 0 < fps < 1e6 else None
         info = {"state_keys": state_keys}
         if options.filter_key:
             info["filter_key"] = options.filter_key
