@@ -92,12 +92,11 @@ class Episode:
             _check_finite(ts, where, S.TIMESTAMP)
         extras = {}
         for name, arr in self.extras.items():
-            a = np.asarray(arr, dtype=np.float32)
-            a = a.reshape(a.shape[0], -1) if a.ndim != 2 else a
-            if a.shape[0] != T:
-                raise BadInput(f"has {a.shape[0]} frames but action has {T}", where, name)
+            a = np.asarray(arr)
+            if a.ndim == 0 or a.shape[0] != T:
+                raise BadInput(f"has {a.shape[0] if a.ndim else 0} frames but action has {T}", where, name)
             _check_finite(a, where, name)
-            extras[name] = a
+            extras[name] = a.reshape(T, -1).astype(np.float32)
         for name, frames in self.images.items():
             if len(frames) != T:
                 raise BadInput(f"has {len(frames)} frames but action has {T}", where, name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,7 +101,10 @@ def ingest(store_path: str | os.PathLike, source_path: str | os.PathLike, fmt: s
     options = options or ReadOptions()
     label_map = read_labels(labels) if labels else None
     store = Store.open(store_path, create=True)
-    content_hash = hash_source(source)
+    # What was read depends on the options too (--filter train vs valid, --state-keys, --images):
+    # the same file read differently is a different ingest, not an unchanged one.
+    read_as = json.dumps({"format": fmt, **vars(options)}, sort_keys=True, default=str)
+    content_hash = hashlib.sha256((hash_source(source) + read_as).encode()).hexdigest()
     previous = store.find_ingest(content_hash)
     if previous is not None and not force:
         return IngestResult(str(store.root), str(source), fmt, previous["id"], [], skipped_unchanged=True)
@@ -119,7 +123,7 @@ def ingest(store_path: str | os.PathLike, source_path: str | os.PathLike, fmt: s
                 ep.success = success
                 ep.terminated = None
             ep.policy_id = ep.policy_id or policy_id
-            ep.task = ep.task or task
+            ep.task = ep.task or task or src.task
             w.add(ep, names=src.names, fps=src.fps)
             if progress:
                 progress(len(ep))

@@ -41,6 +41,7 @@ class Source:
     fps: float | None = None
     names: dict[str, list[str]] = field(default_factory=dict)  # feature -> per-dimension names
     info: dict = field(default_factory=dict)  # recorded in the ingest history (e.g. state_keys)
+    task: str | None = None  # the source's own task name (e.g. robomimic env_name): used where --task is not given
 
 
 class Reader(Protocol):

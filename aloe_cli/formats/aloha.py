@@ -18,6 +18,7 @@ import numpy as np
 from ..episode import Episode
 from ..errors import BadInput
 from . import ReadOptions, Source, iter_files
+from . import _hdf5 as H
 from ._images import encode_frames, jpeg_passthrough
 
 JOINT_NAMES = [f"left_{n}" for n in ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate")] + \
@@ -45,7 +46,7 @@ class AlohaReader:
         try:
             with h5py.File(files[0], "r") as f:
                 return "observations/qpos" in f and "action" in f
-        except OSError:
+        except H.H5_ERRORS:
             return False
 
     def read(self, path: Path, options: ReadOptions) -> Source:
@@ -60,22 +61,21 @@ class AlohaReader:
 
         for i, file in enumerate(files):
             m = _EPISODE.search(file.name)
-            try:
-                f = h5py.File(file, "r")
-            except OSError as e:
-                raise BadInput(f"cannot be opened as HDF5: {e}", file) from None
-            with f:
-                state = _dataset(f, file, "observations/qpos")
-                action = _dataset(f, file, "action")
+            with H.open_file(file) as f:
+                state = _numbers(f, file, "observations/qpos")
+                action = _numbers(f, file, "action")
                 extras = {}
                 for key, col in (("observations/qvel", "observation.qvel"),
                                  ("observations/effort", "observation.effort"),
                                  ("base_action", "observation.base_action")):
-                    if key in f:
-                        extras[col] = _dataset(f, file, key)
+                    a = H.dataset(f, key, file, key, required=False)
+                    if a is not None:
+                        extras[col] = H.numeric(a, file, key)
                 images = {}
-                if options.images == "keep" and "observations/images" in f:
-                    images = _images(f, file, options)
+                if options.images == "keep":
+                    group = H.get(f, "observations/images", file, "observations/images", "group", required=False)
+                    if group is not None:
+                        images = _images(f, group, file, options)
                 yield Episode(
                     state=state, action=action, source_key=file.name,
                     source_index=int(m.group(1)) if m else i,
@@ -83,33 +83,49 @@ class AlohaReader:
 
 
 def _dataset(f, file: Path, key: str) -> np.ndarray:
-    if key not in f:
-        raise BadInput("missing dataset", file, key)
-    try:
-        return np.asarray(f[key][()])
-    except (OSError, TypeError, ValueError) as e:
-        raise BadInput(f"cannot be read: {e}", file, key) from None
+    return H.dataset(f, key, file, key)
 
 
-def _images(f, file: Path, options: ReadOptions) -> dict[str, list[bytes]]:
-    group = f["observations/images"]
-    cams = sorted(group.keys())
-    compressed = bool(f.attrs.get("compress", False))
+def _numbers(f, file: Path, key: str) -> np.ndarray:
+    return H.numeric(H.dataset(f, key, file, key), file, key)
+
+
+def _images(f, group, file: Path, options: ReadOptions) -> dict[str, list[bytes]]:
+    with H.guard(file, "observations/images"):
+        cams = sorted(group.keys())  # h5py's (byte) order: the order ALOHA's loaders index compress_len by
+    flag = np.asarray(H.attr(f, "compress", file, "attrs[compress]", False))
+    if flag.size != 1 or flag.dtype.kind not in "biu":
+        raise BadInput(f"expected a boolean, got {flag.dtype} {flag.shape}", file, "attrs[compress]")
+    compressed = bool(flag.reshape(-1)[0])
+    lengths = None
+    if compressed and cams:
+        lengths = H.dataset(f, "compress_len", file, "compress_len", required=False)
+        if lengths is None:
+            raise BadInput("compress=True but no compress_len dataset", file, "compress_len")
+        lengths = H.numeric(lengths, file, "compress_len")
+        H.check_finite(lengths, file, "compress_len")
     out = {}
     for c, cam in enumerate(cams):
-        data = _dataset(f, file, f"observations/images/{cam}")
+        field = f"observations/images/{cam}"
+        data = _dataset(f, file, field)
         col = f"observation.images.{cam}"
         if compressed:
-            if "compress_len" not in f:
-                raise BadInput("compress=True but no compress_len dataset", file, "compress_len")
-            lengths = np.asarray(f["compress_len"][()])[c].astype(int)
-            frames = [bytes(data[t, : lengths[t]]) for t in range(data.shape[0])]
+            if data.ndim != 2 or data.dtype != np.uint8:
+                raise BadInput(f"expected zero-padded JPEG bytes uint8 (T, max_len), got {data.dtype} {data.shape}",
+                               file, field)
+            T = data.shape[0]
+            if lengths.ndim != 2 or lengths.shape[0] < len(cams) or lengths.shape[1] != T:
+                raise BadInput(f"expected shape ({len(cams)}, {T}) (cameras, frames), got {lengths.shape}", file,
+                               "compress_len")
+            n = lengths[c]
+            if (n < 0).any() or (n > data.shape[1]).any() or (n != np.round(n)).any():
+                raise BadInput(f"row {c} ({cam}) holds lengths outside 0..{data.shape[1]}", file, "compress_len")
+            frames = [bytes(data[t, : int(n[t])]) for t in range(T)]
             out[col] = jpeg_passthrough(frames, options.image_size, file, col)
         else:
-            if data.ndim != 4 or data.dtype != np.uint8:
-                raise BadInput(f"expected uint8 (T, H, W, 3), got {data.dtype} {data.shape}", file,
-                               f"observations/images/{cam}")
-            out[col] = encode_frames(data, options.image_size)
+            if data.ndim != 4 or data.dtype != np.uint8 or data.shape[-1] not in (1, 3, 4) or 0 in data.shape[1:3]:
+                raise BadInput(f"expected uint8 (T, H, W, 3), got {data.dtype} {data.shape}", file, field)
+            out[col] = encode_frames(data[..., 0] if data.shape[-1] == 1 else data, options.image_size)
     return out
 
 
