@@ -19,6 +19,7 @@ class BadInput(AloeError):
     def __init__(self, message: str, path: str | os.PathLike | None = None, field: str | None = None):
         self.path = None if path is None else str(path)
         self.field = field
+        message = " ".join(str(message).split())  # one line, whatever the wrapped exception said
         parts = [p for p in (self.path, field) if p]
         super().__init__(": ".join(parts + [message]) if parts else message)
 

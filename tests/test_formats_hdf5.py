@@ -109,7 +109,7 @@ def test_robomimic_state_keys_filter_and_task(cli, tmp_path):
     # The same file read with another filter is another ingest, not "already in the store".
     r = cli("ingest", store, src, "--filter", "valid", "--state-keys", "robot0_gripper_qpos,object")
     assert r.exit_code == 0, r
-    assert r.stdout.strip() == f"ingested 1 episodes (6 frames) from {src} [robomimic] into {store}"
+    assert r.stdout.strip() == f"ingested 1 episode (6 frames) from {src} [robomimic] into {store}"
     assert Store.open(store).episodes[S.SOURCE_KEY].tolist() == ["demo_1", "demo_2", "demo_4", "demo_3"]
     r = cli("ingest", store, src, "--filter", "valid", "--state-keys", "robot0_gripper_qpos,object")
     assert r.exit_code == 0 and "already in" in r.stdout

@@ -66,7 +66,8 @@ def register(app: typer.Typer) -> None:
             if d["unchanged"]:
                 typer.echo(f"{source}: already in {store} (ingest {d['ingest_id']}); use --force to re-ingest")
                 return
-            typer.echo(f"ingested {d['episodes_added']} episodes ({d['frames_added']} frames) "
+            n = d["episodes_added"]
+            typer.echo(f"ingested {n} episode{'s' * (n != 1)} ({d['frames_added']} frames) "
                        f"from {source} [{d['format']}] into {store}")
             if d["duplicates_skipped"]:
                 err.print(f"skipped {d['duplicates_skipped']} episodes already in the store")

@@ -86,7 +86,7 @@ def detect_format(path: Path) -> str:
         try:
             if get_reader(name).detect(path):
                 return name
-        except OSError:
+        except Exception:  # a damaged file is not this format; the chosen reader reports the damage
             continue
     raise BadInput(
         f"cannot tell the format; pass --format ({', '.join(READERS)})", path)
