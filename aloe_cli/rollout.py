@@ -71,6 +71,7 @@ class RolloutConfig:
     takeover_steps: int = 40  # expert-on-stall: steps the expert drives before handing back (or to success)
     reset_time_s: float = 0.0  # wait between episodes while the robot holds (a person resets the scene)
     max_holds: int = 50  # consecutive holds (NaN actions) before the episode is stopped as truncated
+    commit_every: int = 1  # finished episodes per atomic commit (1: each at once; more: faster simulated runs)
 
     def check(self, chunk_size: int) -> None:
         """Raise BadInput naming the option for values that cannot run."""
@@ -90,6 +91,8 @@ class RolloutConfig:
         if self.deadline_s <= 0 or self.policy_timeout_s < self.deadline_s:
             raise BadInput(f"need 0 < deadline ({self.deadline_s}) <= policy timeout ({self.policy_timeout_s})",
                            field="--deadline")
+        if self.commit_every < 1:
+            raise BadInput(f"must be at least 1, got {self.commit_every}", field="--commit-every")
         if self.max_delta is not None and self.max_delta <= 0:
             raise BadInput(f"must be positive, got {self.max_delta}", field="--max-delta")
 
@@ -336,23 +339,24 @@ class _Session:
         self.step_time = 0.0  # wall time inside episodes (for steps/s)
         self.discarded = 0
         self.interrupted = False
+        self.pending: list[tuple[Episode, dict, dict]] = []  # finished, not yet committed
         self._last_status = 0.0
 
     # ------------------------------------------------------------------ the run
     def run(self) -> None:
-        for i in range(self.cfg.episodes):
-            if self.stop.is_set():
-                self.interrupted = True
-                return
-            if i > 0 and self.cfg.reset_time_s > 0:
-                self.robot.hold()
-                if self.stop.wait(self.cfg.reset_time_s):
-                    self.interrupted = True
-                    return
-            self._episode(i)
-            if self.stop.is_set():
-                self.interrupted = True
-                return
+        try:
+            for i in range(self.cfg.episodes):
+                if i > 0 and self.cfg.reset_time_s > 0 and not self.stop.is_set():
+                    self.robot.hold()
+                    self.stop.wait(self.cfg.reset_time_s)
+                if self.stop.is_set():
+                    break
+                self._episode(i)
+                if len(self.pending) >= self.cfg.commit_every:
+                    self._flush()
+        finally:
+            self.interrupted = self.stop.is_set()
+            self._flush()  # also after an error or a stop: nothing recorded is lost
 
     def _episode(self, index: int) -> None:
         robot, cfg = self.robot, self.cfg
@@ -437,12 +441,14 @@ class _Session:
                                 ", ".join(LABEL_ANSWERS))
             elif answer == "discard":
                 self.discarded += 1
-                self._episode_end(index, None, rec, end, ev, elapsed, discarded=True)
+                self._episode_end(index, rec, end, ev, elapsed, discarded=True)
                 return
             else:
                 success = answer == "success"
-        eid = self._commit(index, rec, success, end, ev) if len(rec) else None
-        self._episode_end(index, eid, rec, end, ev, elapsed, success=success)
+        result = self._episode_end(index, rec, end, ev, elapsed, success=success)
+        if len(rec):
+            self.pending.append((self._episode_of(index, rec, success), {"episode": index, "end": end,
+                                                                         "events": dict(ev)}, result))
         if error is not None:
             if isinstance(error, AloeError) or not isinstance(error, Exception):
                 raise error
@@ -490,8 +496,7 @@ class _Session:
         return out[0, 0]
 
     # ------------------------------------------------------------------ recording
-    def _commit(self, index: int, rec: _Recorder, success: bool | None, end: str, ev: dict) -> str | None:
-        robot = self.robot
+    def _episode_of(self, index: int, rec: _Recorder, success: bool | None) -> Episode:
         rewards = None if any(r is None for r in rec.rewards) or len(rec.rewards) != len(rec) else \
             np.asarray(rec.rewards, dtype=np.float32)
         images = {}
@@ -499,21 +504,28 @@ class _Session:
             from .formats._images import encode_frames
 
             images = {k: encode_frames(np.stack(v)) for k, v in rec.images.items()}
-        ep = Episode(
+        return Episode(
             state=np.stack(rec.states), action=np.stack(rec.actions),
             source_key=f"{self.run_id}/episode_{index:04d}", source_index=index,
             reward=rewards, is_intervention=np.asarray(rec.interventions, dtype=bool),
-            success=success, terminated=None, task=robot.task, policy_id=self.cfg.policy_id or self.name,
+            success=success, terminated=None, task=self.robot.task, policy_id=self.cfg.policy_id or self.name,
             timestamp=np.asarray(rec.timestamps, dtype=np.float32),
             extras={k: np.stack(v) for k, v in rec.extras.items()}, images=images)
+
+    def _flush(self) -> None:
+        """Commit the finished episodes atomically (one store transaction)."""
+        if not self.pending:
+            return
+        robot = self.robot
         names = {key: f.get("names") for key, f in {**robot.observation_features, **robot.action_features}.items()
                  if isinstance(f, dict) and f.get("names")}
-        options = {"run_id": self.run_id, "episode": index, "robot": robot.name, "policy": self.name, "end": end,
-                   "events": dict(ev), "config": asdict(self.cfg)}
+        options = {"run_id": self.run_id, "robot": robot.name, "policy": self.name, "config": asdict(self.cfg),
+                   "episodes": [meta for _, meta, _ in self.pending]}
         with self.store.writer(source=f"rollout:{robot.name}", fmt="rollout", options=options) as w:
-            eid = w.add(ep, names=names, fps=self.cfg.fps or robot.fps)
+            for ep, _, result in self.pending:
+                result["episode_id"] = w.add(ep, names=names, fps=self.cfg.fps or robot.fps)
             w.commit()
-        return eid
+        self.pending = []
 
     def _report(self, index: int, step: int, t0: float, intervention: bool) -> None:
         if self.status_cb is None:
@@ -528,11 +540,11 @@ class _Session:
             "intervention": intervention, "successes": sum(1 for r in self.results if r["success"]),
             "finished": len(self.results)})
 
-    def _episode_end(self, index: int, eid: str | None, rec: _Recorder, end: str, ev: dict, elapsed: float,
-                     success: bool | None = None, discarded: bool = False) -> None:
+    def _episode_end(self, index: int, rec: _Recorder, end: str, ev: dict, elapsed: float,
+                     success: bool | None = None, discarded: bool = False) -> dict:
         flags = np.asarray(rec.interventions, dtype=bool)
         result = {
-            "index": index, "episode_id": eid, "length": len(rec), "success": success,
+            "index": index, "episode_id": None, "length": len(rec), "success": success,
             "terminated": success is not None, "end": end, "discarded": discarded,
             "intervention_frames": int(flags.sum()), "interventions": _spans(flags),
             "steps_per_s": len(rec) / max(elapsed, 1e-9), **ev}
@@ -541,6 +553,7 @@ class _Session:
             self.status_cb({"event": "episode_end", "episode": index + 1, "episodes": self.cfg.episodes,
                             "successes": sum(1 for r in self.results if r["success"]),
                             "finished": len(self.results), **result})
+        return result
 
     def summary(self) -> dict:
         kept = [r for r in self.results if not r["discarded"] and r["episode_id"]]

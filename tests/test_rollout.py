@@ -71,7 +71,14 @@ def test_sim_rollouts_append_with_outcomes_and_flags(sim, tmp_path):
     manifest = Store.open(store).manifest
     ing = manifest["ingests"][0]
     assert ing["source"] == f"rollout:sim:{TASK}" and ing["options"]["config"]["max_steps"] == 100
-    assert ing["options"]["end"] == "done" and ing["episode_ids"] == [eps[S.EPISODE_ID][0]]
+    assert ing["options"]["episodes"] == [{"episode": 0, "end": "done", "events": {
+        "late_chunks": 0, "nan_holds": 0, "clipped": 0, "rate_limited": 0}}]
+    assert ing["episode_ids"] == [eps[S.EPISODE_ID][0]]  # each episode committed on its own
+    # commit_every=2: two episodes per atomic commit (the last one alone at the end of the run).
+    s = run_rollouts(sim, constant(0.0), tmp_path / "batched", RolloutConfig(episodes=3, max_steps=5, commit_every=2))
+    ingests = Store.open(tmp_path / "batched").manifest["ingests"]
+    assert [len(i["episode_ids"]) for i in ingests] == [2, 1]
+    assert [i["episode_ids"] for i in ingests] == [s["episode_ids"][:2], s["episode_ids"][2:]]
 
 
 def test_recorded_actions_are_the_clipped_and_rate_limited_ones(sim, tmp_path):
@@ -110,7 +117,7 @@ def test_slow_policy_makes_the_robot_hold(sim, tmp_path):
     s = run_rollouts(sim, p, tmp_path / "s", RolloutConfig(episodes=1, max_steps=9, deadline_s=0.05))
     assert s["late_chunks"] == 2 and sim.holds - holds == 2 and s["frames"] == 9
     ing = Store.open(tmp_path / "s").manifest["ingests"][0]
-    assert ing["options"]["events"]["late_chunks"] == 2  # logged with the episode
+    assert ing["options"]["episodes"][0]["events"]["late_chunks"] == 2  # logged with the episode
     # No answer within the policy timeout: the episode so far is saved truncated, then the run fails.
     p = FixedChunkPolicy([[0.0] * 4] * 3, delays=[0.0, 2.0])
     with pytest.raises(PolicyError) as e:

@@ -49,6 +49,8 @@ def register(app: typer.Typer) -> None:
             "--max-delta", help="Largest change of any action number per step (default: the driver's).")] = None,
         reset_time: Annotated[float, typer.Option(
             "--reset-time", help="Seconds between episodes for a person to reset the scene.")] = 0.0,
+        commit_every: Annotated[int, typer.Option(
+            "--commit-every", help="Finished episodes per atomic commit (1: each at once).")] = 1,
         robot_arg: Annotated[Optional[list[str]], typer.Option(
             "--robot-arg", help="key=value passed to the robot driver (repeatable), e.g. port=/dev/ttyACM0.")] = None,
         device: DeviceOpt = "cpu",
@@ -67,7 +69,8 @@ def register(app: typer.Typer) -> None:
         config = RolloutConfig(
             episodes=episodes, max_steps=max_steps, execute_steps=execute_steps, fps=fps,
             policy_id=policy_id or policy, intervene=intervene, label=label, seed=seed, deadline_s=deadline,
-            policy_timeout_s=policy_timeout, max_delta=max_delta, reset_time_s=reset_time)
+            policy_timeout_s=policy_timeout, max_delta=max_delta, reset_time_s=reset_time,
+            commit_every=commit_every)
         # Cheap checks first: a bad option fails before the simulator or the policy loads.
         config.check(execute_steps or 10**9)
         obs_map = parse_kv(policy_obs_map, "--policy-obs-map") if policy_obs_map else None

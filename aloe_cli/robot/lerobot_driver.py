@@ -79,6 +79,10 @@ def _make_config(registry, kind: str, fields: dict, spec: str, what: str):
         raise BadInput(f"unknown LeRobot {what} type {kind!r}" + (f"; known: {', '.join(known)}" if known else ""),
                        spec, "--robot") from None
     fields = dict(fields)
+    if isinstance(fields.get("calibration_dir"), str):
+        from pathlib import Path
+
+        fields["calibration_dir"] = Path(fields["calibration_dir"])
     cams = fields.get("cameras")
     if isinstance(cams, str):
         try:

@@ -273,6 +273,10 @@ class RemoteTeleop:
 
 # ---------------------------------------------------------------------- server
 
+class BadRequest(ValueError):
+    """A request the bridge cannot carry out; its message is sent back as the error."""
+
+
 class RobotBridgeServer:
     """Serves one `Robot` to one client at a time (see the module doc for the protocol).
 
@@ -350,14 +354,17 @@ class RobotBridgeServer:
                     return
                 kind = None
                 try:
-                    msg = unpackb(data)
+                    try:
+                        msg = unpackb(data)
+                    except Exception as e:
+                        raise BadRequest(f"malformed request: {type(e).__name__}: {e}") from None
                     if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
-                        raise ValueError(f"expected a map with a 'type', got {msg!r:.80}")
+                        raise BadRequest(f"expected a map with a 'type', got {msg!r:.80}")
                     kind = msg["type"]
                     reply = self._dispatch(kind, msg)
                     moving = kind == "act"
-                except Exception as e:
-                    text = f"{type(e).__name__}: {e}" if not isinstance(e, ValueError) else str(e)
+                except Exception as e:  # answered, and the robot holds; the connection stays up
+                    text = str(e) if isinstance(e, BadRequest) else f"{type(e).__name__}: {e}"
                     self.errors.append(text)
                     reply = {"type": "error", "message": text}
                     self._hold()
@@ -379,10 +386,10 @@ class RobotBridgeServer:
             a = msg.get("action")
             want = (int(r.action_features["action"]["shape"][0]),)
             if not isinstance(a, np.ndarray) or a.shape != want:
-                raise ValueError(f"'act' needs a {want} array, got {getattr(a, 'shape', type(a).__name__)}")
+                raise BadRequest(f"'act' needs a {want} array, got {getattr(a, 'shape', type(a).__name__)}")
             a = a.astype(np.float32)
             if not np.isfinite(a).all():
-                raise ValueError("refusing a non-finite action")
+                raise BadRequest("refusing a non-finite action")
             sent = np.asarray(r.send_action(a), dtype=np.float32)
             return {"type": "sent", "action": sent, "status": _status_dict(r.status())}
         if kind == "reset":
@@ -396,14 +403,14 @@ class RobotBridgeServer:
         if kind == "teleop":
             teleop = getattr(r, "teleop", None)
             if teleop is None:
-                raise ValueError("this robot has no teleoperator")
+                raise BadRequest("this robot has no teleoperator")
             obs = r.get_observation()
             active = bool(teleop.wants_control(obs, r.status()))
             action = np.asarray(teleop.get_action(obs), dtype=np.float32) if active else None
             return {"type": "teleop", "active": active, "action": action}
         if kind == "close":
             return {"type": "ok"}
-        raise ValueError(f"unknown request type {kind!r} (expected observe, act, reset, hold, teleop or close)")
+        raise BadRequest(f"unknown request type {kind!r} (expected observe, act, reset, hold, teleop or close)")
 
 
 def serve(robot, host: str = "0.0.0.0", port: int = 8765, watchdog_s: float = 0.5) -> None:
