@@ -86,3 +86,25 @@ def test_lerobot_robot_is_driven_and_the_sent_actions_recorded(tmp_path):
     np.testing.assert_allclose(ep.state[:, 0], [0.0, 0.1, 0.2, 0.3, 0.4], atol=1e-6)
     assert ep.task == "reach" and not ep.is_terminated
     assert Store.open(tmp_path / "s").features[S.ACTION]["names"] == ["j0.pos", "j1.pos", "j2.pos"]
+
+
+def test_real_lerobot_types_map_to_aloe_features(tmp_path):
+    from aloe_cli.errors import BadInput
+
+    with pytest.raises(BadInput) as e:
+        load_robot("lerobot:no_such_arm")
+    assert str(e.value).startswith("lerobot:no_such_arm: --robot: unknown LeRobot robot type 'no_such_arm'; known: ")
+    assert "so101_follower" in str(e.value)
+    try:  # constructing (not connecting) an SO-101 needs its motor SDK: lerobot[feetech]
+        robot = load_robot("lerobot:so101_follower", port="/dev/null", id="a", calibration_dir=str(tmp_path / "c"),
+                           teleop="so101_leader", teleop_port="/dev/null", teleop_id="b",
+                           teleop_calibration_dir=str(tmp_path / "d"))
+    except BadInput as e:
+        pytest.skip(str(e))
+    joints = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
+    assert robot.observation_features["observation.state"]["names"] == [f"{j}.pos" for j in joints]
+    assert robot.action_features["action"]["names"] == [f"{j}.pos" for j in joints]
+    assert robot.teleop.action_keys == robot.action_features["action"]["names"] and not robot.is_connected
+    with pytest.raises(BadInput) as e:
+        load_robot("lerobot:so101_follower", prt="/dev/null")
+    assert "the robot config SOFollowerRobotConfig rejected the arguments ['prt']" in str(e.value)

@@ -93,8 +93,18 @@ def _make_config(registry, kind: str, fields: dict, spec: str, what: str):
         from lerobot.cameras import CameraConfig
 
         _register("lerobot.cameras", ("opencv", "realsense", "zmq", "reachy2_camera"))
-        fields["cameras"] = {name: CameraConfig.get_choice_class(c.pop("type", "opencv"))(**c)
-                             for name, c in ((n, dict(c)) for n, c in cams.items())}
+        made = {}
+        for name, c in cams.items():
+            c = dict(c)
+            kind = c.pop("type", "opencv")
+            try:
+                made[name] = CameraConfig.get_choice_class(kind)(**c)
+            except KeyError:
+                raise BadInput(f"unknown camera type {kind!r} (is its package installed? e.g. lerobot[opencv])",
+                               spec, f"cameras.{name}") from None
+            except TypeError as e:
+                raise BadInput(f"the camera config rejected {sorted(c)}: {e}", spec, f"cameras.{name}") from None
+        fields["cameras"] = made
     try:
         return cls(**fields)
     except TypeError as e:
@@ -115,14 +125,21 @@ def make_lerobot_robot(robot_type: str, seed: int | None = None, max_steps: int 
     _register("lerobot.robots", _ROBOT_MODULES)
     teleop_fields = {k[len("teleop_"):]: v for k, v in config.items() if k.startswith("teleop_")}
     robot_fields = {k: v for k, v in config.items() if not k.startswith("teleop_")}
-    robot = make_robot_from_config(_make_config(RobotConfig, robot_type, robot_fields, spec, "robot"))
+    robot_config = _make_config(RobotConfig, robot_type, robot_fields, spec, "robot")
+    try:
+        robot = make_robot_from_config(robot_config)
+    except ImportError as e:  # the robot's motor SDK, e.g. lerobot[feetech]
+        raise BadInput(f"LeRobot cannot make it: {e}", spec, "--robot") from None
     device = None
     if teleop:
         from lerobot.teleoperators import TeleoperatorConfig, make_teleoperator_from_config
 
         _register("lerobot.teleoperators", _TELEOP_MODULES)
-        device = make_teleoperator_from_config(
-            _make_config(TeleoperatorConfig, teleop, teleop_fields, spec, "teleoperator"))
+        teleop_config = _make_config(TeleoperatorConfig, teleop, teleop_fields, spec, "teleoperator")
+        try:
+            device = make_teleoperator_from_config(teleop_config)
+        except ImportError as e:
+            raise BadInput(f"LeRobot cannot make the teleoperator {teleop!r}: {e}", spec, "--robot-arg") from None
     return LeRobotRobot(robot, teleop=device, fps=fps, task=task, name=spec, action_low=action_low,
                         action_high=action_high, max_delta=max_delta)
 
