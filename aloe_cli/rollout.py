@@ -72,6 +72,7 @@ class RolloutConfig:
     reset_time_s: float = 0.0  # wait between episodes while the robot holds (a person resets the scene)
     max_holds: int = 50  # consecutive holds (NaN actions) before the episode is stopped as truncated
     commit_every: int = 1  # finished episodes per atomic commit (1: each at once; more: faster simulated runs)
+    policy_thread: bool | None = None  # run the policy in a worker thread; None: for realtime robots only
 
     def check(self, chunk_size: int) -> None:
         """Raise BadInput naming the option for values that cannot run."""
@@ -188,6 +189,8 @@ class _Stop:
         return self
 
     def _handle(self, signum, frame) -> None:
+        if self.event.is_set():  # a second Ctrl-C: stop now (what was recorded is still saved)
+            raise KeyboardInterrupt
         self.signal = signal.Signals(signum).name
         self.event.set()
 
@@ -277,7 +280,8 @@ def run_rollouts(robot: Robot, policy, store_path: str | os.PathLike, config: Ro
                     session.teleop.connect()
                 session.run()
             finally:
-                session.worker.close()
+                if session.worker is not None:
+                    session.worker.close()
                 if session.teleop is not None:
                     _quietly(session.teleop.disconnect)
     finally:
@@ -330,7 +334,8 @@ class _Session:
         self.H, self.A = int(policy.chunk_size), int(policy.action_dim)
         self.period = (1.0 / config.fps if config.fps else (1.0 / robot.fps if robot.realtime else None))
         self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-        self.worker = _PolicyWorker(policy)
+        threaded = robot.realtime if config.policy_thread is None else config.policy_thread
+        self.worker = _PolicyWorker(policy) if threaded else None
         self.stop: _Stop | None = None
         self.results: list[dict] = []
         self.latencies: list[float] = []
@@ -464,14 +469,25 @@ class _Session:
                 batch[key] = np.asarray(value)[None]
         batch[S.FRAME_INDEX] = np.array([frame], dtype=np.int64)
         t0 = time.monotonic()
+        out = self._sample_threaded(batch, t0, frame, ev) if self.worker else self._sample_inline(batch, t0, frame, ev)
+        if out is None:
+            return None
+        self.latencies.append(time.monotonic() - t0)
+        out = np.asarray(out, dtype=np.float32)
+        if out.shape != (1, 1, self.H, self.A):
+            raise PolicyError(f"sample() returned shape {out.shape}, expected {(1, 1, self.H, self.A)}",
+                              self.name, "--policy")
+        return out[0, 0]
+
+    def _sample_threaded(self, batch: dict, t0: float, frame: int, ev: dict):
+        """Real time: the policy runs in the worker; the robot holds from the deadline until it answers."""
         future = self.worker.submit(batch)
         held = False
         while True:
             # Wake at the deadline, at the timeout, or every 50 ms to notice a stop.
             next_event = t0 + (self.cfg.policy_timeout_s if held else self.cfg.deadline_s)
             try:
-                out = future.result(timeout=min(max(next_event - time.monotonic(), 0.0), 0.05))
-                break
+                return future.result(timeout=min(max(next_event - time.monotonic(), 0.0), 0.05))
             except TimeoutError:
                 pass
             except AloeError:
@@ -484,16 +500,30 @@ class _Session:
             if not held and waited >= self.cfg.deadline_s:
                 self.robot.hold()
                 held = True
-                ev["late_chunks"] += 1
-                log.warning("frame %d: the policy missed its %.3f s deadline; holding", frame, self.cfg.deadline_s)
+                self._late(frame, ev)
             if waited >= self.cfg.policy_timeout_s:
                 raise PolicyError(f"no chunk after {self.cfg.policy_timeout_s:g} s", self.name, "--policy")
-        self.latencies.append(time.monotonic() - t0)
-        out = np.asarray(out, dtype=np.float32)
-        if out.shape != (1, 1, self.H, self.A):
-            raise PolicyError(f"sample() returned shape {out.shape}, expected {(1, 1, self.H, self.A)}",
-                              self.name, "--policy")
-        return out[0, 0]
+
+    def _sample_inline(self, batch: dict, t0: float, frame: int, ev: dict):
+        """Simulation: simulated time stands still while the policy computes, so the arm holds
+        exactly; a late answer is still logged (and the hold recorded) and a timeout still fails."""
+        try:
+            out = self.policy.sample(batch, 1)
+        except AloeError:
+            raise
+        except Exception as e:
+            raise PolicyError(f"sample() raised {type(e).__name__}: {e}", self.name, "--policy") from e
+        waited = time.monotonic() - t0
+        if waited >= self.cfg.deadline_s:
+            self.robot.hold()
+            self._late(frame, ev)
+        if waited >= self.cfg.policy_timeout_s:
+            raise PolicyError(f"no chunk after {self.cfg.policy_timeout_s:g} s", self.name, "--policy")
+        return out
+
+    def _late(self, frame: int, ev: dict) -> None:
+        ev["late_chunks"] += 1
+        log.warning("frame %d: the policy missed its %.3f s deadline; holding", frame, self.cfg.deadline_s)
 
     # ------------------------------------------------------------------ recording
     def _episode_of(self, index: int, rec: _Recorder, success: bool | None) -> Episode:

@@ -38,3 +38,13 @@ def constant(value: float = 0.0, action_dim: int = 4, chunk_size: int = 1, sleep
              marker: str | None = None, after: int | None = None) -> FixedChunkPolicy:
     """Every action is `value` in every dimension (0: a Meta-World arm that stays put)."""
     return FixedChunkPolicy(np.full((chunk_size, action_dim), value), sleep=sleep, marker=marker, after=after)
+
+
+def blind_sim(seed: int = 0, max_steps: int = 150, **kw):
+    """A third-party driver factory (``--robot rollout_plugins:blind_sim``): the simulator playing a
+    robot that cannot judge its own outcome."""
+    from aloe_cli.robot.sim import SimRobot
+
+    robot = SimRobot("drawer-open-v3", seed=seed, max_steps=max_steps, report_success=False)
+    robot.name = "rollout_plugins:blind_sim"
+    return robot

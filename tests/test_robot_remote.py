@@ -87,6 +87,22 @@ def test_normal_run_through_the_bridge(bridge, tmp_path, cli):
     assert d["episodes"] == 1 and d["intervention_frames"] == 30 - 16 and d["interventions"] == 1
 
 
+def test_the_robot_sides_teleoperator_takes_over_through_the_bridge(sim, bridge, tmp_path):
+    from aloe_cli.robot.experts import ExpertOnStall
+
+    sim.teleop = ExpertOnStall(TASK, patience=5, takeover_steps=10)  # the robot side decides
+    try:
+        robot = RemoteRobot(bridge.url)
+        s = run_rollouts(robot, constant(0.0), tmp_path / "s", RolloutConfig(episodes=1, max_steps=30,
+                                                                              intervene="teleop"))
+    finally:
+        sim.teleop = None
+    f = next(Store.open(tmp_path / "s").iter_episodes())
+    starts = np.flatnonzero(f.is_intervention & ~np.r_[False, f.is_intervention[:-1]])
+    assert s["interventions"] == len(starts) >= 2 and starts[0] == 6
+    assert np.abs(f.action[f.is_intervention]).sum() > 0 and (f.action[~f.is_intervention] == 0).all()
+
+
 def test_server_disappears_mid_episode(sim, bridge, tmp_path):
     sim.n = 25
     holds = sim.holds

@@ -111,18 +111,26 @@ def test_nan_actions_are_never_sent(sim, tmp_path):
     assert not (tmp_path / "s2").exists()
 
 
-def test_slow_policy_makes_the_robot_hold(sim, tmp_path):
+@pytest.mark.parametrize("threaded", [True, False])
+def test_slow_policy_makes_the_robot_hold(sim, tmp_path, threaded):
+    # threaded: the robot holds while the policy computes (real time); inline (the simulator's
+    # default): simulated time stands still meanwhile, and the late answer is logged the same way.
     holds = sim.holds
     p = FixedChunkPolicy([[0.0] * 4] * 3, delays=[0.25, 0.25, 0.0])
-    s = run_rollouts(sim, p, tmp_path / "s", RolloutConfig(episodes=1, max_steps=9, deadline_s=0.05))
+    s = run_rollouts(sim, p, tmp_path / "s", RolloutConfig(episodes=1, max_steps=9, deadline_s=0.05,
+                                                            policy_thread=threaded))
     assert s["late_chunks"] == 2 and sim.holds - holds == 2 and s["frames"] == 9
     ing = Store.open(tmp_path / "s").manifest["ingests"][0]
     assert ing["options"]["episodes"][0]["events"]["late_chunks"] == 2  # logged with the episode
     # No answer within the policy timeout: the episode so far is saved truncated, then the run fails.
-    p = FixedChunkPolicy([[0.0] * 4] * 3, delays=[0.0, 2.0])
+    p = FixedChunkPolicy([[0.0] * 4] * 3, delays=[0.0, 0.6])
+    t0 = time.monotonic()
     with pytest.raises(PolicyError) as e:
         run_rollouts(sim, p, tmp_path / "t", RolloutConfig(episodes=2, max_steps=9, deadline_s=0.05,
-                                                            policy_timeout_s=0.3), policy_name="slow")
+                                                            policy_timeout_s=0.3, policy_thread=threaded),
+                     policy_name="slow")
+    if threaded:
+        assert time.monotonic() - t0 < 0.55  # gave up at the timeout, without waiting for the answer
     assert str(e.value) == "slow: --policy: no chunk after 0.3 s"
     eps = Store.open(tmp_path / "t").episodes
     assert eps[S.LENGTH].tolist() == [3] and eps[S.TRUNCATED].tolist() == [True]
@@ -171,6 +179,25 @@ def test_label_prompt_where_the_robot_does_not_know(tmp_path):
     assert s["unknown"] == 1 and s["success_rate"] is None
 
 
+def test_keyboard_takeover_from_a_real_terminal(sim, tmp_path):
+    from aloe_cli.robot.keyboard import KeyToggle
+    from aloe_cli.rollout import make_intervention
+
+    master, slave = os.openpty()
+    try:
+        cfg = RolloutConfig(episodes=1, max_steps=12, intervene="keyboard")
+        teleop = make_intervention("keyboard", sim, cfg, keys=KeyToggle(slave))
+        teleop.connect()  # cbreak mode; keys typed before it are flushed
+        os.write(master, b" ")  # SPACE before the first step: the expert drives from frame 0
+        s = run_rollouts(sim, constant(0.0), tmp_path / "s", cfg, teleop=teleop)
+    finally:
+        os.close(master)
+        os.close(slave)
+    f = frames_of(tmp_path / "s", s["episode_ids"][0])
+    assert f[S.IS_INTERVENTION].all() and s["interventions"] == 1
+    assert np.abs(np.stack(f[S.ACTION])).sum() > 0  # the expert's actions, not the policy's zeros
+
+
 # ---------------------------------------------------------------------- the command line
 
 def test_cli_rollout_json(cli, tmp_path):
@@ -191,6 +218,22 @@ def test_cli_rollout_json(cli, tmp_path):
     assert r.exit_code == 0, r
     assert r.stdout.strip() == (f"rolled out 1 episodes (20 frames) of v0 on sim:{TASK} into {store}: "
                                 "success 0/1 (0.00), 0 unknown, 4 intervention frames in 1 spans")
+
+
+def test_cli_label_prompt_and_a_third_party_driver(cli, tmp_path):
+    store = tmp_path / "store"
+    from typer.testing import CliRunner
+
+    from aloe_cli.cli import app
+
+    args = ["rollout", "--robot", "rollout_plugins:blind_sim", "--policy", "rollout_plugins:constant",
+            "--episodes", "3", "--max-steps", "5", "--label", "prompt", "--into", str(store), "--json"]
+    r = CliRunner().invoke(app, args, input="s\nd\nfailure\n", catch_exceptions=False)
+    assert r.exit_code == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert (d["episodes"], d["successes"], d["failures"], d["discarded"]) == (2, 1, 1, 1)
+    eps = Store.open(store).episodes
+    assert eps[S.SUCCESS].tolist() == [True, False] and set(eps[S.SOURCE]) == {"rollout:rollout_plugins:blind_sim"}
 
 
 def _bad(cli, store, *args):
