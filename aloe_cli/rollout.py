@@ -247,7 +247,7 @@ def _spans(flags: np.ndarray) -> int:
 def run_rollouts(robot: Robot, policy, store_path: str | os.PathLike, config: RolloutConfig = RolloutConfig(),
                  status: Callable[[dict], None] | None = None, teleop: Teleoperator | None = None,
                  label_fn: Callable[[dict], str] | None = None, policy_name: str | None = None,
-                 stop: threading.Event | None = None) -> dict:
+                 stop: threading.Event | None = None, keys=None) -> dict:
     """Run `config.episodes` episodes of `policy` on `robot`; commit each to the store at `store_path`.
 
     status: called with a dict (episode, step, hz, latency_ms, intervention, successes, ...) about
@@ -256,6 +256,7 @@ def run_rollouts(robot: Robot, policy, store_path: str | os.PathLike, config: Ro
     label_fn: asked for "success" / "failure" / "discard" where ``config.label == "prompt"`` and
         the robot does not know the outcome.
     stop: an Event that stops the run like Ctrl-C does (for callers in other threads).
+    keys: the key source of ``intervene="keyboard"`` (a `robot.keyboard.KeyToggle`).
     Returns the summary dict (``success_rate`` over the episodes with a known outcome).
     """
     from .store import Store
@@ -272,6 +273,8 @@ def run_rollouts(robot: Robot, policy, store_path: str | os.PathLike, config: Ro
     if connected_here:
         robot.connect()
     try:
+        if teleop is None:  # after connecting: a remote robot's teleoperator is known from its hello
+            teleop = make_intervention(config.intervene, robot, config, keys=keys)
         session = _Session.start(robot, policy, store, config, status, teleop, label_fn, name)
         with _Stop(stop) as stopper:
             session.stop = stopper
@@ -319,8 +322,6 @@ class _Session:
         """Check that the robot, the policy and the store fit together; build the session."""
         _check_fit(robot, policy, store, name)
         A = int(policy.action_dim)
-        if teleop is None:
-            teleop = make_intervention(config.intervene, robot, config)
         limits = action_limits(robot)
         if config.max_delta is not None:
             limits = SafetyLimits(limits.low, limits.high, np.full(A, config.max_delta, dtype=np.float32))

@@ -13,6 +13,8 @@ from aloe_cli.robot.experts import ExpertOnStall, StallDetector, metaworld_exper
 from aloe_cli.robot.safety import SafetyLimits, clip_to_bounds, is_sendable, limit_rate, make_safe
 from aloe_cli.rollout import _spans
 
+pytestmark = pytest.mark.filterwarnings("ignore:Constant")  # Meta-World's expert, called directly
+
 
 def test_clip_to_bounds_by_hand():
     out = clip_to_bounds(np.array([-2.0, 0.5, 3.0]), np.array([-1.0, -1.0, -1.0]), np.array([1.0, 1.0, 2.0]))

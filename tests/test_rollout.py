@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from aloe_cli import schema as S
-from aloe_cli.errors import PolicyError
+from aloe_cli.errors import BadInput, PolicyError
 from aloe_cli.robot.experts import metaworld_expert, scripted_expert
 from aloe_cli.robot.sim import SimRobot
 from aloe_cli.rollout import RolloutConfig, run_rollouts
@@ -22,6 +22,7 @@ from aloe_cli.store import Store
 from conftest import REPO
 from rollout_plugins import FixedChunkPolicy, constant
 
+pytestmark = pytest.mark.filterwarnings("ignore:Constant")  # Meta-World's expert, called directly
 TASK = "drawer-open-v3"
 
 
@@ -186,10 +187,13 @@ def test_keyboard_takeover_from_a_real_terminal(sim, tmp_path):
     master, slave = os.openpty()
     try:
         cfg = RolloutConfig(episodes=1, max_steps=12, intervene="keyboard")
-        teleop = make_intervention("keyboard", sim, cfg, keys=KeyToggle(slave))
-        teleop.connect()  # cbreak mode; keys typed before it are flushed
+        keys = KeyToggle(slave)
+        keys.open()  # cbreak mode (keys typed before it are flushed)
         os.write(master, b" ")  # SPACE before the first step: the expert drives from frame 0
-        s = run_rollouts(sim, constant(0.0), tmp_path / "s", cfg, teleop=teleop)
+        s = run_rollouts(sim, constant(0.0), tmp_path / "s", cfg, keys=keys)
+        with pytest.raises(BadInput) as e:
+            make_intervention("keyboard", sim, cfg)
+        assert str(e.value) == "--intervene: keyboard takeover needs a key source (an interactive terminal)"
     finally:
         os.close(master)
         os.close(slave)

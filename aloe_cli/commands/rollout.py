@@ -77,16 +77,14 @@ def register(app: typer.Typer) -> None:
         pol = load_policy(policy, parse_kv(policy_arg, "--policy-arg"), obs_map=obs_map, device=device)
         bot = load_robot(robot, seed=seed, max_steps=max_steps, **parse_kv(robot_arg, "--robot-arg"))
 
-        teleop = None
-        if intervene == "keyboard":
-            teleop = _keyboard(bot, config)
+        keys = _keyboard() if intervene == "keyboard" else None
         view = _StatusLine()
         label_fn = view.ask_label if label == "prompt" else None
         if label == "prompt" and not sys.stdin.isatty():
             label_fn = view.read_label  # answers piped on stdin, one per line
         with view:
-            summary = run_rollouts(bot, pol, into, config, status=view.update, teleop=teleop, label_fn=label_fn,
-                                   policy_name=policy)
+            summary = run_rollouts(bot, pol, into, config, status=view.update, label_fn=label_fn,
+                                   policy_name=policy, keys=keys)
 
         def human(d: dict) -> None:
             typer.echo(f"rolled out {d['episodes']} episodes ({d['frames']} frames) of {d['policy_id']} on "
@@ -108,15 +106,14 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(130)
 
 
-def _keyboard(bot, config):
+def _keyboard():
     from ..errors import BadInput
     from ..robot.keyboard import KeyToggle
-    from ..rollout import make_intervention
 
     if not sys.stdin.isatty():
         raise BadInput("needs an interactive terminal on stdin", field="--intervene keyboard")
     err.print("press SPACE to take over from the policy, SPACE again to hand back")
-    return make_intervention("keyboard", bot, config, keys=KeyToggle(sys.stdin.fileno()))
+    return KeyToggle(sys.stdin.fileno())
 
 
 class _StatusLine:

@@ -236,6 +236,8 @@ class RemoteRobot:
         return sent.astype(np.float32)
 
     def hold(self) -> None:
+        if self.ws is None:  # connection lost: the bridge holds its robot when a client drops
+            return
         self._call({"type": "hold"}, "ok")
 
     def status(self) -> EpisodeStatus:
