@@ -244,11 +244,14 @@ def _spans(flags: np.ndarray) -> int:
     return int(f[0]) + int((f[1:] & ~f[:-1]).sum()) if len(f) else 0
 
 
-def run_rollouts(robot: Robot, policy, store_path: str | os.PathLike, config: RolloutConfig = RolloutConfig(),
+def run_rollouts(robot: Robot, policy, store_path: str | os.PathLike | None,
+                 config: RolloutConfig = RolloutConfig(),
                  status: Callable[[dict], None] | None = None, teleop: Teleoperator | None = None,
                  label_fn: Callable[[dict], str] | None = None, policy_name: str | None = None,
                  stop: threading.Event | None = None, keys=None) -> dict:
     """Run `config.episodes` episodes of `policy` on `robot`; commit each to the store at `store_path`.
+
+    store_path None records nothing (evaluation only: the summary's per-episode outcomes remain).
 
     status: called with a dict (episode, step, hz, latency_ms, intervention, successes, ...) about
         every 0.1 s and at each episode's end (``event == "episode_end"``) — the CLI draws it.
@@ -265,7 +268,7 @@ def run_rollouts(robot: Robot, policy, store_path: str | os.PathLike, config: Ro
     config.check(H)
     if config.label == "prompt" and label_fn is None:
         raise BadInput("label=prompt needs a label_fn (an interactive terminal)", field="--label")
-    store = Store.open(store_path, create=True)
+    store = None if store_path is None else Store.open(store_path, create=True)
     name = policy_name or config.policy_id or "policy"
     if robot.action_features:  # known before connecting (a remote robot declares them on connect)
         _check_fit(robot, policy, store, name)
@@ -299,7 +302,7 @@ def _check_fit(robot: Robot, policy, store, name: str) -> None:
     if A != action_dim(robot):
         raise PolicyError(f"policy action_dim is {A} but the robot {robot.name} takes {action_dim(robot)} numbers",
                           name, "--policy")
-    if store.exists:
+    if store is not None and store.exists:
         for col, have, want in ((S.OBS_STATE, state_dim(robot), store.state_dim),
                                 (S.ACTION, action_dim(robot), store.action_dim)):
             if have != want:
@@ -547,6 +550,9 @@ class _Session:
         """Commit the finished episodes atomically (one store transaction)."""
         if not self.pending:
             return
+        if self.store is None:  # evaluation only
+            self.pending = []
+            return
         robot = self.robot
         names = {key: f.get("names") for key, f in {**robot.observation_features, **robot.action_features}.items()
                  if isinstance(f, dict) and f.get("names")}
@@ -587,11 +593,11 @@ class _Session:
         return result
 
     def summary(self) -> dict:
-        kept = [r for r in self.results if not r["discarded"] and r["episode_id"]]
+        kept = [r for r in self.results if not r["discarded"] and r["length"]]
         known = [r for r in kept if r["success"] is not None]
         lat = np.asarray(self.latencies) * 1e3
         return {
-            "store": str(self.store.root),
+            "store": None if self.store is None else str(self.store.root),
             "robot": self.robot.name,
             "policy_id": self.cfg.policy_id or self.name,
             "episodes": len(kept),

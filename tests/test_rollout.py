@@ -82,6 +82,13 @@ def test_sim_rollouts_append_with_outcomes_and_flags(sim, tmp_path):
     assert [i["episode_ids"] for i in ingests] == [s["episode_ids"][:2], s["episode_ids"][2:]]
 
 
+def test_evaluation_only_records_nothing(sim, tmp_path):
+    s = run_rollouts(sim, metaworld_expert(TASK, chunk_size=5), None, RolloutConfig(episodes=2, max_steps=100))
+    assert s["store"] is None and s["episodes"] == 2 and s["success_rate"] == 1.0
+    assert s["episode_ids"] == [None, None] and all(0 < e["length"] < 100 for e in s["per_episode"])
+    assert not list(tmp_path.iterdir())
+
+
 def test_recorded_actions_are_the_clipped_and_rate_limited_ones(sim, tmp_path):
     # Out of bounds on every dimension; with max_delta 0.5, x alternates +3 / -3 -> 1, 0.5, 1, 0.5.
     chunk = [[3.0, -2.0, 0.5, 7.0], [-3.0, -2.0, 0.5, 7.0]]
