@@ -159,3 +159,17 @@ def test_keyboard_toggle_reads_a_real_terminal():
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_drivers_and_teleoperators_meet_the_protocols():
+    from aloe_cli.robot import Robot, Teleoperator, load_robot
+    from aloe_cli.robot.experts import ExpertTeleop
+    from aloe_cli.robot.keyboard import KeyboardTakeover, KeyToggle
+    from aloe_cli.robot.remote import RemoteRobot, RemoteTeleop
+
+    sim = load_robot("sim:drawer-open-v3")  # not connected: no simulator is made
+    remote = RemoteRobot("ws://127.0.0.1:1")
+    assert isinstance(sim, Robot) and isinstance(remote, Robot) and not sim.is_connected
+    for t in (ExpertOnStall("drawer-open-v3"), ExpertTeleop("drawer-open-v3"), RemoteTeleop(remote),
+              KeyboardTakeover(ExpertTeleop(), KeyToggle(0))):
+        assert isinstance(t, Teleoperator)

@@ -21,7 +21,6 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 
 import numpy as np
@@ -79,7 +78,6 @@ class SimRobot:
     def connect(self) -> None:
         if self.env is not None:
             return
-        os.environ.setdefault("MUJOCO_GL", "egl")
         try:
             import gymnasium as gym
             import metaworld  # noqa: F401  (registers the Meta-World/* environments)
