@@ -2,15 +2,17 @@
 
 `run_rollouts(robot, policy, store_path, config)` is the library side of `aloe rollout`:
 
-1. request a chunk from the policy for the current observation (in a worker thread, with a
-   deadline: a late policy makes the robot hold, and is logged); execute its first k actions
-   at the robot's control rate; request the next;
+1. request a chunk from the policy for the current observation, with a deadline: a late policy
+   makes the robot hold, and is logged (for a realtime robot the policy runs in a worker thread
+   and the robot holds while it waits; in simulation it runs inline, since simulated time stands
+   still meanwhile); execute the chunk's first k actions at the robot's control rate; request the next;
 2. before every step, ask the intervention source (if any) whether a person — or the scripted
    expert standing in for one — takes over; while it does, its actions are sent and recorded
    with ``is_intervention = True``, and the policy resumes with a fresh chunk afterwards;
 3. every action passes `robot.safety.make_safe` (NaN -> hold, clip to the driver's bounds,
    limit the per-step change); the action recorded is the one ``send_action`` returns;
-4. each finished episode is committed at once through the store's atomic writer (source
+4. each finished episode is committed at once (or every ``commit_every`` episodes) through the
+   store's atomic writer, the one `aloe ingest` uses (source
    ``rollout:<robot>``, format ``rollout``), with policy_id, task, outcome, intervention flags,
    rewards (where the robot gives them) and timestamps.
 
@@ -62,7 +64,7 @@ class RolloutConfig:
     policy_id: str | None = None  # recorded as each episode's policy_id (None: "policy")
     intervene: str = "none"  # none | expert-on-stall | keyboard | teleop
     label: str = "auto"  # auto: the robot's outcome or unknown; prompt: ask label_fn where the robot does not know
-    seed: int = 0  # seed the robot and policy were made with (recorded)
+    seed: int = 0  # seed the robot was made with (recorded; `aloe rollout --seed` passes it to the driver)
     deadline_s: float = 1.0  # a chunk later than this makes the robot hold (and is logged)
     policy_timeout_s: float = 30.0  # no chunk after this long: the episode is saved truncated and the run fails
     max_delta: float | None = None  # per-step action change limit; None: the driver's declared max_delta
