@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from . import __version__
-from .commands import ingest, info, report
+from .commands import info, ingest, report, rollout
 
 app = typer.Typer(
     name="aloe",
@@ -16,7 +16,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (ingest, info, report):
+# The order of the loop: rollout -> ingest -> fit-critic -> score -> improve -> rollout.
+for module in (rollout, ingest, info, report):
     module.register(app)
 
 

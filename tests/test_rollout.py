@@ -1,0 +1,308 @@
+"""`aloe rollout` on the real Meta-World simulator: flags in the store, safety, interventions, signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from aloe_cli import schema as S
+from aloe_cli.errors import BadInput, PolicyError
+from aloe_cli.robot.experts import metaworld_expert, scripted_expert
+from aloe_cli.robot.sim import SimRobot
+from aloe_cli.rollout import RolloutConfig, run_rollouts
+from aloe_cli.store import Store
+from conftest import REPO
+from rollout_plugins import FixedChunkPolicy, constant
+
+pytestmark = pytest.mark.filterwarnings("ignore:Constant")  # Meta-World's expert, called directly
+TASK = "drawer-open-v3"
+
+
+@pytest.fixture(scope="module")
+def sim():
+    """One simulator for the module (gym.make takes ~1 s); episodes of at most 100 steps."""
+    robot = SimRobot(TASK, seed=0, max_steps=100)
+    robot.connect()
+    yield robot
+    robot.disconnect()
+
+
+def frames_of(store, eid):
+    row, table = next(Store.open(store).iter_episode_tables([eid]))
+    return table.to_pandas()
+
+
+def test_sim_rollouts_append_with_outcomes_and_flags(sim, tmp_path):
+    store = tmp_path / "store"
+    good = run_rollouts(sim, metaworld_expert(TASK, noise=0.0, chunk_size=5), store,
+                        RolloutConfig(episodes=2, max_steps=100, policy_id="expert"))
+    assert good["episodes"] == 2 and good["successes"] == 2 and good["success_rate"] == 1.0
+    bad = run_rollouts(sim, constant(0.0), store, RolloutConfig(episodes=1, max_steps=100, policy_id="still"))
+    assert bad["failures"] == 1 and bad["frames"] == 100
+    eps = Store.open(store).episodes
+    assert eps[S.POLICY_ID].tolist() == ["expert", "expert", "still"]
+    assert eps[S.TASK].tolist() == [TASK] * 3
+    assert eps[S.SUCCESS].tolist() == [True, True, False]
+    # A time-out in the simulator is a labelled failure: terminal, not truncated.
+    assert eps[S.TERMINATED].tolist() == [True] * 3 and eps[S.TRUNCATED].tolist() == [False] * 3
+    assert (eps[S.LENGTH][:2] < 100).all() and eps[S.LENGTH][2] == 100
+    assert set(eps[S.SOURCE]) == {f"rollout:sim:{TASK}"} and set(eps[S.FORMAT]) == {"rollout"}
+    assert (eps[S.FPS] == 80.0).all() and (eps[S.INTERVENTION_FRAMES] == 0).all()
+    f = frames_of(store, eps[S.EPISODE_ID][0])
+    T = len(f)
+    np.testing.assert_allclose(f[S.TIMESTAMP], np.arange(T) / 80.0, rtol=1e-6)
+    assert not f[S.IS_INTERVENTION].any() and f[S.REWARD].notna().all()
+    assert f[S.REWARD].iloc[-1] > f[S.REWARD].iloc[0]  # the dense reward rose to success
+    # Each frame's state is the observation the action was taken at: replaying the expert on it
+    # gives the recorded chunk's action (chunks are open loop: one expert action per 5 frames).
+    expert = scripted_expert(TASK)
+    state = np.stack(f[S.OBS_STATE])
+    action = np.stack(f[S.ACTION])
+    for t in range(0, T, 5):
+        want = np.clip(expert.get_action(state[t].astype(np.float64)), -1, 1)
+        np.testing.assert_allclose(action[t:t + 5], np.broadcast_to(want, action[t:t + 5].shape), atol=1e-6)
+    manifest = Store.open(store).manifest
+    ing = manifest["ingests"][0]
+    assert ing["source"] == f"rollout:sim:{TASK}" and ing["options"]["config"]["max_steps"] == 100
+    assert ing["options"]["episodes"] == [{"episode": 0, "end": "done", "events": {
+        "late_chunks": 0, "nan_holds": 0, "clipped": 0, "rate_limited": 0}}]
+    assert ing["episode_ids"] == [eps[S.EPISODE_ID][0]]  # each episode committed on its own
+    # commit_every=2: two episodes per atomic commit (the last one alone at the end of the run).
+    s = run_rollouts(sim, constant(0.0), tmp_path / "batched", RolloutConfig(episodes=3, max_steps=5, commit_every=2))
+    ingests = Store.open(tmp_path / "batched").manifest["ingests"]
+    assert [len(i["episode_ids"]) for i in ingests] == [2, 1]
+    assert [i["episode_ids"] for i in ingests] == [s["episode_ids"][:2], s["episode_ids"][2:]]
+
+
+def test_evaluation_only_records_nothing(sim, tmp_path):
+    s = run_rollouts(sim, metaworld_expert(TASK, chunk_size=5), None, RolloutConfig(episodes=2, max_steps=100))
+    assert s["store"] is None and s["episodes"] == 2 and s["success_rate"] == 1.0
+    assert s["episode_ids"] == [None, None] and all(0 < e["length"] < 100 for e in s["per_episode"])
+    assert not list(tmp_path.iterdir())
+
+
+def test_recorded_actions_are_the_clipped_and_rate_limited_ones(sim, tmp_path):
+    # Out of bounds on every dimension; with max_delta 0.5, x alternates +3 / -3 -> 1, 0.5, 1, 0.5.
+    chunk = [[3.0, -2.0, 0.5, 7.0], [-3.0, -2.0, 0.5, 7.0]]
+    s = run_rollouts(sim, FixedChunkPolicy(chunk), tmp_path / "s",
+                     RolloutConfig(episodes=1, max_steps=6, max_delta=0.5))
+    f = frames_of(tmp_path / "s", s["episode_ids"][0])
+    np.testing.assert_allclose(np.stack(f[S.ACTION]), [[1, -1, .5, 1], [.5, -1, .5, 1]] * 3)
+    assert s["clipped_actions"] == 6 and s["rate_limited_actions"] == 3
+    # Without a limit: plain clipping.
+    s = run_rollouts(sim, FixedChunkPolicy(chunk), tmp_path / "s", RolloutConfig(episodes=1, max_steps=4))
+    f = frames_of(tmp_path / "s", s["episode_ids"][0])
+    np.testing.assert_allclose(np.stack(f[S.ACTION]), [[1, -1, .5, 1], [-1, -1, .5, 1]] * 2)
+
+
+def test_nan_actions_are_never_sent(sim, tmp_path):
+    # The third action of each chunk is NaN: the robot holds, and the policy is asked again.
+    chunk = [[0.1, 0, 0, 0], [0.2, 0, 0, 0], [np.nan, 0, 0, 0], [0.4, 0, 0, 0]]
+    holds = sim.holds
+    s = run_rollouts(sim, FixedChunkPolicy(chunk), tmp_path / "s", RolloutConfig(episodes=1, max_steps=10))
+    f = frames_of(tmp_path / "s", s["episode_ids"][0])
+    a = np.stack(f[S.ACTION])
+    assert np.isfinite(a).all() and np.allclose(a[:, 0], [0.1, 0.2] * 5)
+    assert s["nan_holds"] == 4 and sim.holds - holds == 4  # sim.send_action raises on NaN: none reached it
+    # A policy that only answers NaN: after max_holds holds the episode stops; nothing to save.
+    s = run_rollouts(sim, FixedChunkPolicy([[np.nan] * 4]), tmp_path / "s2",
+                     RolloutConfig(episodes=1, max_steps=10, max_holds=5))
+    assert s["nan_holds"] == 5 and s["episodes"] == 0 and s["per_episode"][0]["end"] == "holds"
+    assert not (tmp_path / "s2").exists()
+
+
+@pytest.mark.parametrize("threaded", [True, False])
+def test_slow_policy_makes_the_robot_hold(sim, tmp_path, threaded):
+    # threaded: the robot holds while the policy computes (real time); inline (the simulator's
+    # default): simulated time stands still meanwhile, and the late answer is logged the same way.
+    holds = sim.holds
+    p = FixedChunkPolicy([[0.0] * 4] * 3, delays=[0.25, 0.25, 0.0])
+    s = run_rollouts(sim, p, tmp_path / "s", RolloutConfig(episodes=1, max_steps=9, deadline_s=0.05,
+                                                            policy_thread=threaded))
+    assert s["late_chunks"] == 2 and sim.holds - holds == 2 and s["frames"] == 9
+    ing = Store.open(tmp_path / "s").manifest["ingests"][0]
+    assert ing["options"]["episodes"][0]["events"]["late_chunks"] == 2  # logged with the episode
+    # No answer within the policy timeout: the episode so far is saved truncated, then the run fails.
+    p = FixedChunkPolicy([[0.0] * 4] * 3, delays=[0.0, 0.6])
+    t0 = time.monotonic()
+    with pytest.raises(PolicyError) as e:
+        run_rollouts(sim, p, tmp_path / "t", RolloutConfig(episodes=2, max_steps=9, deadline_s=0.05,
+                                                            policy_timeout_s=0.3, policy_thread=threaded),
+                     policy_name="slow")
+    if threaded:
+        assert time.monotonic() - t0 < 0.55  # gave up at the timeout, without waiting for the answer
+    assert str(e.value) == "slow: --policy: no chunk after 0.3 s"
+    eps = Store.open(tmp_path / "t").episodes
+    assert eps[S.LENGTH].tolist() == [3] and eps[S.TRUNCATED].tolist() == [True]
+    assert eps[S.SUCCESS].isna().all()
+
+
+def test_expert_on_stall_produces_intervention_spans(sim, tmp_path):
+    # A policy that never moves stalls; the expert takes over for 20 steps, hands back, and so on.
+    cfg = RolloutConfig(episodes=1, max_steps=100, intervene="expert-on-stall", stall_patience=10,
+                        takeover_steps=20)
+    s = run_rollouts(sim, constant(0.0), tmp_path / "s", cfg)
+    eid = s["episode_ids"][0]
+    f = frames_of(tmp_path / "s", eid)
+    flags = f[S.IS_INTERVENTION].to_numpy()
+    starts = np.flatnonzero(flags & ~np.r_[False, flags[:-1]])
+    ends = np.flatnonzero(flags & ~np.r_[flags[1:], False]) + 1
+    assert len(starts) >= 2 and s["interventions"] == len(starts)
+    assert starts[0] >= 10 and ((ends - starts) <= 20).all()
+    assert Store.open(tmp_path / "s").episodes[S.INTERVENTION_FRAMES].tolist() == [int(flags.sum())]
+    # Intervention frames carry the expert's action for that observation; the others the policy's zeros.
+    expert = scripted_expert(TASK)
+    state, action = np.stack(f[S.OBS_STATE]), np.stack(f[S.ACTION])
+    for t in np.flatnonzero(flags):
+        np.testing.assert_allclose(action[t], np.clip(expert.get_action(state[t].astype(np.float64)), -1, 1),
+                                   atol=1e-6)
+    assert (action[~flags] == 0).all()
+
+
+def test_label_prompt_where_the_robot_does_not_know(tmp_path):
+    robot = SimRobot(TASK, seed=0, max_steps=8, report_success=False)  # plays a real robot
+    answers = iter(["success", "discard", "failure", "maybe"])
+    asked = []
+
+    def label(info):
+        asked.append(info["episode"])
+        return next(answers)
+
+    s = run_rollouts(robot, constant(0.0), tmp_path / "s", RolloutConfig(episodes=4, max_steps=8, label="prompt"),
+                     label_fn=label)
+    assert asked == [0, 1, 2, 3] and s["discarded"] == 1 and s["episodes"] == 3
+    eps = Store.open(tmp_path / "s").episodes
+    assert eps[S.SUCCESS].tolist()[:2] == [True, False] and pd.isna(eps[S.SUCCESS][2])
+    assert eps[S.TRUNCATED].tolist() == [False, False, True]
+    # Without prompting, an outcome the robot does not know stays unknown (truncated).
+    s = run_rollouts(robot, constant(0.0), tmp_path / "u", RolloutConfig(episodes=1, max_steps=8))
+    assert s["unknown"] == 1 and s["success_rate"] is None
+
+
+def test_keyboard_takeover_from_a_real_terminal(sim, tmp_path):
+    from aloe_cli.robot.keyboard import KeyToggle
+    from aloe_cli.rollout import make_intervention
+
+    master, slave = os.openpty()
+    try:
+        cfg = RolloutConfig(episodes=1, max_steps=12, intervene="keyboard")
+        keys = KeyToggle(slave)
+        keys.open()  # cbreak mode (keys typed before it are flushed)
+        os.write(master, b" ")  # SPACE before the first step: the expert drives from frame 0
+        s = run_rollouts(sim, constant(0.0), tmp_path / "s", cfg, keys=keys)
+        with pytest.raises(BadInput) as e:
+            make_intervention("keyboard", sim, cfg)
+        assert str(e.value) == "--intervene: keyboard takeover needs a key source (an interactive terminal)"
+    finally:
+        os.close(master)
+        os.close(slave)
+    f = frames_of(tmp_path / "s", s["episode_ids"][0])
+    assert f[S.IS_INTERVENTION].all() and s["interventions"] == 1
+    assert np.abs(np.stack(f[S.ACTION])).sum() > 0  # the expert's actions, not the policy's zeros
+
+
+# ---------------------------------------------------------------------- the command line
+
+def test_cli_rollout_json(cli, tmp_path):
+    store = tmp_path / "store"
+    r = cli("rollout", "--policy", "aloe_cli.robot.experts:metaworld_expert", "--policy-arg", "noise=0.0",
+            "--episodes", 2, "--max-steps", 100, "--execute-steps", 3, "--into", store, "--json")
+    assert r.exit_code == 0, r
+    d = json.loads(r.stdout)
+    assert d["episodes"] == 2 and d["success_rate"] == 1.0 and d["robot"] == f"sim:{TASK}"
+    assert d["policy_id"] == "aloe_cli.robot.experts:metaworld_expert" and not d["interrupted"]
+    assert "episode 2/2: success" in r.stderr
+    # k = 3 of H = 5: a new chunk every 3 frames.
+    f = frames_of(store, d["episode_ids"][0])
+    a = np.stack(f[S.ACTION])
+    assert np.allclose(a[0], a[2]) and not np.allclose(a[2], a[3])
+    r = cli("rollout", "--policy", "rollout_plugins:constant", "--episodes", 1, "--max-steps", 20,
+            "--intervene", "expert-on-stall", "--into", store, "--policy-id", "v0")
+    assert r.exit_code == 0, r
+    assert r.stdout.strip() == (f"rolled out 1 episodes (20 frames) of v0 on sim:{TASK} into {store}: "
+                                "success 0/1 (0.00), 0 unknown, 4 intervention frames in 1 spans")
+
+
+def test_cli_label_prompt_and_a_third_party_driver(cli, tmp_path):
+    store = tmp_path / "store"
+    from typer.testing import CliRunner
+
+    from aloe_cli.cli import app
+
+    args = ["rollout", "--robot", "rollout_plugins:blind_sim", "--policy", "rollout_plugins:constant",
+            "--episodes", "3", "--max-steps", "5", "--label", "prompt", "--into", str(store), "--json"]
+    r = CliRunner().invoke(app, args, input="s\nd\nfailure\n", catch_exceptions=False)
+    assert r.exit_code == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert (d["episodes"], d["successes"], d["failures"], d["discarded"]) == (2, 1, 1, 1)
+    eps = Store.open(store).episodes
+    assert eps[S.SUCCESS].tolist() == [True, False] and set(eps[S.SOURCE]) == {"rollout:rollout_plugins:blind_sim"}
+
+
+def _bad(cli, store, *args):
+    r = cli("rollout", "--policy", "rollout_plugins:constant", "--into", store, "--max-steps", 5, *args)
+    assert r.exit_code == 2, r
+    assert r.stderr.startswith("Error: ") and r.stderr.count("\n") == 1
+    return r.stderr.strip()
+
+
+def test_cli_bad_input(cli, tmp_path, aloha_dir):
+    store = tmp_path / "store"
+    assert _bad(cli, store, "--intervene", "bogus") == \
+        "Error: --intervene: 'bogus' is not one of none, expert-on-stall, keyboard, teleop"
+    assert _bad(cli, store, "--label", "ask") == "Error: --label: 'ask' is not one of auto, prompt"
+    assert _bad(cli, store, "--robot", "nonsense") == \
+        "Error: --robot: expected sim:..., remote:..., lerobot:... or package.module:factory, got 'nonsense'"
+    assert _bad(cli, store, "--robot", "sim:no-such-task-v3").startswith(
+        "Error: sim:no-such-task-v3: --robot: unknown Meta-World task 'no-such-task-v3'")
+    assert _bad(cli, store, "--policy-arg", "chunk_size=2", "--execute-steps", 3) == \
+        "Error: --execute-steps: must be between 1 and the policy's chunk size 2, got 3"
+    assert _bad(cli, store, "--policy-arg", "action_dim=3") == \
+        f"Error: rollout_plugins:constant: --policy: policy action_dim is 3 but the robot sim:{TASK} takes 4 numbers"
+    assert _bad(cli, store, "--intervene", "teleop") == f"Error: --intervene: the robot sim:{TASK} has no teleoperator"
+    assert _bad(cli, store, "--intervene", "keyboard") == \
+        "Error: --intervene keyboard: needs an interactive terminal on stdin"
+    assert _bad(cli, store, "--robot-arg", "wheels=4") == f"Error: sim:{TASK}: --robot-arg: the simulator takes no option 'wheels'"
+    assert not store.exists()
+    src, _ = aloha_dir
+    assert cli("ingest", store, src).exit_code == 0
+    assert _bad(cli, store) == (f"Error: {store}: observation.state: the robot sim:{TASK} has 39 numbers but the "
+                                "store holds 14; roll out into another store")
+    assert len(Store.open(store).episodes) == 3
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_mid_episode_saves_the_partial_episode(tmp_path, sig):
+    store, marker = tmp_path / "store", tmp_path / "marker"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]), OMP_NUM_THREADS="1")
+    # A still arm never succeeds: 120-step episodes; the marker appears 40 steps into the second.
+    p = subprocess.Popen(
+        [sys.executable, "-m", "aloe_cli", "rollout", "--policy", "rollout_plugins:constant",
+         "--policy-arg", "sleep=0.002", "--policy-arg", f"marker={marker}", "--policy-arg", "after=160",
+         "--episodes", "3", "--max-steps", "120", "--into", str(store), "--json"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not marker.exists() and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    p.send_signal(sig)
+    out, errtext = p.communicate(timeout=60)
+    assert p.returncode == 130, errtext
+    d = json.loads(out)
+    assert d["interrupted"] and d["signal"] == sig.name and d["episodes"] == 2
+    assert "the partial episode was saved as truncated" in errtext
+    s = Store.open(store)
+    eps = s.episodes
+    assert eps[S.LENGTH][0] == 120 and eps[S.SUCCESS][0] == False  # noqa: E712
+    assert 40 <= eps[S.LENGTH][1] < 120 and eps[S.TRUNCATED][1] and pd.isna(eps[S.SUCCESS][1])
+    # The store is valid: every frame is there, no journal or staging leftovers.
+    assert len(pd.read_parquet(store / "frames")) == eps[S.LENGTH].sum()
+    assert not (store / S.TXN_FILE).exists() and not any((store / S.STAGING_DIR).iterdir())
+    assert sum(len(e) for e in s.iter_episodes()) == eps[S.LENGTH].sum()
