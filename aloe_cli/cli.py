@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from . import __version__
-from .commands import ingest, info
+from .commands import improve, info, ingest
 
 app = typer.Typer(
     name="aloe",
@@ -16,7 +16,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (ingest, info):
+for module in (ingest, info, improve):
     module.register(app)
 
 
