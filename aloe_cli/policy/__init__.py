@@ -149,14 +149,14 @@ def _load_plugin(spec: str, args: dict) -> ChunkPolicy:
 
 def check_interface(policy, spec: str) -> ChunkPolicy:
     """`policy` has integer `chunk_size` and `action_dim` >= 1 and a callable `sample`."""
+    if not callable(getattr(policy, "sample", None)):
+        raise PolicyError("the policy has no `sample(observations, num_samples)` method", spec, "--policy")
     for attr in ("chunk_size", "action_dim"):
         value = getattr(policy, attr, None)
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
             raise PolicyError(f"the policy has no integer `{attr}`", spec, "--policy")
         if value < 1:
             raise PolicyError(f"the policy's `{attr}` is {value}; it must be >= 1", spec, "--policy")
-    if not callable(getattr(policy, "sample", None)):
-        raise PolicyError("the policy has no `sample(observations, num_samples)` method", spec, "--policy")
     return policy
 
 

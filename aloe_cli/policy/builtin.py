@@ -169,6 +169,7 @@ class FlowChunkPolicy(nn.Module):
         self.deterministic = False  # default for sample(); --policy-arg deterministic=true
         self.flow_steps = int(config.flow_steps)
         self.sample_seed = int(config.seed)
+        self.max_rows = 65536  # chunks integrated in one pass when sampling (memory bound)
         self._generators: dict[str, torch.Generator] = {}
         D, A, H, h = self.state_dim, self.action_dim, self.chunk_size, int(config.hidden)
         sm, ss = state_stats if state_stats is not None else (np.zeros(D, np.float32), np.ones(D, np.float32))
@@ -247,6 +248,11 @@ class FlowChunkPolicy(nn.Module):
         """Chunks (B, N, H, A) in store units for a (B, D) state tensor on the policy's device."""
         deterministic = self.deterministic if deterministic is None else deterministic
         B, N, H, A = state.shape[0], int(num_samples), self.chunk_size, self.action_dim
+        rows = max(1, self.max_rows // max(N, 1))
+        if B > rows:  # bound memory: at most max_rows chunks integrated at once
+            parts = [self.sample_torch(state[i:i + rows], N, None if task_ids is None else task_ids[i:i + rows],
+                                       deterministic, generator) for i in range(0, B, rows)]
+            return torch.cat(parts, dim=0)
         cond = self.condition(state, task_ids)
         cond = cond[:, None, :].expand(B, N, cond.shape[1]).reshape(B * N, -1)
         if deterministic:
@@ -373,7 +379,7 @@ def load_builtin(path: str | os.PathLike, device: str = "cpu", **args) -> FlowCh
     if policy.flow_steps < 1:
         raise PolicyError(f"flow_steps must be >= 1, got {policy.flow_steps}", path, "--policy-arg")
     policy.source_path = str(path)
-    return policy.to(device).eval()
+    return policy.to(resolve_device(device)).eval()
 
 
 # ---------------------------------------------------------------------- training
