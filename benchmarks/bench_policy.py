@@ -82,12 +82,12 @@ def main(argv=None) -> dict:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         store = synthetic_store(Path(tmp) / "store", 100, 150, args.state_dim, args.action_dim)
-        configs = [("default (hidden 256, depth 3, H 10)", {}),
-                   ("hidden 128, depth 3, H 10", {"hidden": 128}),
-                   ("default, H 50", {"chunk_size": 50})]
-        for name, overrides in configs:
+        configs = [("default", {}), ("smaller", {"hidden": 128}), ("deeper", {"depth": 3}),
+                   ("long chunks", {"chunk_size": 50})]
+        for label, overrides in configs:
             cfg = PolicyConfig(steps=args.steps, device=args.device, eval_every=10 ** 9, log_every=10 ** 9,
                                **overrides)
+            name = f"{label} (hidden {cfg.hidden}, depth {cfg.depth}, H {cfg.chunk_size})"
             summary = train_policy(store, Path(tmp) / "pol", cfg, overwrite=True)
             policy = load_builtin(Path(tmp) / "pol", device=args.device)
             row = {"config": name, **{k: getattr(cfg, k) for k in ("chunk_size", "hidden", "depth", "flow_steps",

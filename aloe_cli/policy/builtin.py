@@ -53,7 +53,7 @@ class PolicyConfig:
 
     chunk_size: int = 10  # H: actions per chunk
     hidden: int = 256  # width of the observation encoder and of the velocity network
-    depth: int = 3  # layers of the velocity network (Linear + LayerNorm + SiLU each)
+    depth: int = 2  # hidden layers of the velocity network (Linear + LayerNorm + SiLU each)
     obs_layers: int = 2  # layers of the observation encoder
     task_embedding: bool = True  # learn one vector per task text of the store (unseen text: zeros)
     task_dim: int = 32  # size of the task embedding
