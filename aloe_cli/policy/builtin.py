@@ -226,8 +226,14 @@ class FlowChunkPolicy(nn.Module):
         return self.cond_in(self.obs_encoder(x))
 
     def velocity(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """Predicted velocity (n, H*A) at normalised flattened chunks x (n, H*A), times t (n,) or (1,)."""
-        z = cond + self.x_in(x) + self.t_in(time_features(t, self.config.time_dim))
+        """Predicted velocity (B*N, H*A) at normalised flattened chunks x (B*N, H*A), observation-major.
+
+        cond: (B, hidden) from `condition`, shared by each observation's N chunks; t: flow time,
+        (1,) shared by every chunk or (B,) one per observation.
+        """
+        c = cond + self.t_in(time_features(t, self.config.time_dim))  # (B, hidden): cheap
+        z = self.x_in(x)
+        z.view(c.shape[0], -1, c.shape[1]).add_(c[:, None, :])  # one in-place broadcast add over B*N rows
         return self.out(self.body(self.in_norm(z)))
 
     def normalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
@@ -253,8 +259,7 @@ class FlowChunkPolicy(nn.Module):
             parts = [self.sample_torch(state[i:i + rows], N, None if task_ids is None else task_ids[i:i + rows],
                                        deterministic, generator) for i in range(0, B, rows)]
             return torch.cat(parts, dim=0)
-        cond = self.condition(state, task_ids)
-        cond = cond[:, None, :].expand(B, N, cond.shape[1]).reshape(B * N, -1)
+        cond = self.condition(state, task_ids)  # (B, hidden); chunk rows below are observation-major
         if deterministic:
             x = torch.zeros(B * N, H * A, device=cond.device, dtype=cond.dtype)
         else:
