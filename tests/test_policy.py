@@ -237,6 +237,7 @@ class OpenpiServer:
         self.infer, self.metadata, self.delay = infer, metadata, delay
         self.requests: list[dict] = []
         self.received = self.replied = self.max_outstanding = 0
+        self.headers: list = []
 
     def __enter__(self):
         self.loop = asyncio.new_event_loop()
@@ -255,7 +256,11 @@ class OpenpiServer:
         from websockets.asyncio.server import serve
 
         self.stop = asyncio.Event()
-        async with serve(self._handler, "127.0.0.1", 0, compression=None, max_size=None) as server:
+        def record(connection, request):  # the handshake's headers, then the normal handshake
+            self.headers.append(request.headers.get("Authorization"))
+
+        async with serve(self._handler, "127.0.0.1", 0, compression=None, max_size=None,
+                         process_request=record) as server:
             self.port = server.sockets[0].getsockname()[1]
             ready.set()
             await self.stop.wait()
@@ -317,7 +322,7 @@ def test_websocket_policy_matches_the_server(tmp_path):
     tasks = ["pick", "place it", "go"]
     meta = {"action_horizon": 6, "action_dim": 2, "policy": "fixed"}
     with OpenpiServer(fixed_policy, meta, delay=0.002) as server:
-        policy = load_policy(server.url, {"chunk_size": 4, "max_in_flight": 3}, obs_map=OBS_MAP)
+        policy = load_policy(server.url, {"chunk_size": 4, "max_in_flight": 3, "api_key": "secret"}, obs_map=OBS_MAP)
         assert (policy.chunk_size, policy.action_dim) == (4, 2) and policy.metadata == meta
         out = sample_checked(policy, {S.OBS_STATE: state, S.TASK: tasks}, 2, server.url)
         policy.close()
@@ -326,6 +331,7 @@ def test_websocket_policy_matches_the_server(tmp_path):
     np.testing.assert_allclose(out, np.repeat(want[:, None], 2, axis=1), rtol=1e-6)
     # One observation per request, samples repeat the request, keys mapped, never more than 3 in flight.
     assert len(server.requests) == 6 and server.max_outstanding == 3
+    assert server.headers == ["Api-Key secret"]
     assert sorted(server.requests[0]) == ["observation/state", "prompt"]
     assert server.requests[2]["prompt"] == "place it"
     np.testing.assert_array_equal(server.requests[2]["observation/state"], state[1])

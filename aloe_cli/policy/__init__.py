@@ -12,7 +12,7 @@ A SPEC is one of:
    arguments (numbers and booleans parsed);
 3. ``ws://host:port``: a policy server speaking openpi's websocket protocol (`websocket.py`);
    ``--policy-obs-map store_key=server_key`` renames observation keys; ``--policy-arg`` may
-   set ``chunk_size``, ``action_dim``, ``max_in_flight``, ``timeout``.
+   set ``chunk_size``, ``action_dim``, ``max_in_flight``, ``timeout``, ``api_key``.
 
 A plugin, the smallest complete one::
 

@@ -34,12 +34,14 @@ class WebsocketPolicy:
     url: ``ws://host:port``; obs_map: store column -> server key (unmapped keys are sent under
     their store names); max_in_flight: unanswered requests at most; timeout: seconds to wait for
     each answer; chunk_size / action_dim: H and A (default: the server metadata's
-    ``action_horizon`` or ``chunk_size``, and ``action_dim``). The server's horizon may exceed
-    H (the first H actions are used), never fall short of it.
+    ``action_horizon`` or ``chunk_size``, and ``action_dim``); api_key: sent as openpi's client
+    sends it (``Authorization: Api-Key ...``). The server's horizon may exceed H (the first H
+    actions are used), never fall short of it.
     """
 
     def __init__(self, url: str, obs_map: dict | None = None, max_in_flight: int = 8, timeout: float = 60.0,
-                 chunk_size: int | None = None, action_dim: int | None = None, connect_timeout: float = 10.0):
+                 chunk_size: int | None = None, action_dim: int | None = None, connect_timeout: float = 10.0,
+                 api_key: str | None = None):
         self.url = str(url)
         if not self.url.startswith(("ws://", "wss://")):
             raise PolicyError("expected ws://host:port or wss://host:port", self.url, "--policy")
@@ -53,6 +55,7 @@ class WebsocketPolicy:
         self.max_in_flight = int(max_in_flight)
         self.timeout = float(timeout)
         self.connect_timeout = float(connect_timeout)
+        self.api_key = None if api_key is None else str(api_key)
         self._ws = None
         self.metadata = self._connect()
         H = chunk_size or self.metadata.get("action_horizon") or self.metadata.get("chunk_size")
@@ -71,7 +74,9 @@ class WebsocketPolicy:
         from websockets.sync.client import connect
 
         try:
-            ws = connect(self.url, compression=None, max_size=None, open_timeout=self.connect_timeout)
+            headers = {"Authorization": f"Api-Key {self.api_key}"} if self.api_key else None  # as openpi_client
+            ws = connect(self.url, compression=None, max_size=None, open_timeout=self.connect_timeout,
+                         additional_headers=headers)
         except InvalidURI as e:
             raise PolicyError(f"not a websocket address: {e}", self.url, "--policy") from None
         except (OSError, TimeoutError, InvalidHandshake) as e:
