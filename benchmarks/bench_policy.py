@@ -77,7 +77,7 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
     machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-               "device": args.device,
+               "device": args.device, "load_average_1min": os.getloadavg()[0],
                "gpu": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -99,7 +99,8 @@ def main(argv=None) -> dict:
     result = {"benchmark": "policy", "batch": args.batch, "samples": args.samples, "state_dim": args.state_dim,
               "action_dim": args.action_dim, "machine": machine, "rows": rows}
     print(f"built-in chunk policy: {args.batch} observations x {args.samples} chunks per call, "
-          f"{machine['cpu_count']} CPUs, {machine['torch_threads']} torch threads, device {args.device}")
+          f"{machine['cpu_count']} CPUs (load {machine['load_average_1min']:.1f}), "
+          f"{machine['torch_threads']} torch threads, device {args.device}")
     head = (f"{'config':38} {'sample s':>9} {'min s':>7} {'CPU s':>7} {'det. s':>7} {'chunks/s':>9} "
             f"{'BC steps/s':>11}")
     print(head)
