@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from . import __version__
-from .commands import info, ingest, report, rollout
+from .commands import improve, info, ingest, report, rollout
 
 app = typer.Typer(
     name="aloe",
@@ -16,8 +16,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# The order of the loop: rollout -> ingest -> fit-critic -> score -> improve -> rollout.
-for module in (rollout, ingest, info, report):
+# In the order of the loop: rollout -> ingest -> fit-critic -> score -> improve -> rollout.
+for module in (rollout, ingest, info, report, improve):
     module.register(app)
 
 

@@ -18,6 +18,12 @@ TXN_FILE = ".aloe-txn.json"
 LOCK_FILE = ".aloe.lock"
 STAGING_DIR = ".staging"
 
+# Files inside a built-in policy directory (written by `aloe improve`).
+POLICY_FILE = "policy.json"  # config, normalisation stats, task vocabulary, store fingerprint
+POLICY_WEIGHTS_FILE = "model.safetensors"  # network weights
+POLICY_LOG_FILE = "train_log.jsonl"  # one JSON object per logged training step
+POLICY_SPLIT_FILE = "split.json"  # train / validation episode ids
+
 # Frame columns (STORE/frames/*.parquet; one row group per episode).
 EPISODE_ID = "episode_id"
 FRAME_INDEX = "frame_index"
