@@ -120,3 +120,17 @@ def bootstrap_discount(idx: np.ndarray, end: np.ndarray, H: int, gamma: float) -
 def chunk_targets(R: np.ndarray, disc: np.ndarray, m: np.ndarray, v_next: np.ndarray) -> np.ndarray:
     """y_t = R_t + gamma^h * m_t * V(o_{t+H}): the chunked TD target."""
     return R + disc * m * v_next
+
+
+def fill_past_end(win: np.ndarray, valid: np.ndarray, terminated: np.ndarray, fill: np.ndarray,
+                  use: np.ndarray) -> np.ndarray:
+    """Window indices with the padding of terminated chunks replaced by `fill` frame indices.
+
+    Actions after an episode terminates cannot change its return, so any actions are a correct
+    input there. Training on chunks padded with actions drawn from elsewhere in the data (where
+    `use` is True; the rest keep last-action padding) teaches the critic that, so a policy's
+    chunk that runs past a terminal frame is not an unseen input when it is bootstrapped.
+    win, valid, fill: (B, H); terminated, use: (B,).
+    """
+    swap = ~np.asarray(valid, dtype=bool) & (np.asarray(terminated, dtype=bool) & np.asarray(use, dtype=bool))[:, None]
+    return np.where(swap, fill, win)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from . import __version__
-from .commands import fit_critic, ingest, info
+from .commands import fit_critic, ingest, info, score
 
 app = typer.Typer(
     name="aloe",
@@ -16,7 +16,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (ingest, info, fit_critic):
+for module in (ingest, info, fit_critic, score):
     module.register(app)
 
 

@@ -24,24 +24,31 @@ from aloe_cli.episode import Episode
 from aloe_cli.store import Store
 
 POLICY_MODULE = textwrap.dedent('''
-    """A deterministic chain-world chunk policy: every action is `step`."""
+    """A deterministic chain-world chunk policy: every action is `step`, or the chunk is
+    `pattern` (comma-separated actions, e.g. "1,0")."""
     import numpy as np
 
 
     class ChainPolicy:
-        def __init__(self, chunk_size=2, step=1.0, action_dim=1):
+        def __init__(self, chunk_size=2, step=1.0, action_dim=1, pattern=None):
             self.chunk_size = int(chunk_size)
             self.action_dim = int(action_dim)
-            self.step = float(step)
+            if pattern is None:
+                self.chunk = np.full(self.chunk_size, float(step), dtype=np.float32)
+            else:
+                self.chunk = np.array([float(x) for x in str(pattern).split(",")], dtype=np.float32)
+                assert len(self.chunk) == self.chunk_size
 
         def sample(self, observations, num_samples):
             B = len(observations["observation.state"])
             assert observations["observation.state"].dtype == np.float32 and len(observations["task"]) == B
-            return np.full((B, num_samples, self.chunk_size, self.action_dim), self.step, dtype=np.float32)
+            out = np.empty((B, num_samples, self.chunk_size, self.action_dim), dtype=np.float32)
+            out[:] = self.chunk[:, None]
+            return out
 
 
-    def make(chunk_size=2, step=1.0, action_dim=1):
-        return ChainPolicy(chunk_size, step, action_dim)
+    def make(chunk_size=2, step=1.0, action_dim=1, pattern=None):
+        return ChainPolicy(chunk_size, step, action_dim, pattern)
 ''')
 
 
@@ -58,7 +65,7 @@ def onehot(s, L: int) -> np.ndarray:
     return out
 
 
-def rollout(rng: np.random.Generator, L: int, p: float, T_max: int) -> Episode:
+def rollout(rng: np.random.Generator, L: int, p: float, T_max: int, action_dim: int = 1) -> Episode:
     s = int(rng.integers(0, L))
     states, actions = [], []
     for _ in range(T_max):
@@ -68,20 +75,24 @@ def rollout(rng: np.random.Generator, L: int, p: float, T_max: int) -> Episode:
         s = min(s + int(round(a)), L)
         if s == L:
             break
-    return Episode(state=onehot(states, L), action=np.array(actions, np.float32)[:, None],
+    return Episode(state=onehot(states, L), action=np.repeat(np.array(actions, np.float32)[:, None], action_dim, 1),
                    source_key=f"ep{rng.integers(1 << 30)}", success=True if s == L else None,
                    task="reach the end", policy_id="beta")
 
 
 def make_store(path: Path, episodes: int = 150, L: int = 6, p: float = 0.5, T_max: int = 40, seed: int = 0,
-               outcomes: bool = True) -> Store:
+               outcomes: bool = True, action_dim: int = 1, interventions: bool = False) -> Store:
+    """`interventions`: every 5th episode has frames 1..2 flagged as a human's (span [1, 3))."""
     rng = np.random.default_rng(seed)
     store = Store.open(path, create=True)
     with store.writer("chainworld", "test") as w:
-        for _ in range(episodes):
-            ep = rollout(rng, L, p, T_max)
+        for i in range(episodes):
+            ep = rollout(rng, L, p, T_max, action_dim)
             if not outcomes:
                 ep.success = None
+            if interventions and i % 5 == 0:
+                ep.is_intervention = np.zeros(len(ep), bool)
+                ep.is_intervention[1:3] = True
             w.add(ep, fps=10.0)
         w.commit()
     return Store.open(path)
@@ -89,6 +100,11 @@ def make_store(path: Path, episodes: int = 150, L: int = 6, p: float = 0.5, T_ma
 
 def v_pi(s, L: int, gamma: float) -> np.ndarray:
     return gamma ** (L - np.asarray(s, dtype=np.float64) - 1)
+
+
+def v_pattern10(s, L: int, gamma: float) -> np.ndarray:
+    """V of the policy whose every chunk is [1, 0]: the n-th move is action 2(n - 1)."""
+    return gamma ** (2 * (L - np.asarray(s, dtype=np.float64) - 1))
 
 
 def v_beta(s, L: int, gamma: float, p: float) -> np.ndarray:

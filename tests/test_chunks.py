@@ -76,6 +76,16 @@ def test_chunk_targets_by_hand():
     np.testing.assert_allclose(y, [3.75, 5.5, 6.25, 6.5, 5.0, 20.0, 20.0])
 
 
+def test_fill_past_end_only_touches_padding_of_terminated_chunks():
+    win, valid = C.chunk_windows(IDX, END, H)
+    fill = np.full((7, 3), 99)
+    use = np.array([1, 1, 1, 1, 0, 1, 1], bool)
+    out = C.fill_past_end(win, valid, TERMINATED, fill, use)
+    # t=3: [3, 4, pad] -> [3, 4, 99]; t=4 is not chosen (use = 0): stays [4, 4, 4];
+    # ep1 is truncated: its padding stays. Real actions are never replaced.
+    assert out.tolist() == [[0, 1, 2], [1, 2, 3], [2, 3, 4], [3, 4, 99], [4, 4, 4], [5, 6, 6], [6, 6, 6]]
+
+
 def test_long_episode_return_to_go_is_exact():
     # Constant reward c over T = 5000 frames, gamma = .99: G_t = c (1 - gamma^(T-t)) / (1 - gamma).
     T, g, c = 5000, 0.99, -1 / 150

@@ -35,6 +35,7 @@ class ChunkData:
     boot: np.ndarray  # (N,) bootstrap frame t + H (clamped)
     m: np.ndarray  # (N,) float32 1 where the bootstrap frame exists
     usable: np.ndarray  # (N,) bool: may be a TD target (see aloe_cli.chunks)
+    terminated: np.ndarray  # (N,) bool: the frame's episode terminated (an outcome)
     H: int
 
     @property
@@ -75,7 +76,7 @@ def load_chunk_data(store: Store, episodes: pd.DataFrame, H: int, gamma: float, 
         action=np.ascontiguousarray(fa.columns[S.ACTION], dtype=np.float32),
         lengths=lengths, starts=fa.starts, end=end, episode=episode, rtg=rtg,
         R=C.chunk_rewards(rtg, idx, end, H, gamma), disc=C.bootstrap_discount(idx, end, H, gamma),
-        boot=boot, m=m, usable=C.td_usable(idx, end, terminated, H), H=H,
+        boot=boot, m=m, usable=C.td_usable(idx, end, terminated, H), terminated=terminated, H=H,
     )
 
 

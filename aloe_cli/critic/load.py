@@ -21,8 +21,9 @@ class Critic:
     that ends an episode early is padded with its last action, as in training.
     """
 
-    def __init__(self, net, config: dict, device):
+    def __init__(self, net, config: dict, device, path: Path | None = None):
         self.net = net
+        self.path = path  # the critic directory it was loaded from
         self.config = config  # the critic.json contents
         self.device = device
         self.chunk_size = int(config["chunk_size"])
@@ -101,4 +102,4 @@ def load_critic(critic_dir: str | os.PathLike, device: str = "cpu") -> Critic:
     except (SafetensorError, RuntimeError, OSError) as e:
         raise BadInput(f"cannot be loaded: {str(e).splitlines()[0]}", critic_dir / WEIGHTS_FILE) from None
     net.to(dev).eval()
-    return Critic(net, config, dev)
+    return Critic(net, config, dev, critic_dir)

@@ -94,12 +94,17 @@ class Batcher:
             self.cache = t(samples.array)
             self.rows = t(np.maximum(samples.rows, 0), torch.int64)
 
-    def __call__(self, idx: np.ndarray) -> dict:
+    def __call__(self, idx: np.ndarray, rng: np.random.Generator | None = None) -> dict:
+        """The batch for chunk starts `idx`. With `rng` (training), half of the chunks that run
+        past a terminal frame get their padding replaced by actions from random frames."""
         import torch
 
         d, H = self.data, self.data.H
         end = d.end[idx]
-        win, _ = C.chunk_windows(idx, end, H)
+        win, valid = C.chunk_windows(idx, end, H)
+        if rng is not None:
+            win = C.fill_past_end(win, valid, d.terminated[idx], rng.integers(0, d.num_frames, size=win.shape),
+                                  rng.random(len(idx)) < 0.5)
         ti = lambda a: torch.as_tensor(a, device=self.device)  # noqa: E731
         idx_t, boot = ti(idx), d.boot[idx]
         batch = {
@@ -410,7 +415,7 @@ def fit_critic(store: Store | str | os.PathLike, out_dir: str | os.PathLike, con
             while step < config.steps:
                 rng = np.random.default_rng([config.seed, dist.rank, step])
                 idx = mine[rng.integers(0, len(mine), size=local_batch)]
-                loss, info = critic_loss(model, target, batcher(idx), config)
+                loss, info = critic_loss(model, target, batcher(idx, rng), config)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
