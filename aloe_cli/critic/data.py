@@ -1,0 +1,160 @@
+"""Frames of a store as flat arrays with every chunk start's TD parts precomputed (memory ~ frames),
+and the cache of policy chunks at bootstrap frames."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from .. import chunks as C
+from .. import schema as S
+from ..rewards import frame_rewards
+from ..store import Store
+
+
+@dataclass
+class ChunkData:
+    """One row per frame; frame i is also the start of the chunk i .. i+H-1."""
+
+    episodes: pd.DataFrame  # the selected episodes, in store order (index reset)
+    state: np.ndarray  # (N, D) float32
+    action: np.ndarray  # (N, A) float32
+    lengths: np.ndarray  # (E,)
+    starts: np.ndarray  # (E,) first global frame of each episode
+    end: np.ndarray  # (N,) one past the last frame of the frame's episode
+    episode: np.ndarray  # (N,) position of the frame's episode in `episodes`
+    rtg: np.ndarray  # (N,) discounted return-to-go (float64)
+    R: np.ndarray  # (N,) chunk reward of the chunk starting here (float64)
+    disc: np.ndarray  # (N,) gamma^h
+    boot: np.ndarray  # (N,) bootstrap frame t + H (clamped)
+    m: np.ndarray  # (N,) float32 1 where the bootstrap frame exists
+    usable: np.ndarray  # (N,) bool: may be a TD target (see aloe_cli.chunks)
+    terminated: np.ndarray  # (N,) bool: the frame's episode terminated (an outcome)
+    H: int
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.lengths.sum())
+
+    def tasks_of(self, frames: np.ndarray) -> list[str]:
+        tasks = self.episodes[S.TASK].fillna("").astype(str).to_numpy()
+        return tasks[self.episode[frames]].tolist()
+
+    def observations(self, frames: np.ndarray) -> dict:
+        """What a policy is given for these frames (schema names)."""
+        return {S.OBS_STATE: self.state[frames], S.TASK: self.tasks_of(frames)}
+
+    def frames_of_episodes(self, positions: np.ndarray) -> np.ndarray:
+        """All global frame indices of the episodes at `positions` (vectorised)."""
+        positions = np.asarray(positions, dtype=np.int64)
+        lengths = self.lengths[positions]
+        offsets = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        return np.repeat(self.starts[positions], lengths) + offsets
+
+
+def load_chunk_data(store: Store, episodes: pd.DataFrame, H: int, gamma: float, reward: dict) -> ChunkData:
+    """Load the episodes' frames and precompute every chunk start's reward, discount and bootstrap."""
+    columns = [S.OBS_STATE, S.ACTION] + ([S.REWARD] if reward["kind"] == "logged" else [])
+    fa = store.load_frames(columns, episodes[S.EPISODE_ID])
+    lengths = fa.lengths
+    r = frame_rewards(reward, episodes, fa.columns.get(S.REWARD), where=str(store.root))
+    end = C.frame_episode_end(lengths)
+    idx = np.arange(int(lengths.sum()), dtype=np.int64)
+    episode = fa.episode_of_frame()
+    terminated = episodes[S.TERMINATED].to_numpy(dtype=bool)[episode]
+    rtg = C.discounted_return_to_go(r, lengths, gamma)
+    boot, m = C.bootstrap_frames(idx, end, H)
+    return ChunkData(
+        episodes=episodes.reset_index(drop=True),
+        state=np.ascontiguousarray(fa.columns[S.OBS_STATE], dtype=np.float32),
+        action=np.ascontiguousarray(fa.columns[S.ACTION], dtype=np.float32),
+        lengths=lengths, starts=fa.starts, end=end, episode=episode, rtg=rtg,
+        R=C.chunk_rewards(rtg, idx, end, H, gamma), disc=C.bootstrap_discount(idx, end, H, gamma),
+        boot=boot, m=m, usable=C.td_usable(idx, end, terminated, H), terminated=terminated, H=H,
+    )
+
+
+class PolicySamples:
+    """K policy chunks for each of a set of frames: `get(frames)` -> (B, K, H, A) float32.
+
+    The policy being evaluated is fixed while a critic is fitted, so its chunks at every
+    bootstrap frame are drawn once, before training, into a .npy file in the critic
+    directory (memory-mapped: RAM stays ~ one batch; small caches are read into memory).
+    Filling is resumable block by block; the file is removed when training ends.
+    """
+
+    def __init__(self, rows: np.ndarray, array: np.ndarray):
+        self.rows = rows  # (N,) row of each frame in `array`, -1 where not sampled
+        self.array = array  # (R, K, H, A)
+
+    def get(self, frames: np.ndarray) -> np.ndarray:
+        rows = self.rows[frames]
+        if (rows < 0).any():
+            raise KeyError(f"no policy samples for frames {frames[rows < 0][:5].tolist()}")
+        return np.asarray(self.array[rows])
+
+
+IN_MEMORY_BYTES = 1 << 30  # caches up to this size are read into RAM after filling
+
+
+def fill_policy_samples(policy, spec: str, data: ChunkData, frames: np.ndarray, K: int, H: int, path: Path,
+                        meta_path: Path, seed: int, progress: Callable | None = None,
+                        block: int = 256) -> PolicySamples:
+    """Sample K chunks (first H actions of the policy's chunks) at every frame in `frames`.
+
+    Before each block the global numpy and torch RNGs are seeded from (seed, block), so a
+    plugin that draws from them gives the same cache after a resume.
+    """
+    import torch
+
+    from ..policy import sample_checked
+
+    frames = np.unique(np.asarray(frames, dtype=np.int64))
+    A = data.action.shape[1]
+    shape = (len(frames), K, H, A)
+    want = {"frames": len(frames), "frames_hash": _hash(frames), "shape": list(shape), "seed": seed}
+    filled = 0
+    if path.exists() and meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if {k: meta.get(k) for k in want} == want:
+            filled = int(meta["filled"])
+    if filled == 0 or not path.exists():
+        filled = 0
+        array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+    else:
+        array = np.lib.format.open_memmap(path, mode="r+")
+    n_blocks = -(-len(frames) // block)
+    for b in range(filled // block, n_blocks):
+        sel = frames[b * block:(b + 1) * block]
+        np.random.seed((seed * 1_000_003 + b) % 2 ** 32)
+        torch.manual_seed(seed * 1_000_003 + b)
+        out = sample_checked(policy, data.observations(sel), K, spec)
+        array[b * block:b * block + len(sel)] = out[:, :, :H]
+        array.flush()
+        filled = min(len(frames), (b + 1) * block)
+        _write_json(meta_path, {**want, "filled": filled})
+        if progress is not None:
+            progress("policy samples", filled, len(frames), {})
+    rows = np.full(data.num_frames, -1, dtype=np.int64)
+    rows[frames] = np.arange(len(frames))
+    if array.nbytes <= IN_MEMORY_BYTES:
+        array = np.array(array)
+    return PolicySamples(rows, array)
+
+
+def _hash(a: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj))
+    os.replace(tmp, path)

@@ -1,0 +1,105 @@
+"""Loading a fitted critic for scoring: `load_critic(dir) -> Critic`."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BadInput
+from .config import CONFIG_FILE, WEIGHTS_FILE, CriticConfig
+from .train import CRITIC_FORMAT, CRITIC_VERSION
+
+
+class Critic:
+    """A fitted critic. `q_heads(state, chunks)` -> (B, N, M) Q of every head in reward units;
+    `q(state, chunks)` -> (B, N) aggregated as trained. Numpy in, numpy out; tensors in, tensors out.
+
+    Chunks longer than the critic's H are cut to their first H actions (as executed); a chunk
+    that ends an episode early is padded with its last action, as in training.
+    """
+
+    def __init__(self, net, config: dict, device, path: Path | None = None):
+        self.net = net
+        self.path = path  # the critic directory it was loaded from
+        self.config = config  # the critic.json contents
+        self.device = device
+        self.chunk_size = int(config["chunk_size"])
+        self.state_dim = int(config["state_dim"])
+        self.action_dim = int(config["action_dim"])
+        c = config["config"]
+        self.aggregate, self.std_coef = c["aggregate"], float(c["std_coef"])
+        self.ensemble = int(c["ensemble"])
+
+    def q_heads(self, state, chunks):
+        import torch
+
+        as_numpy = not isinstance(state, torch.Tensor)
+        st = torch.as_tensor(np.asarray(state, dtype=np.float32) if as_numpy else state,
+                             device=self.device, dtype=torch.float32)
+        ch = torch.as_tensor(np.asarray(chunks, dtype=np.float32) if as_numpy else chunks,
+                             device=self.device, dtype=torch.float32)
+        H = self.chunk_size
+        if ch.ndim != 4 or ch.shape[2] < H or ch.shape[3] != self.action_dim or st.ndim != 2 \
+                or st.shape[1] != self.state_dim or st.shape[0] != ch.shape[0]:
+            raise ValueError(f"expected state (B, {self.state_dim}) and chunks (B, N, >={H}, {self.action_dim}); "
+                             f"got {tuple(st.shape)} and {tuple(ch.shape)}")
+        ch = ch[:, :, :H]
+        with torch.no_grad():
+            q = self.net.q_heads(st, ch)
+        return q.cpu().numpy() if as_numpy else q
+
+    def q(self, state, chunks):
+        import torch
+
+        from .net import aggregate
+
+        q = self.q_heads(state, chunks)
+        if isinstance(q, np.ndarray):
+            return aggregate(torch.from_numpy(q), self.aggregate, self.std_coef).numpy()
+        return aggregate(q, self.aggregate, self.std_coef)
+
+
+def load_critic(critic_dir: str | os.PathLike, device: str = "cpu") -> Critic:
+    """Load a critic directory written by `fit_critic`. Raises BadInput naming the missing or bad file."""
+    import torch
+
+    from .net import CriticNet
+    from .train import resolve_device
+
+    critic_dir = Path(critic_dir)
+    if not critic_dir.is_dir():
+        raise BadInput("no such critic directory (run `aloe fit-critic` first)", critic_dir, "--critic")
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (critic_dir / name).exists():
+            raise BadInput(f"missing {name}: not a finished critic written by `aloe fit-critic`", critic_dir,
+                           "--critic")
+    try:
+        config = json.loads((critic_dir / CONFIG_FILE).read_text())
+    except (OSError, ValueError) as e:
+        raise BadInput(f"cannot be parsed: {e}", critic_dir / CONFIG_FILE) from None
+    if config.get("format") != CRITIC_FORMAT:
+        raise BadInput(f"is not an aloe critic config (format {config.get('format')!r})",
+                       critic_dir / CONFIG_FILE, "format")
+    if int(config.get("version", 0)) > CRITIC_VERSION:
+        raise BadInput(f"critic format {config['version']} is newer than this aloe understands ({CRITIC_VERSION})",
+                       critic_dir / CONFIG_FILE, "version")
+    dev = resolve_device(device if isinstance(device, str) else str(device))
+    c = CriticConfig.from_dict(config["config"])
+    support = tuple(float(x) for x in config["value_support"])
+    norm = config["normalization"]
+    support_n = tuple((x - norm["return_shift"]) / norm["return_scale"] for x in support)
+    net = CriticNet(int(config["state_dim"]), int(config["action_dim"]), int(config["chunk_size"]), c.ensemble,
+                    c.hidden, c.layers, c.head, c.bins, c.chunk_encoder, support_n)
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(critic_dir / WEIGHTS_FILE))
+        net.load_state_dict(state)
+    except (SafetensorError, RuntimeError, OSError) as e:
+        raise BadInput(f"cannot be loaded: {str(e).splitlines()[0]}", critic_dir / WEIGHTS_FILE) from None
+    net.to(dev).eval()
+    return Critic(net, config, dev, critic_dir)

@@ -1,0 +1,509 @@
+"""Fitting the chunk critic: `critic_loss` (the chunked TD target, inline) and `fit_critic` (the loop).
+
+One step: draw B chunk starts from the training episodes (a stateless RNG keyed by
+(seed, rank, step), so a resumed run draws the same batches), build their chunks and TD
+parts by indexing precomputed per-frame arrays, compute the target under no_grad with the
+target networks, take an AdamW step on the per-head loss, and Polyak-average the target
+networks. Under torchrun the online network is wrapped in DistributedDataParallel and each
+process trains on its own share of the training episodes.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .. import chunks as C
+from .. import schema as S
+from ..errors import BadInput
+from ..rewards import RewardSpec, resolve_rewards
+from ..store import Store
+from .config import (CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, SAMPLES_FILE, SAMPLES_META, WEIGHTS_FILE,
+                     CriticConfig)
+from .data import ChunkData, PolicySamples, fill_policy_samples, load_chunk_data
+
+CRITIC_FORMAT = "aloe-critic"
+CRITIC_VERSION = 1
+VAL_CHUNKS = 4096  # validation chunks (fixed by the seed)
+# Fields that may change between a run and its --resume.
+RESUMABLE_CHANGES = ("steps", "val_every", "log_every", "checkpoint_every", "device")
+
+
+# --------------------------------------------------------------------------- the loss
+def critic_loss(net, target_net, batch: dict, config: CriticConfig):
+    """Per-head TD loss on one batch. Returns (loss, info) with namespaced keys.
+
+    batch: state (B, D), chunk (B, 1, H, A) (padded with its last action), R, disc, m, rtg (B,),
+    next_state (B, D), next_chunks (B, K, H, A).
+    """
+    import torch
+
+    from .net import aggregate, hl_gauss_probs
+
+    module = getattr(net, "module", net)  # DistributedDataParallel wraps the network
+    with torch.no_grad():
+        if config.bootstrap == "mc":
+            y = batch["rtg"]  # Monte-Carlo regression: the discounted return-to-go
+        else:
+            # y = R + gamma^h * m * mean_k agg_m Qbar_m(o', a'_k)
+            q_next = target_net.q_heads(batch["next_state"], batch["next_chunks"])
+            v_next = aggregate(q_next, config.aggregate, config.std_coef).mean(1)
+            y = batch["R"] + batch["disc"] * batch["m"] * v_next
+        y_n = module.normalize_value(y)
+    raw = net(batch["state"], batch["chunk"])[:, 0]  # (B, M, out)
+    if config.head == "hlgauss":
+        lo, hi = (float(x) for x in module.support)
+        target = hl_gauss_probs(y_n, lo, hi, module.out_dim)  # (B, bins)
+        per_head = -(target[:, None] * torch.log_softmax(raw, -1)).sum(-1)  # (B, M) cross-entropy
+    else:
+        per_head = (raw[..., 0] - y_n[:, None]) ** 2  # (B, M)
+    loss = per_head.mean(0).sum()  # every head gets the full gradient of its own loss
+    with torch.no_grad():
+        q = module.values(raw)  # (B, M) in reward units
+        info = {
+            "critic/loss": float(loss),
+            "critic/td_mse": float(((q - y[:, None]) ** 2).mean()),
+            "critic/q_mean": float(q.mean()),
+            "critic/q_head_std": float(q.std(-1, unbiased=False).mean()),
+            "critic/target_mean": float(y.mean()),
+        }
+    return loss, info
+
+
+# --------------------------------------------------------------------------- batches
+class Batcher:
+    """Builds batches for chunk starts `idx` from a ChunkData (and the policy cache)."""
+
+    def __init__(self, data: ChunkData, config: CriticConfig, samples: PolicySamples | None, device):
+        import torch
+
+        self.data, self.config, self.samples, self.device = data, config, samples, device
+        t = lambda a, dt=torch.float32: torch.as_tensor(np.ascontiguousarray(a)).to(device=device, dtype=dt)  # noqa
+        self.state = t(data.state)
+        self.action = t(data.action)
+        self.R, self.disc, self.m = t(data.R), t(data.disc), t(data.m)
+        self.rtg = t(data.rtg)
+        self.cache = None
+        if samples is not None and isinstance(samples.array, np.ndarray) and not isinstance(samples.array, np.memmap):
+            self.cache = t(samples.array)
+            self.rows = t(np.maximum(samples.rows, 0), torch.int64)
+
+    def __call__(self, idx: np.ndarray, rng: np.random.Generator | None = None) -> dict:
+        """The batch for chunk starts `idx`. With `rng` (training), half of the chunks that run
+        past a terminal frame get their padding replaced by actions from random frames."""
+        import torch
+
+        d, H = self.data, self.data.H
+        end = d.end[idx]
+        win, valid = C.chunk_windows(idx, end, H)
+        if rng is not None:
+            win = C.fill_past_end(win, valid, d.terminated[idx], rng.integers(0, d.num_frames, size=win.shape),
+                                  rng.random(len(idx)) < 0.5)
+        ti = lambda a: torch.as_tensor(a, device=self.device)  # noqa: E731
+        idx_t, boot = ti(idx), d.boot[idx]
+        batch = {
+            "state": self.state[idx_t],
+            "chunk": self.action[ti(win)][:, None],
+            "R": self.R[idx_t], "disc": self.disc[idx_t], "m": self.m[idx_t], "rtg": self.rtg[idx_t],
+            "next_state": self.state[ti(boot)],
+        }
+        if self.config.bootstrap == "data":
+            nwin, _ = C.chunk_windows(boot, end, H)
+            batch["next_chunks"] = self.action[ti(nwin)][:, None]
+        elif self.config.bootstrap == "policy":
+            has = d.m[idx] > 0  # terminal chunks need no next value (m = 0): zeros stand in
+            if self.cache is not None:
+                rows = self.rows[ti(boot)]
+                nxt = self.cache[rows] * ti(has)[:, None, None, None].to(self.cache.dtype)
+            else:
+                arr = np.zeros((len(idx),) + self.samples.array.shape[1:], dtype=np.float32)
+                arr[has] = self.samples.get(boot[has])
+                nxt = ti(arr)
+            batch["next_chunks"] = nxt
+        return batch
+
+
+# --------------------------------------------------------------------------- helpers
+class _Dist:
+    """torchrun's environment: rank, world size, and the process group when there is one."""
+
+    def __init__(self):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.owned = False
+
+    def init(self, use_cuda: bool) -> None:
+        import torch.distributed as dist
+
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if use_cuda else "gloo")
+            self.owned = True
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.owned:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def resolve_device(name: str, local_rank: int = 0):
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise BadInput("CUDA is not available on this machine", field="--device")
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def select_episodes(store: Store, expr: str | None):
+    eps = store.episodes
+    if expr:
+        try:
+            eps = eps.query(expr)
+        except Exception as e:  # pandas raises many types for a bad expression
+            raise BadInput(f"cannot be evaluated: {type(e).__name__}: {e}", field="--episodes-filter") from None
+        if len(eps) == 0:
+            raise BadInput(f"{expr!r} selects no episode of {len(store.episodes)}", field="--episodes-filter")
+    if len(eps) == 0:
+        raise BadInput("the store has no episodes to fit on", store.root, S.EPISODE_ID)
+    return eps.reset_index(drop=True)
+
+
+def _polyak(target, net, tau: float) -> None:
+    import torch
+
+    with torch.no_grad():
+        tp, np_ = list(target.parameters()), list(net.parameters())
+        torch._foreach_lerp_(tp, np_, tau)
+
+
+def _atomic_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _crashpoint(step: int) -> None:
+    """Fault injection for the resume test: ALOE_CRASH_AT=critic-step-N kills the process after step N."""
+    if os.environ.get("ALOE_CRASH_AT") == f"critic-step-{step}":
+        os._exit(137)
+
+
+def _stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean = x.mean(0).astype(np.float32)
+    std = x.std(0).astype(np.float32)
+    return mean, np.where(std > 1e-6, std, 1.0).astype(np.float32)
+
+
+def value_support(reward: dict, rtg: np.ndarray) -> tuple[float, float]:
+    """The value range the HL-Gauss head can represent, in reward units: the logged returns'
+    range widened by a quarter of its width on each side (step-penalty values never exceed 0;
+    sparse values lie in [0, 1])."""
+    lo, hi = float(rtg.min()), float(rtg.max())
+    pad = 0.25 * max(hi - lo, 1e-3)
+    lo, hi = lo - pad, hi + pad
+    if reward["kind"] == "step-penalty":
+        hi = 0.0
+    if reward["kind"] == "sparse":
+        lo, hi = 0.0, 1.0
+    return lo, hi
+
+
+# --------------------------------------------------------------------------- fitting
+def fit_critic(store: Store | str | os.PathLike, out_dir: str | os.PathLike, config: CriticConfig,
+               policy_spec: str | None = None, policy_args: dict | None = None,
+               progress: Callable | None = None, resume: bool = False) -> dict:
+    """Fit a chunk critic on the store's episodes; write CONFIG_FILE, WEIGHTS_FILE and METRICS_FILE
+    into `out_dir`. Returns a summary dict. `progress(phase, done, total, info)` is called as it goes.
+
+    Under torchrun (WORLD_SIZE > 1) every process calls this; rank 0 writes the files.
+    """
+    import torch
+
+    from ..policy import check_against_store, load_policy
+    from .net import CriticNet
+
+    config.check()
+    dist = _Dist()
+    device = resolve_device(config.device, dist.local_rank)
+    store = store if isinstance(store, Store) else Store.open(store)
+    out_dir = Path(out_dir)
+    episodes = select_episodes(store, config.episodes_filter)
+
+    # ---- the policy and the chunk size
+    policy = None
+    if config.bootstrap == "policy" and not policy_spec:
+        raise BadInput("--bootstrap policy needs the policy being evaluated", field="--policy")
+    if policy_spec:
+        policy = load_policy(policy_spec, policy_args, device=str(device))
+        check_against_store(policy, store.action_dim, policy_spec)
+    H = config.chunk_size or (int(policy.chunk_size) if policy is not None else None)
+    if H is None:
+        raise BadInput("give --chunk-size (or a --policy to take it from)", field="--chunk-size")
+    if policy is not None and int(policy.chunk_size) < H:
+        raise BadInput(f"{H} is longer than the policy's chunks ({policy.chunk_size} actions)", field="--chunk-size")
+    longest = int(episodes[S.LENGTH].max())
+    if H >= longest:
+        raise BadInput(f"{H} leaves no chunk with a next observation: the longest episode has {longest} frames; "
+                       f"use a chunk size below {longest}", field="--chunk-size")
+    reward = resolve_rewards(RewardSpec(config.reward, config.t_norm, config.c_fail), episodes, str(store.root))
+    resolved = config.__class__(**{**config.to_dict(), "chunk_size": H})
+
+    # ---- the output directory (nothing is written before the input is checked)
+    ckpt_path = out_dir / CHECKPOINT_FILE
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BadInput("exists and is not a directory", out_dir, "--out")
+    if not resume and out_dir.exists() and any((out_dir / f).exists() for f in (CONFIG_FILE, CHECKPOINT_FILE)):
+        raise BadInput("already holds a critic; pass --resume to continue it or choose another --out",
+                       out_dir, "--out")
+
+    data = load_chunk_data(store, episodes, H, config.gamma, reward)
+
+    # ---- split: validation episodes, then this process's share of the training episodes
+    E = len(episodes)
+    perm = np.random.default_rng([config.seed, 7]).permutation(E)
+    n_val = int(round(config.val_fraction * E)) if E >= 2 else 0
+    n_val = max(n_val, 1) if (config.val_fraction > 0 and E >= 2) else n_val
+    val_eps, train_eps = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    train_all = data.frames_of_episodes(train_eps)
+    mine = data.frames_of_episodes(train_eps[dist.rank::dist.world])
+    if config.bootstrap != "mc":
+        mine = mine[data.usable[mine]]
+    if len(mine) == 0:
+        raise BadInput("no chunk of the training episodes can be a TD target (every episode is truncated "
+                       f"within {H} frames of its start)", store.root, "--chunk-size")
+    val = data.frames_of_episodes(val_eps)
+    if config.bootstrap != "mc":
+        val = val[data.usable[val]]
+    if len(val) > VAL_CHUNKS:
+        val = np.sort(np.random.default_rng([config.seed, 11]).choice(val, VAL_CHUNKS, replace=False))
+    first_frames = data.starts  # V at every episode's first frame: the estimate tracked while training
+
+    s_mean, s_std = _stats(data.state[train_all])
+    a_mean, a_std = _stats(data.action[train_all])
+    rtg_train = data.rtg[train_all]
+    shift = float(rtg_train.mean()) if config.normalize_returns else 0.0
+    scale = float(max(rtg_train.std(), 1e-3)) if config.normalize_returns else 1.0
+    lo, hi = value_support(reward, rtg_train)
+    support_n = ((lo - shift) / scale, (hi - shift) / scale)
+
+    meta = {
+        "format": CRITIC_FORMAT,
+        "version": CRITIC_VERSION,
+        "config": resolved.to_dict(),
+        "policy": None if policy is None else {
+            "spec": policy_spec, "args": dict(policy_args or {}), "chunk_size": int(policy.chunk_size),
+            "action_dim": int(policy.action_dim)},
+        "reward": reward,
+        "chunk_size": H,
+        "state_dim": int(data.state.shape[1]),
+        "action_dim": int(data.action.shape[1]),
+        "normalization": {"state_mean": s_mean.tolist(), "state_std": s_std.tolist(),
+                          "action_mean": a_mean.tolist(), "action_std": a_std.tolist(),
+                          "return_shift": shift, "return_scale": scale},
+        "value_support": [lo, hi],
+        "store": {"path": str(store.root), "fingerprint": store.fingerprint, "episodes": E,
+                  "frames": data.num_frames, "train_episodes": int(len(train_eps)),
+                  "val_episodes": int(len(val_eps)), "val_episode_ids": episodes[S.EPISODE_ID].iloc[val_eps].tolist()},
+        "world_size": dist.world,
+    }
+
+    # ---- resume: the checkpoint must come from the same run
+    ckpt = None
+    if resume and ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        old = {k: v for k, v in ckpt["meta"].items() if k != "config"}
+        new = {k: v for k, v in meta.items() if k != "config"}
+        oc = {k: v for k, v in ckpt["meta"]["config"].items() if k not in RESUMABLE_CHANGES}
+        nc = {k: v for k, v in meta["config"].items() if k not in RESUMABLE_CHANGES}
+        diff = [k for k in sorted(set(oc) | set(nc)) if oc.get(k) != nc.get(k)]
+        diff += [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        if diff:
+            raise BadInput(f"the checkpoint was made with a different {diff[0]}; resume with the same options and "
+                           "store, or choose another --out", ckpt_path, "--resume")
+
+    dist.init(device.type == "cuda")
+    try:
+        if dist.rank == 0:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        dist.barrier()
+
+        # ---- the policy's chunks at every bootstrap frame, drawn once
+        samples = None
+        if config.bootstrap == "policy" or policy is not None:
+            frames = [first_frames]
+            if config.bootstrap == "policy":
+                frames.append(data.boot[mine][data.m[mine] > 0])
+                if dist.rank == 0:
+                    frames.append(data.boot[val][data.m[val] > 0])
+            samples = fill_policy_samples(
+                policy, policy_spec, data, np.concatenate(frames), config.samples, H,
+                out_dir / SAMPLES_FILE.format(rank=dist.rank), out_dir / SAMPLES_META.format(rank=dist.rank),
+                config.seed + 1000 * dist.rank, progress if dist.rank == 0 else None)
+
+        # ---- networks
+        torch.manual_seed(config.seed)
+        net = CriticNet(meta["state_dim"], meta["action_dim"], H, config.ensemble, config.hidden, config.layers,
+                        config.head, config.bins, config.chunk_encoder, support_n)
+        with torch.no_grad():
+            for name, value in (("state_mean", s_mean), ("state_std", s_std), ("action_mean", a_mean),
+                                ("action_std", a_std)):
+                getattr(net, name).copy_(torch.as_tensor(value))
+            net.ret_shift.fill_(shift)
+            net.ret_scale.fill_(scale)
+        net.to(device)
+        target = copy.deepcopy(net).requires_grad_(False)
+        opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                fused=True)
+        step = 0
+        metrics_path = out_dir / METRICS_FILE
+        metrics_offset = 0
+        if ckpt is not None:
+            net.load_state_dict(ckpt["net"])
+            target.load_state_dict(ckpt["target"])
+            opt.load_state_dict(ckpt["opt"])
+            step, metrics_offset = int(ckpt["step"]), int(ckpt["metrics_offset"])
+        if dist.rank == 0:
+            with open(metrics_path, "a+b") as f:  # drop lines logged after the checkpoint
+                f.truncate(metrics_offset)
+        model = net
+        if dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            model = DDP(net, device_ids=[device.index] if device.type == "cuda" else None)
+
+        batcher = Batcher(data, config, samples, device)
+        local_batch = max(1, config.batch_size // dist.world)
+
+        def evaluate() -> dict:
+            out = {}
+            net.eval()
+            with torch.no_grad():
+                if len(val):
+                    tot, n = 0.0, 0
+                    for i in range(0, len(val), 1024):
+                        _, info = critic_loss(net, target, batcher(val[i:i + 1024]), config)
+                        k = len(val[i:i + 1024])
+                        tot, n = tot + info["critic/td_mse"] * k, n + k
+                    out["val/td_mse"] = tot / n
+                out.update(_start_values(net, batcher, first_frames, samples, config))
+            net.train()
+            return out
+
+        # ---- the loop
+        t0, s0 = time.perf_counter(), step
+        window: dict[str, list[float]] = {}
+        last: dict = {}
+        metrics_f = open(metrics_path, "a") if dist.rank == 0 else None
+        try:
+            while step < config.steps:
+                rng = np.random.default_rng([config.seed, dist.rank, step])
+                idx = mine[rng.integers(0, len(mine), size=local_batch)]
+                loss, info = critic_loss(model, target, batcher(idx, rng), config)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                _polyak(target, net, config.tau)
+                step += 1
+                for k, v in info.items():
+                    window.setdefault(k, []).append(v)
+                if step % config.log_every == 0 or step == config.steps or step % config.val_every == 0:
+                    rate = (step - s0) * config.batch_size / max(time.perf_counter() - t0, 1e-9)
+                    row = {"step": step, **{k: float(np.mean(v)) for k, v in window.items()},
+                           "time/samples_per_s": rate}
+                    window = {}
+                    if step % config.val_every == 0 or step == config.steps:
+                        row.update(evaluate())
+                    last = row
+                    if metrics_f is not None:
+                        metrics_f.write(json.dumps(row) + "\n")
+                        metrics_f.flush()
+                if progress is not None and dist.rank == 0:
+                    progress("train", step, config.steps, last)
+                if step % config.checkpoint_every == 0 and step < config.steps and dist.rank == 0:
+                    buf = _checkpoint_bytes(step, net, target, opt, meta, metrics_path.stat().st_size)
+                    _atomic_bytes(ckpt_path, buf)
+                _crashpoint(step)
+        finally:
+            if metrics_f is not None:
+                metrics_f.close()
+        seconds = time.perf_counter() - t0
+
+        # ---- the artifacts: the target networks' (Polyak-averaged) weights, the config, a checkpoint
+        if dist.rank == 0:
+            from safetensors.torch import save_file
+
+            final = evaluate()
+            tmp = out_dir / (WEIGHTS_FILE + ".tmp")
+            save_file({k: v.detach().cpu().contiguous() for k, v in target.state_dict().items()}, str(tmp))
+            os.replace(tmp, out_dir / WEIGHTS_FILE)
+            _atomic_bytes(ckpt_path, _checkpoint_bytes(step, net, target, opt, meta, metrics_path.stat().st_size))
+            meta["result"] = {"steps": step, "seconds": round(seconds, 3), **final,
+                              **{k: v for k, v in last.items() if k.startswith("critic/")}}
+            _atomic_bytes(out_dir / CONFIG_FILE, json.dumps(meta, indent=2).encode())
+        dist.barrier()
+        for name in (SAMPLES_FILE, SAMPLES_META):
+            (out_dir / name.format(rank=dist.rank)).unlink(missing_ok=True)
+    finally:
+        dist.close()
+    return {
+        "out": str(out_dir),
+        "steps": step,
+        "bootstrap": config.bootstrap,
+        "chunk_size": H,
+        "episodes": E,
+        "frames": data.num_frames,
+        "train_chunks": int(len(mine)) * dist.world,
+        "val_chunks": int(len(val)),
+        "seconds": round(seconds, 3),
+        "samples_per_s": round((step - s0) * config.batch_size / max(seconds, 1e-9), 1),
+        **{k: v for k, v in (meta.get("result") or last).items() if "/" in k},
+    }
+
+
+def _checkpoint_bytes(step, net, target, opt, meta, metrics_offset) -> bytes:
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({"step": step, "net": net.state_dict(), "target": target.state_dict(), "opt": opt.state_dict(),
+                "meta": meta, "metrics_offset": metrics_offset}, buf)
+    return buf.getvalue()
+
+
+def _start_values(net, batcher: Batcher, first_frames: np.ndarray, samples: PolicySamples | None,
+                  config: CriticConfig) -> dict:
+    """Mean over episodes of V^pi(o_0) (with a policy) and of Q(o_0, logged first chunk)."""
+    import torch
+
+    from .net import aggregate
+
+    d = batcher.data
+    out = {}
+    win, _ = C.chunk_windows(first_frames, d.end[first_frames], d.H)
+    st = batcher.state[torch.as_tensor(first_frames, device=batcher.device)]
+    q = net.q_heads(st, batcher.action[torch.as_tensor(win, device=batcher.device)][:, None])
+    out["val/q_start"] = float(aggregate(q, config.aggregate, config.std_coef).mean())
+    if samples is not None:
+        ch = torch.as_tensor(samples.get(first_frames), device=batcher.device)
+        qv = net.q_heads(st, ch)
+        out["val/v_start"] = float(aggregate(qv, config.aggregate, config.std_coef).mean(1).mean())
+    return out
+

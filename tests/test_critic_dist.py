@@ -1,0 +1,90 @@
+"""`--resume` after a kill gives the same critic as an uninterrupted run; torchrun with 2 gloo processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+import chainworld as cw
+from conftest import REPO, run_subprocess
+
+ARGS = ("--reward", "sparse", "--gamma", "0.9", "--samples", "1", "--steps", "300", "--hidden", "32",
+        "--batch-size", "64", "--checkpoint-every", "100", "--tau", "0.05", "--lr", "1e-3")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    d = tmp_path_factory.mktemp("chain")
+    cw.make_store(d / "store", episodes=60, p=0.3, T_max=60, seed=0)
+    spec = cw.write_policy_module(d)
+    env = {"PYTHONPATH": f"{REPO}{os.pathsep}{d}", "OMP_NUM_THREADS": "1"}
+    return d, spec, env
+
+
+@pytest.fixture(scope="module")
+def whole(world):
+    """One uninterrupted single-process run, shared by both tests."""
+    out = world[0] / "whole"
+    r = fit(world, out)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def fit(world, out, *extra, env_extra=None):
+    d, spec, env = world
+    return run_subprocess("fit-critic", d / "store", "--out", out, "--policy", spec, *ARGS, *extra,
+                          env={**env, **(env_extra or {})})
+
+
+def test_resume_after_kill_matches_an_uninterrupted_run(world, whole, tmp_path):
+    r = fit(world, tmp_path / "killed", env_extra={"ALOE_CRASH_AT": "critic-step-250"})
+    assert r.returncode == 137
+    assert not (tmp_path / "killed" / "critic.json").exists()  # no finished critic after a kill
+    r = fit(world, tmp_path / "killed", "--resume")
+    assert r.returncode == 0, r.stderr
+    a, b = load_file(str(whole / "critic.safetensors")), load_file(
+        str(tmp_path / "killed" / "critic.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)  # bit for bit
+    strip = lambda p: [{k: v for k, v in json.loads(x).items() if not k.startswith("time/")}  # noqa: E731
+                       for x in p.read_text().splitlines()]
+    assert strip(whole / "metrics.jsonl") == strip(tmp_path / "killed" / "metrics.jsonl")
+    assert [x["step"] for x in strip(tmp_path / "killed" / "metrics.jsonl")] == [100, 200, 300]
+    # A resume with a different option is refused, naming it.
+    r = fit(world, tmp_path / "killed", "--resume", "--gamma", "0.8")
+    assert r.returncode == 2
+    assert r.stderr.strip().endswith(f"{tmp_path / 'killed' / 'checkpoint.pt'}: --resume: the checkpoint was "
+                                     "made with a different gamma; resume with the same options and store, "
+                                     "or choose another --out")
+
+
+def test_torchrun_two_gloo_processes(world, whole, tmp_path):
+    d, spec, env = world
+    e = {**os.environ, **env}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "aloe_cli", "fit-critic", str(d / "store"), "--out", str(tmp_path / "ddp"), "--policy", spec,
+           *ARGS, "--device", "cpu", "--json"]
+    r = subprocess.run(cmd, env=e, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout)  # only rank 0 prints
+    assert out["steps"] == 300
+    files = sorted(p.name for p in (tmp_path / "ddp").iterdir())
+    assert files == ["checkpoint.pt", "critic.json", "critic.safetensors", "metrics.jsonl"]
+    cfg = json.loads((tmp_path / "ddp" / "critic.json").read_text())
+    assert cfg["world_size"] == 2
+    # Same result shape as one process: the same files and tensors, and a usable critic.
+    a, b = load_file(str(whole / "critic.safetensors")), load_file(str(tmp_path / "ddp" / "critic.safetensors"))
+    assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}
+    from aloe_cli.critic import load_critic
+
+    critic = load_critic(tmp_path / "ddp")
+    s = np.arange(6)
+    q = critic.q(cw.onehot(s, 6), np.ones((6, 1, 2, 1), np.float32))[:, 0]
+    np.testing.assert_allclose(q, cw.v_pi(s, 6, 0.9), atol=0.05)
