@@ -151,9 +151,9 @@ def run_demo(config: DemoConfig = DemoConfig(), log: Callable[[str], None] = lam
         # 5. One improvement round, 6. measured again.
         t = time.monotonic()
         log(f"improve: {config.improve_method} weights from the advantages, fine-tuning v0 ({config.improve_steps} steps)")
-        improved = improve(store, v1_dir, method=config.improve_method, init=v0_dir,
+        improved = improve(store, v1_dir, method=config.improve_method, base=v0_dir, scores=scores_dir,
                            settings={"steps": config.improve_steps, "seed": config.seed, "device": "cpu"},
-                           options={"scores": str(scores_dir)})
+                           round_name="demo")
         stage("improve", t)
         t = time.monotonic()
         log(f"measure v1 in the simulator ({config.eval_episodes} episodes)")

@@ -60,6 +60,11 @@ SCORES_EPISODES_FILE = "episodes.parquet"  # one row per episode
 SCORES_SUMMARY_FILE = "summary.json"  # the `aloe score --json` summary
 REPORT_FILE = "report.html"
 
+# Per-frame columns `aloe export` adds next to the original frames (LeRobotDataset features).
+EXPORT_ADVANTAGE = "aloe.advantage"  # float32: the advantage of the chunk starting at the frame
+EXPORT_WEIGHT = "aloe.weight"  # float32: the chosen method's training weight of that chunk
+EXPORT_POSITIVE = "aloe.advantage_positive"  # bool: RECAP's indicator (A above the 70th percentile, or a human's)
+
 # Chunk score columns, joined back to frames on (episode_id, frame_index); the chunk rows also
 # carry POLICY_ID, TASK and IS_INTERVENTION (of the chunk's first frame).
 Q = "q"  # Q of the logged chunk, aggregated over the ensemble as the critic was trained

@@ -327,6 +327,7 @@ def score_summary(chunks_df: pd.DataFrame, episodes_df: pd.DataFrame, critic, st
                         f"{critic.config['store']['fingerprint']})")
     return {
         "store": str(store.root),
+        "store_fingerprint": store.fingerprint,  # `aloe improve` / `aloe export` check it against their store
         "critic": str(critic.path),
         "policy": used,
         "policy_value": policy_value(v0, n_boot, seed),
@@ -337,6 +338,7 @@ def score_summary(chunks_df: pd.DataFrame, episodes_df: pd.DataFrame, critic, st
         "chunk_size": critic.chunk_size,
         "bootstrap": boot,
         "reward": critic.config["reward"]["kind"],
+        "reward_spec": critic.config["reward"],  # resolved (t_norm per task...): `aloe improve --method awr` reuses it
         "gamma": float(critic.config["config"]["gamma"]),
         "warnings": warnings,
     }

@@ -501,7 +501,7 @@ def test_builtin_rejects_bad_observations_and_args(tmp_path):
     with pytest.raises(PolicyError) as e:
         load_policy(str(tmp_path / "pol"), {"temperature": 0.5})
     assert str(e.value) == (f"{tmp_path / 'pol'}: --policy-arg: unknown argument 'temperature' for a built-in "
-                            "policy (known: deterministic, flow_steps, seed)")
+                            "policy (known: deterministic, flow_steps, seed, indicator)")
     (tmp_path / "pol" / S.POLICY_WEIGHTS_FILE).write_bytes(b"not safetensors")
     with pytest.raises(PolicyError) as e:
         load_policy(str(tmp_path / "pol"))
@@ -533,11 +533,12 @@ def test_improve_cli_bc_then_fine_tune(cli, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [S.POLICY_FILE, S.POLICY_WEIGHTS_FILE, S.POLICY_LOG_FILE, S.POLICY_SPLIT_FILE])
     assert json.loads((out / S.POLICY_FILE).read_text())["training"]["method"] == "bc"
-    r = cli("improve", store, "--out", tmp_path / "ft", "--init", out, "--steps", 5, "--batch-size", 8,
+    r = cli("improve", store, "--out", tmp_path / "ft", "--policy", out, "--steps", 5, "--batch-size", 8,
             "--device", "cpu")
     assert r.exit_code == 0, r
-    assert r.stdout.startswith("trained bc policy (H=3, action 2) on 3 episodes / 24 chunks (validation: 1 episodes), "
-                               "5 steps in ") and r.stdout.rstrip().endswith(f"-> {tmp_path / 'ft'}")
+    assert r.stdout.startswith(f"round 1 (ft): trained bc policy from {out} (H=3, action 2) on 3 episodes / 24 chunks "
+                               "(validation: 1 episodes), 5 steps in ")
+    assert r.stdout.splitlines()[0].endswith(f"-> {tmp_path / 'ft'}")
     doc = json.loads((tmp_path / "ft" / S.POLICY_FILE).read_text())
     assert doc["chunk_size"] == 3 and doc["training"]["init_from"] == str(out)
     assert load_policy(str(tmp_path / "ft")).chunk_size == 3
@@ -551,13 +552,13 @@ def test_improve_cli_bad_input(cli, tmp_path):
     init = tmp_path / "init"
     assert cli("improve", store, "--out", init, "--chunk-size", 2, "--steps", 1, "--device", "cpu").exit_code == 0
     cases = [
-        (["--method", "awr"], "Error: --method: unknown method 'awr'; available: bc "
-                              "(aloe, awr, filtered, conditioned are not implemented yet)"),
-        (["--method", "dagger"], "Error: --method: unknown method 'dagger'; available: bc"),
+        (["--method", "awr"], "Error: --scores: --method awr needs the advantages of `aloe score` (--scores SCORES_DIR)"),
+        (["--method", "dagger"], "Error: --method: unknown method 'dagger'; available: aloe, awr, filtered, "
+                                 "conditioned, bc"),
         (["--out", tmp_path / "taken"], f"Error: {tmp_path / 'taken'}: --out: already exists; pass --force to replace it"),
-        (["--init", init, "--chunk-size", 5], "Error: --chunk-size: 5 differs from the --init policy's chunk size 2"),
-        (["--init", tmp_path / "taken"], f"Error: {tmp_path / 'taken'}: --init: is not a policy directory written by "
-                                         "aloe (no policy.json)"),
+        (["--policy", init, "--chunk-size", 5], "Error: --chunk-size: 5 differs from the --policy base's chunk size 2"),
+        (["--policy", tmp_path / "taken"], f"Error: {tmp_path / 'taken'}: --policy: is not a policy directory written "
+                                           "by aloe (no policy.json)"),
         (["--lr", 0], "Error: --lr: must be > 0, got 0.0"),
         (["--device", "tpu"], "Error: --device: 'tpu' is not auto, cpu, cuda or cuda:N"),
     ]

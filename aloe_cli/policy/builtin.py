@@ -13,6 +13,11 @@ Like a VLA's action expert, it samples whole action chunks (B, N, H, A) given an
   Deterministic mode starts from zero noise.
 - Behaviour cloning with per-chunk weights: a chunk starts at every frame; padded actions
   (past the episode's end: the last action repeated) are masked out of the loss.
+- Optional advantage conditioning (RECAP-style, ``advantage_conditioning``): an indicator
+  embedding (0 unknown, 1 negative, 2 positive) is added to the observation encoding. It is
+  zero-initialised, so a conditioned policy starts out as the unconditioned one; training drops
+  the indicator to "unknown" for `indicator_dropout` of the chunks; sampling uses "positive"
+  unless ``--policy-arg indicator=negative|unknown``.
 
 A policy directory holds ``policy.json`` (everything needed to rebuild the network: sizes,
 normalisation, task vocabulary, the training config and the store's fingerprint),
@@ -46,6 +51,10 @@ FORMAT_VERSION = 1
 # Fields of PolicyConfig that fix the network's shape: taken from the policy when fine-tuning.
 ARCHITECTURE_FIELDS = ("chunk_size", "hidden", "depth", "obs_layers", "task_embedding", "task_dim", "time_dim")
 
+# Values of the advantage indicator of a conditioned policy.
+INDICATOR_UNKNOWN, INDICATOR_NEGATIVE, INDICATOR_POSITIVE = 0, 1, 2
+INDICATOR_NAMES = {"positive": INDICATOR_POSITIVE, "negative": INDICATOR_NEGATIVE, "unknown": INDICATOR_UNKNOWN}
+
 
 @dataclass(frozen=True)
 class PolicyConfig:
@@ -59,6 +68,8 @@ class PolicyConfig:
     task_dim: int = 32  # size of the task embedding
     task_dropout: float = 0.1  # fraction of training chunks shown with no task, so unknown text gets a sane policy
     time_dim: int = 32  # sinusoidal features of the flow time t
+    advantage_conditioning: bool = False  # take an advantage indicator as an input (RECAP-style `conditioned`)
+    indicator_dropout: float = 0.3  # fraction of training chunks whose indicator is shown as "unknown"
     flow_steps: int = 10  # Euler steps when sampling a chunk
     steps: int = 5000  # gradient steps
     batch_size: int = 256  # chunks per gradient step
@@ -92,6 +103,8 @@ class PolicyConfig:
             raise BadInput(f"must be > 0, got {self.lr}", field=name_of("lr"))
         if not 0 <= self.task_dropout < 1:
             raise BadInput(f"must be in [0, 1), got {self.task_dropout}", field=name_of("task_dropout"))
+        if not 0 <= self.indicator_dropout < 1:
+            raise BadInput(f"must be in [0, 1), got {self.indicator_dropout}", field=name_of("indicator_dropout"))
         if not 0 <= self.val_fraction < 1:
             raise BadInput(f"must be in [0, 1), got {self.val_fraction}", field=name_of("val_fraction"))
         if self.lr_schedule not in ("cosine", "constant"):
@@ -199,6 +212,12 @@ class FlowChunkPolicy(nn.Module):
             body += [nn.Linear(h, h), nn.LayerNorm(h), nn.SiLU()]
         self.body = nn.Sequential(*body)
         self.out = nn.Linear(h, H * A)
+        # Advantage indicator (created last, so the other layers' initial weights do not depend on it).
+        self.indicator = INDICATOR_POSITIVE  # what sampling conditions on
+        self.indicator_embed = None
+        if config.advantage_conditioning:
+            self.indicator_embed = nn.Embedding(3, h)
+            nn.init.zeros_(self.indicator_embed.weight)  # starts out as the unconditioned policy
 
     # ------------------------------------------------------------------ pieces
     @property
@@ -216,14 +235,24 @@ class FlowChunkPolicy(nn.Module):
             raise PolicyError(f"has {len(ids)} entries but observation.state has {batch} rows", field=S.TASK)
         return torch.tensor(ids, dtype=torch.long, device=self.device)
 
-    def condition(self, state: torch.Tensor, task_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, D) state in store units -> (B, hidden) contribution to the velocity network's first layer."""
+    def condition(self, state: torch.Tensor, task_ids: torch.Tensor | None = None,
+                  indicator: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, D) state in store units -> (B, hidden) contribution to the velocity network's first layer.
+
+        `indicator` (B,) long (conditioned policies only): 0 unknown, 1 negative, 2 positive;
+        None: `self.indicator` for every row.
+        """
         x = (state.to(self.state_mean.dtype) - self.state_mean) / self.state_std
         if self.task_embed is not None:
             if task_ids is None:
                 task_ids = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
             x = torch.cat([x, self.task_embed(task_ids)], dim=1)
-        return self.cond_in(self.obs_encoder(x))
+        z = self.obs_encoder(x)
+        if self.indicator_embed is not None:
+            if indicator is None:
+                indicator = torch.full((x.shape[0],), int(self.indicator), dtype=torch.long, device=x.device)
+            z = z + self.indicator_embed(indicator)
+        return self.cond_in(z)
 
     def velocity(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """Predicted velocity (B*N, H*A) at normalised flattened chunks x (B*N, H*A), observation-major.
@@ -304,6 +333,11 @@ class FlowChunkPolicy(nn.Module):
             "flow": {"convention": "x_t = (1 - t) * noise + t * chunk; velocity = chunk - noise; "
                                    "Euler from t = 0 (noise) to t = 1", "steps": self.flow_steps},
             "config": dataclasses.asdict(self.config),
+            **({"conditioning": {
+                "indicator": {"unknown": INDICATOR_UNKNOWN, "negative": INDICATOR_NEGATIVE,
+                              "positive": INDICATOR_POSITIVE},
+                "at_inference": "positive (--policy-arg indicator=negative|unknown to change)",
+                "training_dropout": self.config.indicator_dropout}} if self.indicator_embed is not None else {}),
         }
 
     def save(self, out_dir: Path, extra: dict | None = None) -> None:
@@ -341,11 +375,12 @@ def read_policy_json(path: str | os.PathLike, option: str = "--policy") -> dict:
     return doc
 
 
-_LOAD_ARGS = {"deterministic": bool, "flow_steps": int, "seed": int}
+_LOAD_ARGS = {"deterministic": bool, "flow_steps": int, "seed": int, "indicator": str}
 
 
 def load_builtin(path: str | os.PathLike, device: str = "cpu", **args) -> FlowChunkPolicy:
-    """Load a policy directory written by aloe. `args` (from --policy-arg): deterministic, flow_steps, seed."""
+    """Load a policy directory written by aloe. `args` (from --policy-arg): deterministic, flow_steps, seed,
+    indicator (positive, negative or unknown; advantage-conditioned policies only)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -383,6 +418,14 @@ def load_builtin(path: str | os.PathLike, device: str = "cpu", **args) -> FlowCh
     policy.sample_seed = int(args.get("seed", policy.sample_seed))
     if policy.flow_steps < 1:
         raise PolicyError(f"flow_steps must be >= 1, got {policy.flow_steps}", path, "--policy-arg")
+    if "indicator" in args:
+        if policy.indicator_embed is None:
+            raise PolicyError("indicator applies to advantage-conditioned policies (aloe improve --method "
+                              "conditioned) only", path, "--policy-arg")
+        if args["indicator"] not in INDICATOR_NAMES:
+            raise PolicyError(f"indicator={args['indicator']!r} is not one of {', '.join(INDICATOR_NAMES)}", path,
+                              "--policy-arg")
+        policy.indicator = INDICATOR_NAMES[args["indicator"]]
     policy.source_path = str(path)
     return policy.to(resolve_device(device)).eval()
 
@@ -426,7 +469,8 @@ def train_policy(store, out_dir: str | os.PathLike, config: PolicyConfig = Polic
                  weights: np.ndarray | None = None, episode_ids: list[str] | None = None,
                  init_from: str | os.PathLike | None = None,
                  progress: Callable[[int, int, dict], None] | None = None, overwrite: bool = False,
-                 meta: dict | None = None) -> dict:
+                 meta: dict | None = None, indicators: np.ndarray | None = None,
+                 lineage: dict | None = None) -> dict:
     """Behaviour cloning (optionally weighted per chunk) of the built-in policy on a store's chunks.
 
     `weights`: one non-negative weight per chunk start, i.e. per frame of
@@ -435,7 +479,11 @@ def train_policy(store, out_dir: str | os.PathLike, config: PolicyConfig = Polic
     `init_from`: a policy directory to fine-tune; its architecture, normalisation and task
     vocabulary are kept. `progress(step, total, info)` is called every `log_every` steps.
     Writes `out_dir` atomically (a temporary sibling renamed at the end) and returns a summary;
-    `meta` (e.g. the improvement method and its settings) is recorded in policy.json's "training".
+    `meta` (e.g. the improvement method and its settings) is recorded in policy.json's "training",
+    `lineage` (round, base policy, scores, ...) as policy.json's "lineage".
+    `indicators`: one bool per chunk start (the advantage indicator), required exactly when
+    ``config.advantage_conditioning``. A conditioned policy may fine-tune an unconditioned one (its
+    indicator embedding starts at zero); the reverse is refused.
     """
     config = config.validate()
     out_dir = Path(out_dir)
@@ -447,6 +495,13 @@ def train_policy(store, out_dir: str | os.PathLike, config: PolicyConfig = Polic
         read_policy_json(init_from, "--init")
         init = load_builtin(init_from, device=device)
         config = dataclasses.replace(config, **{k: getattr(init.config, k) for k in ARCHITECTURE_FIELDS})
+        if init.config.advantage_conditioning and not config.advantage_conditioning:
+            raise BadInput("is advantage-conditioned (aloe improve --method conditioned); continue it with "
+                           "--method conditioned", Path(init_from) / S.POLICY_FILE, "advantage_conditioning")
+    if config.advantage_conditioning and indicators is None:
+        raise BadInput("an advantage-conditioned policy needs an indicator per chunk", field="indicators")
+    if indicators is not None and not config.advantage_conditioning:
+        raise BadInput("indicators are given but the policy is not advantage-conditioned", field="indicators")
 
     # ---- data: every frame is a chunk start
     frames = store.load_frames([S.OBS_STATE, S.ACTION], episode_ids=episode_ids)
@@ -459,6 +514,12 @@ def train_policy(store, out_dir: str | os.PathLike, config: PolicyConfig = Polic
         raise BadInput(f"policy has state {init.state_dim} / action {init.action_dim} numbers but the store has "
                        f"{D} / {A}", init_from, "--init")
     w = np.ones(n_frames) if weights is None else _check_weights(weights, n_frames)
+    if indicators is not None:
+        indicators = np.asarray(indicators).reshape(-1)
+        if indicators.shape[0] != n_frames:
+            raise BadInput(f"has {indicators.shape[0]} values but the training data has {n_frames} chunk starts "
+                           "(one per frame)", field="indicators")
+        indicators = indicators.astype(bool)
     episode_of = frames.episode_of_frame()
     train_eps, val_eps = _split_episodes(E, config.val_fraction, config.seed)
     is_train = np.isin(episode_of, train_eps)
@@ -487,7 +548,10 @@ def train_policy(store, out_dir: str | os.PathLike, config: PolicyConfig = Polic
         torch.manual_seed(config.seed)
         policy = FlowChunkPolicy(config, D, A, tasks, state_stats, action_stats)
     if init is not None:
-        policy.load_state_dict(init.state_dict())
+        missing, unexpected = policy.load_state_dict(init.state_dict(), strict=False)
+        if unexpected or any(not k.startswith("indicator_embed.") for k in missing):
+            raise BadInput(f"does not fit the new policy (missing {missing}, unexpected {unexpected})",
+                           Path(init_from) / S.POLICY_WEIGHTS_FILE)
     policy.to(device).train()
     opt = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     rng = np.random.default_rng(config.seed + 1)
@@ -498,6 +562,9 @@ def train_policy(store, out_dir: str | os.PathLike, config: PolicyConfig = Polic
     actions_n = policy.normalize_actions(torch.from_numpy(action_all).to(device))
     tasks_t = torch.from_numpy(frame_task).to(device)
     w_t = torch.from_numpy(w_norm).to(device)
+    ind_t = None
+    if indicators is not None:  # 1 negative, 2 positive
+        ind_t = torch.from_numpy(np.where(indicators, INDICATOR_POSITIVE, INDICATOR_NEGATIVE)).to(device)
 
     def batch_loss(idx: np.ndarray, generator: torch.Generator, training: bool = True):
         win, valid = window_at(idx, last[idx], H)
@@ -510,7 +577,13 @@ def train_policy(store, out_dir: str | os.PathLike, config: PolicyConfig = Polic
         if training and config.task_dropout > 0:
             drop = torch.rand(len(idx), device=device, generator=generator) < config.task_dropout
             task = torch.where(drop, torch.zeros_like(task), task)
-        cond = policy.condition(states[idx_t], task)
+        ind = None
+        if ind_t is not None:
+            ind = ind_t[idx_t]
+            if training and config.indicator_dropout > 0:
+                drop = torch.rand(len(idx), device=device, generator=generator) < config.indicator_dropout
+                ind = torch.where(drop, torch.full_like(ind, INDICATOR_UNKNOWN), ind)
+        cond = policy.condition(states[idx_t], task, ind)
         pred = policy.velocity(x_t.flatten(1), t, cond).view_as(chunk)
         return masked_flow_loss(pred, chunk - noise, torch.from_numpy(valid).to(device),
                                 w_t[idx_t] if training else None)
@@ -589,6 +662,7 @@ def train_policy(store, out_dir: str | os.PathLike, config: PolicyConfig = Polic
             "train_chunks": int(pool.size),
             "zero_weight_chunks": int((is_train & (w <= 0)).sum()),
             "weighted": weights is not None,
+            "advantage_conditioning": bool(config.advantage_conditioning),
             "final_train_loss": info.get("policy/flow_loss"),
             "final_val_loss": val_loss,
             "best_val_loss": best_val,
@@ -605,6 +679,7 @@ def train_policy(store, out_dir: str | os.PathLike, config: PolicyConfig = Polic
                                                  "zero_weight_chunks", "weighted", "final_train_loss",
                                                  "final_val_loss", "best_val_loss", "time_s", "init_from")}
                         | dict(meta or {}),
+            **({"lineage": lineage} if lineage is not None else {}),
         })
         (tmp / S.POLICY_SPLIT_FILE).write_text(json.dumps({
             "train": [frames.episode_ids[i] for i in train_eps],

@@ -1,0 +1,385 @@
+"""`aloe export`: the store's frames plus per-frame advantages and weights, for trainers elsewhere.
+
+Teams whose policy is a large VLA trained with openpi or LeRobot take the store out as a
+LeRobotDataset v3.0 (the layout of huggingface/lerobot ``datasets/utils.py``: ``DEFAULT_DATA_PATH``,
+``DEFAULT_EPISODES_PATH``, ``DEFAULT_TASKS_PATH``, ``INFO_PATH``, ``STATS_PATH``)::
+
+    OUT/meta/info.json                               codebase_version "v3.0", fps, features, counts, paths
+    OUT/meta/tasks.parquet                           task text as the index, column task_index
+    OUT/meta/episodes/chunk-000/file-000.parquet     one row per episode: tasks, length, data file, rows, stats/*
+    OUT/meta/stats.json                              per feature: min, max, mean, std, count, q01..q99
+    OUT/meta/aloe.json                               what was exported: store, scores, method, settings, weights
+    OUT/data/chunk-000/file-000.parquet              frames, one row group per episode (more files past 100 MB)
+
+Frame columns: ``action``, ``observation.state``, the store's other ``observation.*`` vectors and
+cameras (``image`` features: struct {bytes, path}, the store's encoded frames byte for byte),
+``next.reward`` (when every frame has a logged reward), ``next.done`` (the last frame of a
+terminated episode), ``next.success`` (when every episode has an outcome), ``intervention`` (as
+LeRobot's DAgger recorder writes it), the LeRobot index columns, and three per-frame columns:
+
+- ``aloe.advantage`` (float32): the advantage of the chunk starting at the frame (the scores'; for
+  ``--method awr`` the Monte-Carlo one);
+- ``aloe.weight`` (float32): that chunk's training weight under ``--method`` (1 for bc and
+  conditioned; 0 outside the top fraction for filtered);
+- ``aloe.advantage_positive`` (bool): RECAP's indicator (A above the 70th percentile, or a human's).
+
+Frames without their own score row (``aloe score --stride``) take the values of the latest scored
+chunk start before them, as `aloe improve` trains on them. Episodes keep the store's order
+(``episode_index`` 0..E-1); the episodes table also carries ``aloe/episode_id``,
+``aloe/policy_id`` and ``aloe/success`` so rows can be traced back to the store.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import schema as S
+from .errors import BadInput
+from .store import Store, vectors
+
+CODEBASE_VERSION = "v3.0"
+CHUNKS_SIZE = 1000  # LeRobot's DEFAULT_CHUNK_SIZE: files per chunk folder
+DATA_FILES_SIZE_IN_MB = 100  # LeRobot's DEFAULT_DATA_FILE_SIZE_IN_MB
+VIDEO_FILES_SIZE_IN_MB = 200  # LeRobot's DEFAULT_VIDEO_FILE_SIZE_IN_MB (no videos are written)
+DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+TASKS_PATH = "meta/tasks.parquet"
+INFO_PATH = "meta/info.json"
+STATS_PATH = "meta/stats.json"
+ALOE_META_PATH = "meta/aloe.json"
+QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}  # LeRobot's DEFAULT_QUANTILES
+FORMATS = ("lerobot",)
+
+# LeRobot column names (lerobot/utils/constants.py).
+LR_REWARD, LR_DONE, LR_SUCCESS, LR_INTERVENTION = "next.reward", "next.done", "next.success", "intervention"
+INDEX_FEATURES = {"timestamp": "float32", "frame_index": "int64", "episode_index": "int64", "index": "int64",
+                  "task_index": "int64"}
+
+
+# ---------------------------------------------------------------------------- statistics
+
+def sample_indices(n: int) -> np.ndarray:
+    """LeRobot's frame sample for image statistics (compute_stats.sample_indices)."""
+    num = max(min(100, n), min(int(n ** 0.75), 10_000))
+    return np.round(np.linspace(0, n - 1, num)).astype(int)
+
+
+def feature_stats(x: np.ndarray) -> dict[str, np.ndarray]:
+    """min, max, mean, std, count and quantiles over axis 0 of (T,) or (T, d) numbers (shape (1,) or (d,))."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    out = {"min": x.min(0), "max": x.max(0), "mean": x.mean(0), "std": x.std(0), "count": np.array([x.shape[0]])}
+    qs = np.quantile(x, list(QUANTILES.values()), axis=0)
+    out.update({k: qs[i] for i, k in enumerate(QUANTILES)})
+    return out
+
+
+def image_stats(frames: list[bytes]) -> dict[str, np.ndarray]:
+    """Per-channel statistics in [0, 1] of a sample of encoded frames, shaped (3, 1, 1) as LeRobot's."""
+    from PIL import Image
+
+    sample = sample_indices(len(frames))
+    px = np.concatenate([np.asarray(Image.open(io.BytesIO(frames[i])).convert("RGB"), dtype=np.float64)
+                         .reshape(-1, 3) / 255.0 for i in sample])
+    out = {k: v[:, None, None] for k, v in feature_stats(px).items() if k != "count"}
+    out["count"] = np.array([len(sample)])
+    return out
+
+
+def aggregate_stats(per_episode: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Dataset statistics from episode statistics, as LeRobot's aggregate_feature_stats: count-weighted
+    mean, pooled variance, min of the minima, max of the maxima, count-weighted quantiles."""
+    counts = np.array([float(np.asarray(s["count"]).reshape(-1)[0]) for s in per_episode])
+    total = counts.sum()
+
+    def stack(key: str) -> np.ndarray:
+        return np.stack([np.asarray(s[key], dtype=np.float64) for s in per_episode])
+
+    means = stack("mean")
+    c = counts.reshape((-1,) + (1,) * (means.ndim - 1))
+    mean = (means * c).sum(0) / total
+    var = ((stack("std") ** 2 + (means - mean) ** 2) * c).sum(0) / total
+    out = {"min": stack("min").min(0), "max": stack("max").max(0), "mean": mean, "std": np.sqrt(var),
+           "count": np.array([int(total)])}
+    for q in QUANTILES:
+        out[q] = (stack(q) * c).sum(0) / total
+    return out
+
+
+def _jsonable(stats: dict[str, np.ndarray]) -> dict:
+    return {k: np.asarray(v).tolist() for k, v in stats.items()}
+
+
+# ---------------------------------------------------------------------------- export
+
+def _image_shape(data: bytes, where: str, col: str) -> list[int]:
+    from PIL import Image
+
+    try:
+        img = Image.open(io.BytesIO(data))
+        w, h = img.size
+    except Exception as e:  # PIL raises many types for bad bytes
+        raise BadInput(f"the first frame cannot be decoded as an image: {e}", where, col) from None
+    return [int(h), int(w), 3]
+
+
+def _null_columns(store: Store, columns: list[str]) -> set[str]:
+    """Those of `columns` that are null on some frame, from the frames files' Parquet statistics."""
+    import pyarrow.parquet as pq
+
+    nulls = set()
+    for rel in sorted(set(store.episodes[S.FRAMES_FILE])):
+        md = pq.ParquetFile(store.root / rel).metadata
+        for rg in range(md.num_row_groups):
+            group = md.row_group(rg)
+            for i in range(md.num_columns):
+                chunk = group.column(i)
+                path = chunk.path_in_schema  # "observation.x" or "observation.x.list.element" for vectors
+                name = next((c for c in columns if path == c or path.startswith(c + ".")), None)
+                st = chunk.statistics
+                if name is not None and st is not None and st.has_null_count and st.null_count > 0:
+                    nulls.add(name)
+    return nulls
+
+
+def export(store_path: str | os.PathLike, scores_dir: str | os.PathLike | None, out_dir: str | os.PathLike,
+           to: str = "lerobot", method: str = "aloe", options: dict | None = None, force: bool = False,
+           fps: float | None = None, robot_type: str | None = None, device: str = "cpu",
+           data_files_size_in_mb: float = DATA_FILES_SIZE_IN_MB,
+           progress: Callable[[int, int], None] | None = None) -> dict:
+    """Write the store with per-frame advantages, weights and indicators as a LeRobotDataset v3.0.
+
+    `method`/`options`: how `aloe.weight` is computed (as `aloe improve` would weight the chunk).
+    Writes into a temporary sibling of `out_dir`, renamed into place at the end. Returns a summary.
+    """
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .improve import load_scores, method_options, select
+
+    if to not in FORMATS:
+        raise BadInput(f"unknown format {to!r}; available: {', '.join(FORMATS)}", field="--to")
+    opts = method_options(method, options)
+    if scores_dir is None:
+        raise BadInput("the export's per-frame advantages come from `aloe score` (--scores SCORES_DIR)",
+                       field="--scores")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not (out_dir.is_dir() and not any(out_dir.iterdir())) and not force:
+        raise BadInput("already exists; pass --force to replace it", out_dir, "OUT_DIR")
+    store = Store.open(store_path)
+    eps = store.episodes
+    if len(eps) == 0:
+        raise BadInput("has no episodes to export", store.root)
+    fps = fps if fps is not None else store.fps
+    if fps is None or not fps > 0:
+        raise BadInput("the store records no frame rate; pass --fps", store.root / S.MANIFEST_FILE, "fps")
+    fps_out = int(round(fps)) if abs(fps - round(fps)) < 1e-6 else float(fps)
+    scores = load_scores(scores_dir, store)
+    sel = select(store, method, scores, opts, device)
+    n_frames = int(eps[S.LENGTH].sum())
+    weight = np.ones(n_frames, np.float32) if sel.weights is None else np.asarray(sel.weights, np.float32)
+    advantage = np.asarray(sel.advantages, np.float32)
+    positive = np.asarray(sel.positive, bool)
+
+    # ---- features
+    extras = sorted(store.extra_columns)
+    images = store.image_columns
+    dropped = sorted(_null_columns(store, extras + images))
+    extras = [c for c in extras if c not in dropped]
+    images = [c for c in images if c not in dropped]
+    has_reward = S.REWARD not in _null_columns(store, [S.REWARD])
+    has_success = bool(eps[S.SUCCESS].notna().all())
+    feats: dict[str, dict] = {}
+
+    def vec(name: str, dim: int) -> dict:
+        names = store.features.get(name, {}).get("names")
+        return {"dtype": "float32", "shape": [dim], "names": names if isinstance(names, list) else None}
+
+    feats[S.ACTION] = vec(S.ACTION, store.action_dim)
+    feats[S.OBS_STATE] = vec(S.OBS_STATE, store.state_dim)
+    for c in extras:
+        feats[c] = vec(c, store.extra_columns[c])
+    first_images = {}
+    if images:
+        row, t = next(store.iter_episode_tables(columns=images))
+        for c in images:
+            first_images[c] = t.column(c)[0].as_py()
+            feats[c] = {"dtype": "image", "shape": _image_shape(first_images[c], str(store.root), c),
+                        "names": ["height", "width", "channels"]}
+    scalar = lambda dtype: {"dtype": dtype, "shape": [1], "names": None}  # noqa: E731
+    if has_reward:
+        feats[LR_REWARD] = scalar("float32")
+    feats[LR_DONE] = scalar("bool")
+    if has_success:
+        feats[LR_SUCCESS] = scalar("bool")
+    feats[LR_INTERVENTION] = scalar("bool")
+    feats[S.EXPORT_ADVANTAGE] = scalar("float32")
+    feats[S.EXPORT_WEIGHT] = scalar("float32")
+    feats[S.EXPORT_POSITIVE] = scalar("bool")
+    for k, dtype in INDEX_FEATURES.items():
+        feats[k] = scalar(dtype)
+
+    arrow_type = {"float32": pa.float32(), "int64": pa.int64(), "bool": pa.bool_()}
+    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    fields = []
+    for k, f in feats.items():
+        if f["dtype"] == "image":
+            fields.append(pa.field(k, image_type))
+        elif f["shape"] == [1]:
+            fields.append(pa.field(k, arrow_type[f["dtype"]]))
+        else:
+            fields.append(pa.field(k, pa.list_(arrow_type[f["dtype"]], f["shape"][0])))
+    schema = pa.schema(fields)
+
+    # ---- tasks, in order of first appearance (as LeRobot numbers them)
+    task_text = [t if isinstance(t, str) else "" for t in eps[S.TASK]]
+    tasks = list(dict.fromkeys(task_text))
+    task_index = {t: i for i, t in enumerate(tasks)}
+
+    # ---- stream the episodes into data files
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    writer = None
+    try:
+        chunk_i, file_i, file_bytes, file_eps = 0, 0, 0, 0
+        data_files = []
+        limit = float(data_files_size_in_mb) * 1024 * 1024
+        rows = []
+        ep_stats: dict[str, list] = {k: [] for k in feats}
+        g = 0
+        columns = [S.OBS_STATE, S.ACTION, S.REWARD, S.IS_INTERVENTION, S.TIMESTAMP, *extras, *images]
+        for e, (row, t) in enumerate(store.iter_episode_tables(columns=columns)):
+            T = t.num_rows
+            sl = slice(g, g + T)
+            cols: dict[str, np.ndarray | pa.Array] = {
+                S.ACTION: vectors(t.column(S.ACTION), store.action_dim),
+                S.OBS_STATE: vectors(t.column(S.OBS_STATE), store.state_dim),
+            }
+            for c in extras:
+                cols[c] = vectors(t.column(c), store.extra_columns[c])
+            terminated = bool(row[S.TERMINATED])
+            done = np.zeros(T, bool)
+            done[-1] = terminated
+            if has_reward:
+                cols[LR_REWARD] = t.column(S.REWARD).to_numpy(zero_copy_only=False).astype(np.float32)
+            cols[LR_DONE] = done
+            if has_success:
+                succ = np.zeros(T, bool)
+                succ[-1] = bool(row[S.SUCCESS])
+                cols[LR_SUCCESS] = succ
+            cols[LR_INTERVENTION] = t.column(S.IS_INTERVENTION).to_numpy(zero_copy_only=False).astype(bool)
+            cols[S.EXPORT_ADVANTAGE] = advantage[sl]
+            cols[S.EXPORT_WEIGHT] = weight[sl]
+            cols[S.EXPORT_POSITIVE] = positive[sl]
+            cols["timestamp"] = t.column(S.TIMESTAMP).to_numpy(zero_copy_only=False).astype(np.float32)
+            cols["frame_index"] = np.arange(T, dtype=np.int64)
+            cols["episode_index"] = np.full(T, e, dtype=np.int64)
+            cols["index"] = np.arange(g, g + T, dtype=np.int64)
+            cols["task_index"] = np.full(T, task_index[task_text[e]], dtype=np.int64)
+            arrays = []
+            for k, f in zip(feats, fields):
+                if feats[k]["dtype"] == "image":
+                    data = t.column(k).to_pylist()
+                    arrays.append(pa.array([{"bytes": b, "path": None} for b in data], image_type))
+                    ep_stats[k].append(image_stats(data))
+                    continue
+                a = np.asarray(cols[k])
+                if a.ndim == 2:
+                    arrays.append(pa.FixedSizeListArray.from_arrays(
+                        pa.array(np.ascontiguousarray(a, dtype=np.float32).reshape(-1)), a.shape[1]))
+                else:
+                    arrays.append(pa.array(a, f.type))
+                ep_stats[k].append(feature_stats(a))
+            table = pa.Table.from_arrays(arrays, schema=schema)
+            if writer is not None and file_eps and file_bytes + table.nbytes > limit:
+                writer.close()
+                writer = None
+                file_i += 1
+                if file_i == CHUNKS_SIZE:
+                    chunk_i, file_i = chunk_i + 1, 0
+            if writer is None:
+                rel = DATA_PATH.format(chunk_index=chunk_i, file_index=file_i)
+                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                writer = pq.ParquetWriter(tmp / rel, schema, compression="snappy")
+                data_files.append(rel)
+                file_bytes, file_eps = 0, 0
+            writer.write_table(table, row_group_size=max(T, 1))  # one row group per episode
+            file_bytes += table.nbytes
+            file_eps += 1
+            ep_row = {
+                "episode_index": e,
+                "tasks": [task_text[e]],
+                "length": T,
+                "data/chunk_index": chunk_i,
+                "data/file_index": file_i,
+                "dataset_from_index": g,
+                "dataset_to_index": g + T,
+            }
+            for k in feats:
+                for stat, v in ep_stats[k][-1].items():
+                    ep_row[f"stats/{k}/{stat}"] = np.asarray(v).tolist()
+            ep_row.update({"meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0,
+                           "aloe/episode_id": row[S.EPISODE_ID], "aloe/policy_id": row[S.POLICY_ID],
+                           "aloe/success": None if pd.isna(row[S.SUCCESS]) else bool(row[S.SUCCESS])})
+            rows.append(ep_row)
+            g += T
+            if progress is not None:
+                progress(g, n_frames)
+        if writer is not None:
+            writer.close()
+            writer = None
+
+        # ---- metadata
+        ep_path = tmp / EPISODES_PATH.format(chunk_index=0, file_index=0)
+        ep_path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(rows), ep_path)
+        tasks_df = pd.DataFrame({"task_index": np.arange(len(tasks), dtype=np.int64)},
+                                index=pd.Index(tasks, name="task"))
+        tasks_df.to_parquet(tmp / TASKS_PATH)
+        stats = {k: _jsonable(aggregate_stats(v)) for k, v in ep_stats.items()}
+        (tmp / STATS_PATH).write_text(json.dumps(stats, indent=4))
+        info = {
+            "codebase_version": CODEBASE_VERSION,
+            "robot_type": robot_type,
+            "total_episodes": len(rows),
+            "total_frames": g,
+            "total_tasks": len(tasks),
+            "chunks_size": CHUNKS_SIZE,
+            "data_files_size_in_mb": data_files_size_in_mb,
+            "video_files_size_in_mb": VIDEO_FILES_SIZE_IN_MB,
+            "fps": fps_out,
+            "splits": {"train": f"0:{len(rows)}"},
+            "data_path": DATA_PATH,
+            "video_path": None,
+            "features": feats,
+        }
+        (tmp / INFO_PATH).write_text(json.dumps(info, indent=4))
+        summary = {
+            "out": str(out_dir), "format": to, "codebase_version": CODEBASE_VERSION, "store": str(store.root),
+            "store_fingerprint": store.fingerprint, "scores": str(scores.path), "method": method,
+            "episodes": len(rows), "frames": g, "tasks": len(tasks), "data_files": data_files,
+            "features": list(feats), "dropped_columns": dropped,
+            "outcomes": "next.success" if has_success else "not exported (some episodes have no outcome)",
+            **(sel.info or {}),
+        }
+        (tmp / ALOE_META_PATH).write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir) if out_dir.is_dir() else out_dir.unlink()
+        os.replace(tmp, out_dir)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return summary

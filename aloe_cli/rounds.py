@@ -1,0 +1,167 @@
+"""Improvement rounds: the lineage that `aloe improve` records in every policy.json, as a table.
+
+Every policy written by `aloe improve` carries a ``lineage`` block: its round (the base's + 1, 0
+when trained from scratch), a name, the base policy (path and a fingerprint of its weights), the
+store and its fingerprint, the scores and the critic it was improved with, the method, its
+settings and a summary of the weights. `rounds(target)`:
+
+- on a policy directory: the chain from the first round to it, following ``base_policy`` links
+  (a base that was moved or retrained since is flagged, by the fingerprint of its weights);
+- on a store: the policies trained on it (lineage ``store``, or the older ``store.path``) found
+  under a folder (default: the store's parent; three levels deep) or named by its rollout
+  ingests, in round order, with how their rollouts in the store did.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from . import schema as S
+from .errors import BadInput
+
+SEARCH_DEPTH = 3  # folders below --search looked at for policy.json
+
+
+def policy_fingerprint(policy_dir: str | os.PathLike) -> str | None:
+    """sha256 (16 hex digits) of a policy's weights file; None when it has none."""
+    path = Path(policy_dir) / S.POLICY_WEIGHTS_FILE
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _doc(policy_dir: Path) -> dict | None:
+    try:
+        doc = json.loads((policy_dir / S.POLICY_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _resolve(p) -> str:
+    try:
+        return str(Path(p).expanduser().resolve())
+    except (OSError, RuntimeError, TypeError):
+        return str(p)
+
+
+def policy_row(policy_dir: str | os.PathLike) -> dict:
+    """One table row for a policy directory (missing entries are None)."""
+    policy_dir = Path(policy_dir)
+    doc = _doc(policy_dir) or {}
+    lin = doc.get("lineage") or {}
+    training = doc.get("training") or {}
+    weights = lin.get("weights") or {}
+    base = lin.get("base_policy")
+    if base is None:
+        base = training.get("init_from")
+    base_status = None
+    if base is not None:
+        if not (Path(base) / S.POLICY_FILE).is_file():
+            base_status = "missing"
+        elif lin.get("base_policy_fingerprint") and policy_fingerprint(base) != lin["base_policy_fingerprint"]:
+            base_status = "changed"
+        else:
+            base_status = "ok"
+    store = lin.get("store") or (doc.get("store") or {}).get("path")
+    return {
+        "policy": _resolve(policy_dir),
+        "round": lin.get("round"),
+        "round_name": lin.get("round_name"),
+        "method": lin.get("method") or training.get("method"),
+        "base_policy": None if base is None else _resolve(base),
+        "base_status": base_status,
+        "store": None if store is None else _resolve(store),
+        "store_fingerprint": lin.get("store_fingerprint") or (doc.get("store") or {}).get("fingerprint"),
+        "scores": lin.get("scores"),
+        "critic": lin.get("critic"),
+        "settings": lin.get("settings"),
+        "chunk_size": doc.get("chunk_size"),
+        "steps": training.get("steps"),
+        "train_chunks": training.get("train_chunks"),
+        "final_val_loss": training.get("final_val_loss"),
+        "ess_fraction": weights.get("ess_fraction"),
+        "fraction_clipped": weights.get("fraction_clipped"),
+        "fraction_zero": weights.get("fraction_zero"),
+        "created": lin.get("created"),
+        "fingerprint": policy_fingerprint(policy_dir),
+        "has_lineage": bool(lin),
+    }
+
+
+def chain(policy_dir: str | os.PathLike) -> list[dict]:
+    """Rows from the first round to `policy_dir`, following base_policy links (stops at a missing
+    base or a loop)."""
+    rows, seen = [], set()
+    current: str | None = _resolve(policy_dir)
+    while current is not None and current not in seen and (Path(current) / S.POLICY_FILE).is_file():
+        seen.add(current)
+        row = policy_row(current)
+        rows.append(row)
+        current = row["base_policy"] if row["base_status"] in ("ok", "changed") else None
+    return rows[::-1]
+
+
+def _rollouts(store) -> dict[str, dict]:
+    """Per policy directory (resolved path): episodes its rollout ingests added to the store, and their success."""
+    eps = store.episodes.set_index(S.EPISODE_ID)
+    out: dict[str, dict] = {}
+    for ing in (store.manifest or {}).get("ingests", []):
+        spec = (ing.get("options") or {}).get("policy")
+        if not isinstance(spec, str) or not (Path(spec) / S.POLICY_FILE).is_file():
+            continue
+        key = _resolve(spec)
+        ids = [e for e in ing.get("episode_ids", []) if e in eps.index]
+        entry = out.setdefault(key, {"episodes": 0, "successes": 0, "labelled": 0})
+        entry["episodes"] += len(ids)
+        labelled = eps.loc[ids, S.SUCCESS].dropna() if ids else []
+        entry["labelled"] += len(labelled)
+        entry["successes"] += int(sum(bool(x) for x in labelled))
+    for entry in out.values():
+        entry["success_rate"] = entry["successes"] / entry["labelled"] if entry["labelled"] else None
+    return out
+
+
+def _find_policies(folder: Path, depth: int = SEARCH_DEPTH) -> list[Path]:
+    found = []
+    for d in range(depth + 1):
+        found += [p.parent for p in folder.glob("/".join(["*"] * d + [S.POLICY_FILE])) if p.is_file()]
+    return found
+
+
+def rounds(target: str | os.PathLike, search: str | os.PathLike | None = None) -> dict:
+    """The lineage table of a policy directory (its chain) or of a store (its policies)."""
+    from .store import Store
+
+    target = Path(target)
+    if (target / S.POLICY_FILE).is_file():
+        if search is not None:
+            raise BadInput("applies to a store, not a policy directory", field="--search")
+        rows = chain(target)
+        kind = "policy"
+    elif (target / S.MANIFEST_FILE).is_file():
+        store = Store.open(target)
+        root = _resolve(store.root)
+        folder = Path(search) if search is not None else store.root.resolve().parent
+        if not folder.is_dir():
+            raise BadInput("is not a directory", folder, "--search")
+        rollouts = _rollouts(store)
+        candidates = {_resolve(p) for p in _find_policies(folder)} | set(rollouts)
+        rows = [r for r in (policy_row(p) for p in sorted(candidates)) if r["store"] == root or r["policy"] in rollouts]
+        for r in rows:
+            r["rollouts"] = rollouts.get(r["policy"])
+        rows.sort(key=lambda r: (r["round"] if r["round"] is not None else -1, r["created"] or "", r["policy"]))
+        kind = "store"
+    elif target.exists():
+        raise BadInput(f"is neither a policy directory ({S.POLICY_FILE}) nor an aloe store ({S.MANIFEST_FILE})",
+                       target)
+    else:
+        raise BadInput("no such file or directory", target)
+    return {"target": str(target), "kind": kind, "policies": rows}
