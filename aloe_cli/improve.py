@@ -113,13 +113,6 @@ class FrameScores:
         """Per-chunk values (M,) -> per-frame values (N,) (frames without a score row inherit)."""
         return np.asarray(per_chunk)[self.row_of_frame]
 
-    @property
-    def scored(self) -> np.ndarray:
-        """(N,) bool: the frame has its own score row."""
-        out = np.zeros(len(self.row_of_frame), dtype=bool)
-        out[self.chunk_frame] = True
-        return out
-
 
 def _read_json(path: Path, what: str) -> dict:
     try:
