@@ -92,6 +92,9 @@ def method_options(method: str, given: dict | None) -> MethodOptions:
         if allowed is not None and method not in allowed:
             raise BadInput(f"applies to --method {' or '.join(allowed)} only, not {method}",
                            field="--" + key.replace("_", "-"))
+    for key in ("beta", "w_max", "top_fraction", "quantile", "indicator_dropout"):  # numpy numbers -> JSON-able
+        if key in given and isinstance(given[key], (int, float, np.number)) and not isinstance(given[key], bool):
+            given[key] = float(given[key])
     return MethodOptions(**given).validate()
 
 
