@@ -295,6 +295,8 @@ def export(store_path: str | os.PathLike, scores_dir: str | os.PathLike | None, 
                     ep_stats[k].append(image_stats(data))
                     continue
                 a = np.asarray(cols[k])
+                if a.ndim == 2 and feats[k]["shape"] == [1]:  # LeRobot stores a (1,) feature as a scalar column
+                    a = a[:, 0]
                 if a.ndim == 2:
                     arrays.append(pa.FixedSizeListArray.from_arrays(
                         pa.array(np.ascontiguousarray(a, dtype=np.float32).reshape(-1)), a.shape[1]))

@@ -92,6 +92,9 @@ def method_options(method: str, given: dict | None) -> MethodOptions:
         if allowed is not None and method not in allowed:
             raise BadInput(f"applies to --method {' or '.join(allowed)} only, not {method}",
                            field="--" + key.replace("_", "-"))
+    for key in ("beta", "w_max", "top_fraction", "quantile", "indicator_dropout"):  # numpy numbers -> JSON-able
+        if key in given and isinstance(given[key], (int, float, np.number)) and not isinstance(given[key], bool):
+            given[key] = float(given[key])
     return MethodOptions(**given).validate()
 
 
@@ -112,13 +115,6 @@ class FrameScores:
     def to_frames(self, per_chunk: np.ndarray) -> np.ndarray:
         """Per-chunk values (M,) -> per-frame values (N,) (frames without a score row inherit)."""
         return np.asarray(per_chunk)[self.row_of_frame]
-
-    @property
-    def scored(self) -> np.ndarray:
-        """(N,) bool: the frame has its own score row."""
-        out = np.zeros(len(self.row_of_frame), dtype=bool)
-        out[self.chunk_frame] = True
-        return out
 
 
 def _read_json(path: Path, what: str) -> dict:

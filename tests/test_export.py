@@ -1,0 +1,397 @@
+"""`aloe export --to lerobot`: a LeRobotDataset v3.0 with per-frame aloe.advantage / aloe.weight /
+aloe.advantage_positive, read back by aloe's own LeRobot reader and (slow, when installed) by
+LeRobot's `LeRobotDataset`.
+
+The store is written here (states, actions, an extra observation vector, a PNG camera, logged
+rewards, human takeovers, two tasks, three policy ids); its scores come from the real pipeline
+(a round-0 policy trained by `aloe improve`, a critic fitted for it, `aloe score --stride 2`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from aloe_cli import schema as S
+from aloe_cli.critic import CriticConfig, fit_critic
+from aloe_cli.episode import Episode
+from aloe_cli.errors import BadInput
+from aloe_cli.export import aggregate_stats, export, feature_stats
+from aloe_cli.improve import improve
+from aloe_cli.scoring import score
+from aloe_cli.store import Store
+
+torch.set_num_threads(1)
+FPS = 10.0
+TASKS = ["pick the cube", "open the drawer"]
+ENV = "observation.environment_state"
+CAM = "observation.images.wrist"
+TINY = dict(hidden=32, depth=1, obs_layers=1, batch_size=64, lr=2e-3, eval_every=50, log_every=50, device="cpu",
+            warmup_steps=5)
+
+
+def png(arr: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def make_store(path, n=8, seed=0, fps=FPS, outcomes=True) -> Store:
+    rng = np.random.default_rng(seed)
+    store = Store.open(path, create=True)
+    with store.writer("synthetic", "test") as w:
+        for i in range(n):
+            T = int(rng.integers(6, 13))
+            interv = np.zeros(T, bool)
+            if i % 3 == 2:
+                interv[2:5] = True
+            w.add(Episode(
+                state=rng.normal(size=(T, 3)).astype(np.float32), action=rng.normal(size=(T, 2)).astype(np.float32),
+                source_key=f"ep{i}", source_index=i, reward=rng.normal(size=T).astype(np.float32),
+                is_intervention=interv, success=(i % 4 != 1) if outcomes or i else None, task=TASKS[i % 2],
+                policy_id=["v1", "v2", "human"][i % 3], extras={ENV: rng.normal(size=(T, 2)).astype(np.float32)},
+                images={CAM: [png(rng.integers(0, 255, size=(8, 10, 3), dtype=np.uint8)) for _ in range(T)]}),
+                names={S.OBS_STATE: ["x", "y", "z"], S.ACTION: ["left", "right"]}, fps=fps)
+        w.commit()
+    return Store.open(path)
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    d = tmp_path_factory.mktemp("export")
+    make_store(d / "store")
+    improve(d / "store", d / "r0", "bc", settings=dict(TINY, chunk_size=2, steps=20))
+    cfg = CriticConfig(chunk_size=2, samples=2, steps=50, batch_size=64, hidden=32, device="cpu", val_every=50,
+                       log_every=50)
+    fit_critic(d / "store", d / "critic", cfg, str(d / "r0"))
+    score(d / "store", d / "critic", d / "scores", stride=2, device="cpu")
+    return d
+
+
+@pytest.fixture(scope="module")
+def exported(scored):
+    d = scored
+    summary = export(d / "store", d / "scores", d / "out")
+    return d, summary
+
+
+def data_table(out) -> pd.DataFrame:
+    return pd.concat([pd.read_parquet(p) for p in sorted((out / "data").glob("chunk-*/file-*.parquet"))],
+                     ignore_index=True)
+
+
+# ---------------------------------------------------------------- the layout
+
+def test_layout_is_lerobot_v3(exported):
+    d, summary = exported
+    out = d / "out"
+    store = Store.open(d / "store")
+    eps = store.episodes
+    N = int(eps[S.LENGTH].sum())
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
+        "data/chunk-000/file-000.parquet", "meta/aloe.json", "meta/episodes/chunk-000/file-000.parquet",
+        "meta/info.json", "meta/stats.json", "meta/tasks.parquet"]
+    info = json.loads((out / "meta/info.json").read_text())
+    feats = info.pop("features")
+    assert info == {"codebase_version": "v3.0", "robot_type": None, "total_episodes": 8, "total_frames": N,
+                    "total_tasks": 2, "chunks_size": 1000, "data_files_size_in_mb": 100,
+                    "video_files_size_in_mb": 200, "fps": 10, "splits": {"train": "0:8"},
+                    "data_path": "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet", "video_path": None}
+    scalar = lambda t: {"dtype": t, "shape": [1], "names": None}  # noqa: E731
+    assert feats == {
+        "action": {"dtype": "float32", "shape": [2], "names": ["left", "right"]},
+        "observation.state": {"dtype": "float32", "shape": [3], "names": ["x", "y", "z"]},
+        ENV: {"dtype": "float32", "shape": [2], "names": None},
+        CAM: {"dtype": "image", "shape": [8, 10, 3], "names": ["height", "width", "channels"]},
+        "next.reward": scalar("float32"), "next.done": scalar("bool"), "next.success": scalar("bool"),
+        "intervention": scalar("bool"), "aloe.advantage": scalar("float32"), "aloe.weight": scalar("float32"),
+        "aloe.advantage_positive": scalar("bool"), "timestamp": scalar("float32"), "frame_index": scalar("int64"),
+        "episode_index": scalar("int64"), "index": scalar("int64"), "task_index": scalar("int64")}
+    # The data file: LeRobot's column types, one row group per episode, global index 0..N-1.
+    pf = pq.ParquetFile(out / "data/chunk-000/file-000.parquet")
+    sch = pf.schema_arrow
+    assert sch.names == list(feats)
+    assert sch.field("action").type == pa.list_(pa.float32(), 2)
+    assert sch.field(CAM).type == pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    assert sch.field("aloe.weight").type == pa.float32() and sch.field("aloe.advantage_positive").type == pa.bool_()
+    assert pf.metadata.num_row_groups == 8
+    assert [pf.metadata.row_group(i).num_rows for i in range(8)] == eps[S.LENGTH].tolist()
+    df = data_table(out)
+    assert df["index"].tolist() == list(range(N))
+    assert df["episode_index"].tolist() == np.repeat(np.arange(8), eps[S.LENGTH]).tolist()
+    # Tasks: the text is the index (as LeRobot writes it), numbered by first appearance.
+    tasks = pd.read_parquet(out / "meta/tasks.parquet")
+    assert tasks.index.name == "task" and tasks.index.tolist() == TASKS and tasks["task_index"].tolist() == [0, 1]
+    assert (df["task_index"] == np.repeat(np.arange(8) % 2, eps[S.LENGTH])).all()
+    # Episodes: rows, files, per-episode stats and the store ids.
+    ep = pd.read_parquet(out / "meta/episodes/chunk-000/file-000.parquet")
+    ends = np.cumsum(eps[S.LENGTH].to_numpy())
+    assert ep["episode_index"].tolist() == list(range(8)) and ep["length"].tolist() == eps[S.LENGTH].tolist()
+    assert ep["dataset_from_index"].tolist() == (ends - eps[S.LENGTH].to_numpy()).tolist()
+    assert ep["dataset_to_index"].tolist() == ends.tolist()
+    assert (ep["data/chunk_index"] == 0).all() and (ep["data/file_index"] == 0).all()
+    assert [list(t) for t in ep["tasks"]] == [[TASKS[i % 2]] for i in range(8)]
+    assert ep["aloe/episode_id"].tolist() == eps[S.EPISODE_ID].tolist()
+    assert ep["aloe/policy_id"].tolist() == ["v1", "v2", "human"] * 2 + ["v1", "v2"]
+    first = store.load_frames([S.ACTION]).columns[S.ACTION][: eps[S.LENGTH].iloc[0]]
+    np.testing.assert_allclose(ep["stats/action/mean"].iloc[0], first.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(ep["stats/action/q50"].iloc[0], np.median(first, 0), rtol=1e-5)
+    # Dataset stats: every feature, LeRobot's statistic names; images per channel (3, 1, 1) in [0, 1].
+    stats = json.loads((out / "meta/stats.json").read_text())
+    assert set(stats) == set(feats)
+    assert set(stats["action"]) == {"min", "max", "mean", "std", "count", "q01", "q10", "q50", "q90", "q99"}
+    acts = np.stack(df["action"].to_numpy())
+    np.testing.assert_allclose(stats["action"]["mean"], acts.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(stats["action"]["std"], acts.std(0), rtol=1e-4)
+    np.testing.assert_allclose(stats["action"]["min"], acts.min(0))
+    assert stats["action"]["count"] == [N] and np.asarray(stats[CAM]["mean"]).shape == (3, 1, 1)
+    assert 0 < np.asarray(stats[CAM]["mean"]).min() < np.asarray(stats[CAM]["mean"]).max() < 1
+    aloe_meta = json.loads((out / "meta/aloe.json").read_text())
+    assert aloe_meta["method"] == "aloe" and aloe_meta["store_fingerprint"] == store.fingerprint
+    assert summary["episodes"] == 8 and summary["frames"] == N and summary["dropped_columns"] == []
+
+
+def test_aggregated_stats_by_hand():
+    # Two episodes [1, 2] and [3, 4, 5]: mean 3, population std sqrt(2), min 1, max 5, count 5.
+    agg = aggregate_stats([feature_stats(np.array([1.0, 2.0])), feature_stats(np.array([3.0, 4.0, 5.0]))])
+    assert agg["mean"].tolist() == [3.0] and agg["count"].tolist() == [5]
+    np.testing.assert_allclose(agg["std"], [np.sqrt(2.0)])
+    assert agg["min"].tolist() == [1.0] and agg["max"].tolist() == [5.0]
+    # Quantiles: count-weighted means of the episodes' (LeRobot's approximation): (2 * 1.5 + 3 * 4) / 5 = 3.
+    np.testing.assert_allclose(agg["q50"], [3.0])
+
+
+def expected_columns(d, method="aloe", w_max=20.0, fraction=0.3):
+    """aloe.* per frame, worked from chunks.parquet: strided rows forward-filled within episodes."""
+    store = Store.open(d / "store")
+    eps = store.episodes
+    chunks = pd.read_parquet(d / "scores" / S.SCORES_CHUNKS_FILE)
+    a = chunks[S.ADVANTAGE].to_numpy(np.float64)
+    by = chunks.set_index([S.EPISODE_ID, S.FRAME_INDEX])
+    frames = store.load_frames([S.IS_INTERVENTION])
+    t = np.arange(frames.num_frames) - np.repeat(frames.starts, frames.lengths)
+    keys = list(zip(np.repeat(eps[S.EPISODE_ID], eps[S.LENGTH]), t - t % 2))
+    adv = by[S.ADVANTAGE].loc[keys].to_numpy(np.float64)
+    if method == "aloe":
+        weight = np.minimum(np.exp(adv / a.std()), w_max)
+    elif method == "filtered":
+        k = int(np.ceil(fraction * len(a)))
+        cut = np.sort(a)[::-1][k - 1]
+        weight = (adv >= cut).astype(float)
+    else:
+        weight = np.ones_like(adv)
+    positive = (adv > np.quantile(a, 0.7)) | by[S.IS_INTERVENTION].loc[keys].to_numpy(bool) \
+        | frames.columns[S.IS_INTERVENTION]
+    return adv, weight, positive
+
+
+@pytest.mark.parametrize("method", ["aloe", "filtered", "bc"])
+def test_per_frame_columns_match_the_scores(exported, tmp_path, method):
+    d, _ = exported
+    out = d / "out" if method == "aloe" else tmp_path / method
+    if method != "aloe":
+        export(d / "store", d / "scores", out, method=method)
+    df = data_table(out)
+    adv, weight, positive = expected_columns(d, method)
+    np.testing.assert_allclose(df[S.EXPORT_ADVANTAGE], adv, rtol=1e-6)
+    np.testing.assert_allclose(df[S.EXPORT_WEIGHT], weight, rtol=1e-5)
+    assert df[S.EXPORT_POSITIVE].tolist() == positive.tolist()
+    assert np.isfinite(df[S.EXPORT_WEIGHT]).all() and df[S.EXPORT_WEIGHT].max() <= 20
+    assert df["intervention"].tolist() == Store.open(d / "store").load_frames(
+        [S.IS_INTERVENTION]).columns[S.IS_INTERVENTION].tolist()
+
+
+def test_awr_export_uses_monte_carlo_advantages(scored, tmp_path):
+    d = scored
+    export(d / "store", d / "scores", tmp_path / "awr", method="awr", options={"w_max": 5.0, "value_steps": 300})
+    df = data_table(tmp_path / "awr")
+    adv, _, _ = expected_columns(d)
+    assert not np.allclose(df[S.EXPORT_ADVANTAGE], adv)
+    beta = df[S.EXPORT_ADVANTAGE].to_numpy(np.float64).std()
+    np.testing.assert_allclose(df[S.EXPORT_WEIGHT], np.minimum(np.exp(df[S.EXPORT_ADVANTAGE] / beta), 5.0),
+                               rtol=1e-4)
+
+
+# ---------------------------------------------------------------- read back by aloe
+
+def check_same_episodes(store_path, back_path):
+    orig = list(Store.open(store_path).iter_episodes())
+    back = list(Store.open(back_path).iter_episodes())
+    assert len(back) == len(orig)
+    for o, b in zip(orig, back):
+        np.testing.assert_array_equal(b.state, o.state)
+        np.testing.assert_array_equal(b.action, o.action)
+        np.testing.assert_array_equal(b.extras[ENV], o.extras[ENV])
+        np.testing.assert_array_equal(b.reward, o.reward)
+        np.testing.assert_array_equal(b.is_intervention, o.is_intervention)
+        np.testing.assert_array_equal(b.timestamp, o.timestamp)
+        assert b.images[CAM] == o.images[CAM]  # byte for byte
+        assert (b.task, b.success) == (o.task, o.success)
+
+
+def test_aloes_lerobot_reader_reads_it_back(exported, cli, tmp_path):
+    d, _ = exported
+    r = cli("ingest", tmp_path / "back", d / "out", "--json")
+    assert r.exit_code == 0, r
+    assert json.loads(r.stdout)["format"] == "lerobot"
+    check_same_episodes(d / "store", tmp_path / "back")
+    assert Store.open(tmp_path / "back").fps == FPS
+
+
+def test_many_data_files_and_unknown_outcomes(tmp_path, cli):
+    # A store where one outcome is unknown: next.success is left out (it cannot say "unknown").
+    make_store(tmp_path / "store", n=6, seed=3, outcomes=False)
+    improve(tmp_path / "store", tmp_path / "r0", "bc", settings=dict(TINY, chunk_size=2, steps=5))
+    fit_critic(tmp_path / "store", tmp_path / "critic",
+               CriticConfig(chunk_size=2, samples=1, steps=5, batch_size=16, hidden=16, device="cpu"),
+               str(tmp_path / "r0"))
+    score(tmp_path / "store", tmp_path / "critic", tmp_path / "scores", device="cpu")
+    summary = export(tmp_path / "store", tmp_path / "scores", tmp_path / "out", method="bc",
+                     data_files_size_in_mb=0.002)
+    files = summary["data_files"]
+    assert len(files) > 2 and files[:2] == ["data/chunk-000/file-000.parquet", "data/chunk-000/file-001.parquet"]
+    info = json.loads((tmp_path / "out/meta/info.json").read_text())
+    assert "next.success" not in info["features"] and summary["outcomes"].startswith("not exported")
+    ep = pd.read_parquet(tmp_path / "out/meta/episodes/chunk-000/file-000.parquet")
+    assert sorted(set(ep["data/file_index"])) == list(range(len(files)))
+    assert ep["aloe/success"].tolist()[:2] == [None, False]
+    r = cli("ingest", tmp_path / "back", tmp_path / "out")
+    assert r.exit_code == 0, r
+    orig = list(Store.open(tmp_path / "store").iter_episodes())
+    back = list(Store.open(tmp_path / "back").iter_episodes())
+    assert [b.success for b in back] == [None] * len(orig)  # outcomes are not in the export
+    for o, b in zip(orig, back):
+        np.testing.assert_array_equal(b.action, o.action)
+        assert b.images[CAM] == o.images[CAM]
+
+
+# ---------------------------------------------------------------- the CLI and bad input
+
+def test_export_cli(exported, cli, tmp_path):
+    d, _ = exported
+    r = cli("export", d / "store", "--scores", d / "scores", "--to", "lerobot", tmp_path / "x", "--method",
+            "filtered", "--top-fraction", 0.5, "--robot-type", "so100")
+    assert r.exit_code == 0, r
+    lines = r.stdout.splitlines()
+    n = int(Store.open(d / "store").episodes[S.LENGTH].sum())
+    assert lines[0] == (f"exported 8 episodes / {n} frames (2 tasks) as a LeRobotDataset v3.0 with aloe.weight from "
+                        f"--method filtered -> {tmp_path / 'x'}")
+    assert lines[1].startswith("weights: ESS ") and any(line.startswith("indicator: positive ") for line in lines)
+    assert json.loads((tmp_path / "x/meta/info.json").read_text())["robot_type"] == "so100"
+
+
+def test_export_bad_input(exported, cli, tmp_path):
+    d, _ = exported
+    make_store(tmp_path / "other", n=3, seed=7)
+    other_fp, fp = Store.open(tmp_path / "other").fingerprint, Store.open(d / "store").fingerprint
+    make_store(tmp_path / "nofps", n=2, seed=8, fps=None)
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "keep").write_text("x")
+    cases = [
+        ([tmp_path / "other", tmp_path / "new", "--scores", d / "scores"],
+         f"Error: {d / 'scores' / S.SCORES_SUMMARY_FILE}: store_fingerprint: the scores are of a store with "
+         f"fingerprint {fp} ({d / 'store'}), but {tmp_path / 'other'} has {other_fp}; score this store (aloe score) "
+         "first"),
+        ([d / "store", tmp_path / "taken", "--scores", d / "scores"],
+         f"Error: {tmp_path / 'taken'}: OUT_DIR: already exists; pass --force to replace it"),
+        ([d / "store", tmp_path / "new", "--scores", d / "scores", "--to", "rlds"],
+         "Error: --to: unknown format 'rlds'; available: lerobot"),
+        ([d / "store", tmp_path / "new"],
+         "Error: --scores: the export's per-frame advantages come from `aloe score` (--scores SCORES_DIR)"),
+        ([d / "store", tmp_path / "new", "--scores", d / "scores", "--method", "dagger"],
+         "Error: --method: unknown method 'dagger'; available: aloe, awr, filtered, conditioned, bc"),
+        ([d / "store", tmp_path / "new", "--scores", d / "scores", "--w-max", 0],
+         "Error: --w-max: must be a number > 0, got 0.0"),
+        ([tmp_path / "nofps", tmp_path / "new", "--scores", d / "scores"],
+         f"Error: {tmp_path / 'nofps' / S.MANIFEST_FILE}: fps: the store records no frame rate; pass --fps"),
+    ]
+    for args, message in cases:
+        r = cli("export", *args)
+        assert r.exit_code == 2, (args, r)
+        assert r.stderr == message + "\n", (args, r.stderr)
+        assert not (tmp_path / "new").exists()
+    assert (tmp_path / "taken" / "keep").read_text() == "x"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left behind
+
+
+# ---------------------------------------------------------------- read back by LeRobot itself
+
+LEROBOT_SCRIPT = textwrap.dedent('''
+    import json, sys
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    root = sys.argv[1]
+    ds = LeRobotDataset("aloe/export", root=root)
+    rows = []
+    for i in range(len(ds)):
+        item = ds[i]
+        row = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in item.items() if k != "%(cam)s"}
+        row["image_shape"] = list(item["%(cam)s"].shape)
+        row["image_mean"] = float(item["%(cam)s"].float().mean())
+        rows.append(row)
+    fps = ds.fps
+    chunked = LeRobotDataset("aloe/export", root=root,
+                             delta_timestamps={"action": [k / fps for k in range(3)], "aloe.weight": [0.0]})
+    last = int(ds.meta.episodes[0]["dataset_to_index"]) - 1
+    item = chunked[last]
+    print(json.dumps({"episodes": ds.num_episodes, "frames": ds.num_frames, "fps": fps, "rows": rows,
+                      "chunk": item["action"].tolist(), "chunk_is_pad": item["action_is_pad"].tolist()}))
+''' % {"cam": CAM})
+
+
+def lerobot_python() -> list[str] | None:
+    """A python that can import lerobot: $ALOE_LEROBOT_PYTHON, else this one if it has lerobot, else None."""
+    exe = os.environ.get("ALOE_LEROBOT_PYTHON")
+    if exe:
+        return [exe]
+    try:
+        import lerobot.datasets.lerobot_dataset  # noqa: F401
+    except Exception:
+        return None
+    return [sys.executable]
+
+
+@pytest.mark.slow
+def test_lerobots_own_loader_reads_it(exported, tmp_path):
+    python = lerobot_python()
+    if python is None:
+        pytest.skip("lerobot is not installed here (it needs Python >= 3.12); set ALOE_LEROBOT_PYTHON to a python "
+                    "that has `lerobot[dataset]`")
+    d, _ = exported
+    script = tmp_path / "read_with_lerobot.py"
+    script.write_text(LEROBOT_SCRIPT)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), HF_LEROBOT_HOME=str(tmp_path / "lr"))
+    p = subprocess.run([*python, str(script), str(d / "out")], capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    got = json.loads(p.stdout.strip().splitlines()[-1])
+    df = data_table(d / "out")
+    store = Store.open(d / "store")
+    frames = store.load_frames([S.OBS_STATE, S.ACTION])
+    assert got["episodes"] == 8 and got["frames"] == len(df) and got["fps"] == 10
+    rows = got["rows"]
+    np.testing.assert_allclose([r["action"] for r in rows], frames.columns[S.ACTION], rtol=1e-6)
+    np.testing.assert_allclose([r["observation.state"] for r in rows], frames.columns[S.OBS_STATE], rtol=1e-6)
+    np.testing.assert_allclose([r["aloe.advantage"] for r in rows], df[S.EXPORT_ADVANTAGE], rtol=1e-6)
+    np.testing.assert_allclose([r["aloe.weight"] for r in rows], df[S.EXPORT_WEIGHT], rtol=1e-6)
+    assert [bool(r["aloe.advantage_positive"]) for r in rows] == df[S.EXPORT_POSITIVE].tolist()
+    assert [r["task"] for r in rows] == [TASKS[e % 2] for e in df["episode_index"]]
+    assert {tuple(r["image_shape"]) for r in rows} == {(3, 8, 10)}
+    assert 0 < np.mean([r["image_mean"] for r in rows]) < 1
+    # Action chunks as a LeRobot policy reads them: at an episode's last frame, the two later actions are padding.
+    T0 = int(store.episodes[S.LENGTH].iloc[0])
+    np.testing.assert_allclose(got["chunk"], np.repeat(frames.columns[S.ACTION][T0 - 1][None], 3, 0), rtol=1e-6)
+    assert got["chunk_is_pad"] == [False, True, True]
