@@ -141,6 +141,9 @@ def obs_images(observations: dict, spec: ObsSpec) -> dict[str, np.ndarray]:
         if c not in observations:
             raise BadInput(f"the observation has no {c!r} (the model was trained with --obs {spec})", field=c)
         v = observations[c]
+        if type(v).__module__.startswith("torch"):  # a uint8 tensor already
+            out[c] = v
+            continue
         if isinstance(v, np.ndarray) and v.dtype == np.uint8 and v.ndim == 3:
             v = v[None]
         out[c] = decode_batch(v if not isinstance(v, (bytes, bytearray)) else [v], field_name=c)
