@@ -79,7 +79,10 @@ def score_chunks(store: Store | str | os.PathLike, critic, policy=None, samples:
 
     out: dict[str, list] = {k: [] for k in (S.EPISODE_ID, S.FRAME_INDEX, S.POLICY_ID, S.TASK, S.IS_INTERVENTION,
                                             S.Q, S.Q_STD, S.V, S.CHUNK_LEN)}
-    pending: dict[str, list] = {"state": [], "chunk": [], "task": []}
+    cam_obs = getattr(critic, "obs", None)
+    extra_cols = list(cam_obs.extras) if cam_obs is not None else []
+    cam_cols = list(cam_obs.images) if cam_obs is not None else []
+    pending: dict[str, list] = {"state": [], "chunk": [], "task": [], **{c: [] for c in extra_cols + cam_cols}}
     n_pending = 0
 
     def flush() -> None:
@@ -89,13 +92,16 @@ def score_chunks(store: Store | str | os.PathLike, critic, policy=None, samples:
         state = np.concatenate(pending["state"])
         chunk = np.concatenate(pending["chunk"])
         tasks = [t for ts in pending["task"] for t in ts]
+        extra = {c: np.concatenate(pending[c]) for c in extra_cols + cam_cols}  # --obs columns
+        feats = np.concatenate([state] + [extra[c] for c in extra_cols], 1) if extra_cols else state
+        ims = {c: extra[c] for c in cam_cols} or None
         with torch.no_grad():
-            qh = torch.as_tensor(critic.q_heads(state, chunk[:, None]))[:, 0]  # (B, M)
+            qh = torch.as_tensor(critic.q_heads(feats, chunk[:, None], ims))[:, 0]  # (B, M)
             out[S.Q].append(aggregate(qh, agg, c).numpy())
             out[S.Q_STD].append(qh.std(-1, unbiased=False).numpy())
             if policy is not None:
-                a = sample_checked(policy, {S.OBS_STATE: state, S.TASK: tasks}, K, spec)[:, :, :H]
-                qv = torch.as_tensor(critic.q_heads(state, a))  # (B, K, M)
+                a = sample_checked(policy, {S.OBS_STATE: state, S.TASK: tasks, **extra}, K, spec)[:, :, :H]
+                qv = torch.as_tensor(critic.q_heads(feats, a, ims))  # (B, K, M)
                 out[S.V].append(aggregate(qv, agg, c).mean(1).numpy())
             else:
                 out[S.V].append(np.full(len(state), np.nan, np.float32))
@@ -105,8 +111,14 @@ def score_chunks(store: Store | str | os.PathLike, critic, policy=None, samples:
 
     eps = store.episodes
     done_frames, total_frames = 0, int(eps[S.LENGTH].sum())
-    for row, table in store.iter_episode_tables(columns=[S.OBS_STATE, S.ACTION, S.IS_INTERVENTION]):
+    for row, table in store.iter_episode_tables(columns=[S.OBS_STATE, S.ACTION, S.IS_INTERVENTION] + extra_cols
+                                                + cam_cols):
         T = table.num_rows
+        extra_ep = {c: vectors(table.column(c)) for c in extra_cols}
+        if cam_cols:
+            from .vision import decode_batch
+
+            extra_ep.update({c: decode_batch(table.column(c).to_pylist(), store.root, c) for c in cam_cols})
         state = vectors(table.column(S.OBS_STATE), store.state_dim)
         action = vectors(table.column(S.ACTION), store.action_dim)
         interv = table.column(S.IS_INTERVENTION).to_numpy(zero_copy_only=False).astype(bool)
@@ -119,6 +131,8 @@ def score_chunks(store: Store | str | os.PathLike, critic, policy=None, samples:
             pending["state"].append(state[starts[sel]])
             pending["chunk"].append(action[win[sel]])
             pending["task"].append([task] * len(starts[sel]))
+            for c, v in extra_ep.items():
+                pending[c].append(v[starts[sel]])
             n_pending += len(starts[sel])
             if n_pending >= batch_size:
                 flush()

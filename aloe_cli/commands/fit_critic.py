@@ -73,6 +73,11 @@ def register(app: typer.Typer) -> None:
             "--checkpoint-every", help="Steps between checkpoints.")] = D.checkpoint_every,
         episodes_filter: Annotated[Optional[str], typer.Option(
             "--episodes-filter", help="pandas query over the episodes table, e.g. \"policy_id != 'human'\".")] = None,
+        obs: Annotated[str, typer.Option(
+            "--obs", help="Observation inputs: state[,images.<cam>][,<numeric column>], e.g. state,images.top "
+            "(cameras go through a small conv encoder trained from scratch).")] = D.obs,
+        no_augment: Annotated[bool, typer.Option(
+            "--no-augment", help="Do not random-shift camera frames in training.")] = False,
         resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint.")] = False,
         seed: SeedOpt = D.seed,
         device: DeviceOpt = D.device,
@@ -92,7 +97,7 @@ def register(app: typer.Typer) -> None:
             ensemble=ensemble, aggregate=aggregate, samples=samples, steps=steps, batch_size=batch_size, lr=lr,
             tau=tau, hidden=hidden, layers=layers, head=head, chunk_encoder=chunk_encoder,
             val_fraction=val_fraction, checkpoint_every=checkpoint_every, seed=seed, device=device,
-            episodes_filter=episodes_filter)
+            episodes_filter=episodes_filter, obs=obs, augment=not no_augment)
         rank0 = int(os.environ.get("RANK", "0")) == 0
         bar, progress = make_progress()
         show = rank0 and not json_out

@@ -67,6 +67,9 @@ def register(app: typer.Typer) -> None:
             "--batch-size", min=1, help="Chunks per step (default 256).", show_default=False)] = None,
         lr: Annotated[Optional[float], typer.Option(
             "--lr", help="Peak learning rate (default 3e-4).", show_default=False)] = None,
+        obs: Annotated[Optional[str], typer.Option(
+            "--obs", help="Observation inputs: state[,images.<cam>][,<numeric column>] (default: state, or the "
+            "base's); cameras go through a small conv encoder trained from scratch.", show_default=False)] = None,
         seed: Annotated[int, typer.Option("--seed", help="Random seed (split, weights, batches, noise).")] = 0,
         device: DeviceOpt = "auto",
         force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
@@ -83,7 +86,7 @@ def register(app: typer.Typer) -> None:
 
         from ..improve import improve as run_improve
 
-        settings = {"chunk_size": chunk_size, "steps": steps, "batch_size": batch_size, "lr": lr}
+        settings = {"chunk_size": chunk_size, "steps": steps, "batch_size": batch_size, "lr": lr, "obs": obs}
         settings = {k: v for k, v in settings.items() if v is not None}
         settings.update(seed=seed, device=device)
         options = {"beta": beta, "w_max": w_max, "top_fraction": top_fraction}

@@ -53,6 +53,8 @@ class CriticConfig:
     seed: int = 0  # seeds the network, the split and every batch
     device: str = "auto"  # auto | cpu | cuda
     episodes_filter: str | None = None  # pandas query over the store's episodes table, e.g. "policy_id != 'human'"
+    obs: str = "state"  # observation inputs: state[,images.<cam>][,<numeric column>] (see aloe_cli.vision)
+    augment: bool = True  # random-shift camera frames in training (DrQ, 4 pixels)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -85,6 +87,9 @@ class CriticConfig:
             raise BadInput(f"must be positive, got {self.lr}", field="--lr")
         if not 0.0 <= self.val_fraction < 1.0:
             raise BadInput(f"must be in [0, 1), got {self.val_fraction}", field="--val-fraction")
+        from ..vision import parse_obs
+
+        parse_obs(self.obs)
         if self.layers < 1:
             raise BadInput(f"must be at least 1, got {self.layers}", field="--layers")
 

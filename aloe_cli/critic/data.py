@@ -14,6 +14,7 @@ import pandas as pd
 
 from .. import chunks as C
 from .. import schema as S
+from ..errors import BadInput
 from ..rewards import frame_rewards
 from ..store import Store
 
@@ -37,6 +38,15 @@ class ChunkData:
     usable: np.ndarray  # (N,) bool: may be a TD target (see aloe_cli.chunks)
     terminated: np.ndarray  # (N,) bool: the frame's episode terminated (an outcome)
     H: int
+    extras: dict = None  # column -> (N, k) float32 extra numeric observations (--obs), concatenated to the state
+    images: dict = None  # camera column -> (N, h, w, 3) uint8, decoded once at load time (--obs images.<cam>)
+
+    @property
+    def features(self) -> np.ndarray:
+        """The critic's vector input: the state, then the --obs extra columns, (N, D + E) float32."""
+        if not self.extras:
+            return self.state
+        return np.ascontiguousarray(np.concatenate([self.state] + list(self.extras.values()), 1), dtype=np.float32)
 
     @property
     def num_frames(self) -> int:
@@ -48,7 +58,10 @@ class ChunkData:
 
     def observations(self, frames: np.ndarray) -> dict:
         """What a policy is given for these frames (schema names)."""
-        return {S.OBS_STATE: self.state[frames], S.TASK: self.tasks_of(frames)}
+        obs = {S.OBS_STATE: self.state[frames], S.TASK: self.tasks_of(frames)}
+        for k, v in {**(self.extras or {}), **(self.images or {})}.items():
+            obs[k] = v[frames]
+        return obs
 
     def frames_of_episodes(self, positions: np.ndarray) -> np.ndarray:
         """All global frame indices of the episodes at `positions` (vectorised)."""
@@ -58,10 +71,26 @@ class ChunkData:
         return np.repeat(self.starts[positions], lengths) + offsets
 
 
-def load_chunk_data(store: Store, episodes: pd.DataFrame, H: int, gamma: float, reward: dict) -> ChunkData:
-    """Load the episodes' frames and precompute every chunk start's reward, discount and bootstrap."""
-    columns = [S.OBS_STATE, S.ACTION] + ([S.REWARD] if reward["kind"] == "logged" else [])
+def load_chunk_data(store: Store, episodes: pd.DataFrame, H: int, gamma: float, reward: dict,
+                    obs: str | None = None) -> ChunkData:
+    """Load the episodes' frames and precompute every chunk start's reward, discount and bootstrap.
+
+    `obs` (``--obs``): extra numeric columns and cameras to load; camera frames are decoded once here.
+    """
+    from ..vision import check_obs, decode_batch, parse_obs
+
+    spec = parse_obs(obs)
+    check_obs(spec, store)
+    columns = [S.OBS_STATE, S.ACTION] + ([S.REWARD] if reward["kind"] == "logged" else []) + list(spec.extras) \
+        + list(spec.images)
     fa = store.load_frames(columns, episodes[S.EPISODE_ID])
+    extras = {}
+    for c in spec.extras:
+        a = fa.columns[c]
+        if np.isnan(a).any():
+            raise BadInput("has missing values (every frame needs the column to use it in --obs)", store.root, c)
+        extras[c] = np.ascontiguousarray(a, dtype=np.float32)
+    images = {c: decode_batch(fa.columns[c], store.root, c) for c in spec.images}
     lengths = fa.lengths
     r = frame_rewards(reward, episodes, fa.columns.get(S.REWARD), where=str(store.root))
     end = C.frame_episode_end(lengths)
@@ -77,6 +106,7 @@ def load_chunk_data(store: Store, episodes: pd.DataFrame, H: int, gamma: float, 
         lengths=lengths, starts=fa.starts, end=end, episode=episode, rtg=rtg,
         R=C.chunk_rewards(rtg, idx, end, H, gamma), disc=C.bootstrap_discount(idx, end, H, gamma),
         boot=boot, m=m, usable=C.td_usable(idx, end, terminated, H), terminated=terminated, H=H,
+        extras=extras, images=images,
     )
 
 

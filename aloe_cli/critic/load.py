@@ -27,13 +27,19 @@ class Critic:
         self.config = config  # the critic.json contents
         self.device = device
         self.chunk_size = int(config["chunk_size"])
-        self.state_dim = int(config["state_dim"])
+        self.state_dim = int(config["state_dim"])  # the store's observation.state width
+        self.obs_dim = int(config.get("obs_dim", self.state_dim))  # state plus --obs extra columns
+        from ..vision import parse_obs
+
+        self.obs = parse_obs(config["config"].get("obs", "state"))  # what `q_heads` needs beyond the state
         self.action_dim = int(config["action_dim"])
         c = config["config"]
         self.aggregate, self.std_coef = c["aggregate"], float(c["std_coef"])
         self.ensemble = int(c["ensemble"])
 
-    def q_heads(self, state, chunks):
+    def q_heads(self, state, chunks, images: dict | None = None):
+        """`state` (B, obs_dim): the state then the --obs extra columns; `images`: camera column ->
+        uint8 (B, h, w, 3) frames (or encoded bytes) for a critic fitted with --obs images.<cam>."""
         import torch
 
         as_numpy = not isinstance(state, torch.Tensor)
@@ -43,20 +49,28 @@ class Critic:
                              device=self.device, dtype=torch.float32)
         H = self.chunk_size
         if ch.ndim != 4 or ch.shape[2] < H or ch.shape[3] != self.action_dim or st.ndim != 2 \
-                or st.shape[1] != self.state_dim or st.shape[0] != ch.shape[0]:
-            raise ValueError(f"expected state (B, {self.state_dim}) and chunks (B, N, >={H}, {self.action_dim}); "
+                or st.shape[1] != self.obs_dim or st.shape[0] != ch.shape[0]:
+            raise ValueError(f"expected state (B, {self.obs_dim}) and chunks (B, N, >={H}, {self.action_dim}); "
                              f"got {tuple(st.shape)} and {tuple(ch.shape)}")
         ch = ch[:, :, :H]
+        ims = None
+        if self.obs.images:
+            from ..vision import obs_images
+
+            if images is None:
+                raise ValueError(f"this critic was fitted with --obs {self.obs}: pass the camera frames")
+            ims = {c: torch.as_tensor(v, device=self.device) if not isinstance(v, torch.Tensor) else v
+                   for c, v in obs_images(images, self.obs).items()}
         with torch.no_grad():
-            q = self.net.q_heads(st, ch)
+            q = self.net.q_heads(st, ch, ims)
         return q.cpu().numpy() if as_numpy else q
 
-    def q(self, state, chunks):
+    def q(self, state, chunks, images: dict | None = None):
         import torch
 
         from .net import aggregate
 
-        q = self.q_heads(state, chunks)
+        q = self.q_heads(state, chunks, images)
         if isinstance(q, np.ndarray):
             return aggregate(torch.from_numpy(q), self.aggregate, self.std_coef).numpy()
         return aggregate(q, self.aggregate, self.std_coef)
@@ -91,8 +105,9 @@ def load_critic(critic_dir: str | os.PathLike, device: str = "cpu") -> Critic:
     support = tuple(float(x) for x in config["value_support"])
     norm = config["normalization"]
     support_n = tuple((x - norm["return_shift"]) / norm["return_scale"] for x in support)
-    net = CriticNet(int(config["state_dim"]), int(config["action_dim"]), int(config["chunk_size"]), c.ensemble,
-                    c.hidden, c.layers, c.head, c.bins, c.chunk_encoder, support_n)
+    net = CriticNet(int(config.get("obs_dim", config["state_dim"])), int(config["action_dim"]),
+                    int(config["chunk_size"]), c.ensemble, c.hidden, c.layers, c.head, c.bins, c.chunk_encoder,
+                    support_n, images={k: tuple(v) for k, v in (config.get("images") or {}).items()})
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 

@@ -107,12 +107,21 @@ class CriticNet(nn.Module):
 
     def __init__(self, state_dim: int, action_dim: int, chunk_size: int, ensemble: int = 2, hidden: int = 256,
                  layers: int = 2, head: str = "scalar", bins: int = 101, chunk_encoder: str = "mlp",
-                 support: tuple[float, float] = (-1.0, 1.0)):
+                 support: tuple[float, float] = (-1.0, 1.0), images: dict | None = None):
         super().__init__()
+        # Cameras (column -> (h, w)): one small conv encoder each, its features joined to the state's.
+        self.cameras = list(images or {})
+        self.vision = None
+        vis_dim = 0
+        if self.cameras:
+            from ..vision import FEATURE_DIM, image_encoders
+
+            self.vision = image_encoders(images)
+            vis_dim = FEATURE_DIM * len(self.cameras)
         self.state_dim, self.action_dim, self.chunk_size = state_dim, action_dim, chunk_size
         self.ensemble, self.head = ensemble, head
         self.out_dim = bins if head == "hlgauss" else 1
-        self.obs = _mlp(state_dim, hidden, layers)
+        self.obs = _mlp(state_dim + vis_dim, hidden, layers)
         if chunk_encoder == "transformer":
             self.chunk = ChunkTransformer(action_dim, chunk_size, hidden)
             chunk_feat = hidden
@@ -138,11 +147,22 @@ class CriticNet(nn.Module):
         self.register_buffer("support", torch.tensor([lo, hi], dtype=torch.float32))
         self.register_buffer("centres", torch.linspace(lo + width / 2, hi - width / 2, bins))
 
-    def forward(self, state: torch.Tensor, chunks: torch.Tensor) -> torch.Tensor:
-        """state (B, D), chunks (B, N, H, A) -> raw outputs (B, N, M, out)."""
+    def encode_obs(self, state: torch.Tensor, images: dict | None = None) -> torch.Tensor:
+        """The observation encoding (B, hidden): normalised state, joined with camera features."""
+        x = (state - self.state_mean) / self.state_std
+        if self.vision is not None:
+            from ..vision import module_key
+
+            if images is None or any(c not in images for c in self.cameras):
+                raise ValueError(f"this critic needs camera frames {self.cameras}")
+            x = torch.cat([x] + [self.vision[module_key(c)](images[c]) for c in self.cameras], -1)
+        return self.obs(x)
+
+    def forward(self, state: torch.Tensor, chunks: torch.Tensor, images: dict | None = None) -> torch.Tensor:
+        """state (B, D), chunks (B, N, H, A), images {camera: uint8 (B, h, w, 3)} -> raw outputs (B, N, M, out)."""
         B, N = chunks.shape[:2]
         M = self.ensemble
-        e = self.obs((state - self.state_mean) / self.state_std)  # (B, hidden)
+        e = self.encode_obs(state, images)  # (B, hidden)
         a = (chunks - self.action_mean) / self.action_std
         c = self.chunk(a) if self.chunk is not None else a.flatten(2)  # (B, N, F)
         ho = self.first_obs(e[None].expand(M, B, -1))  # (M, B, hidden): once per state
@@ -164,6 +184,6 @@ class CriticNet(nn.Module):
     def normalize_value(self, y: torch.Tensor) -> torch.Tensor:
         return (y - self.ret_shift) / self.ret_scale
 
-    def q_heads(self, state: torch.Tensor, chunks: torch.Tensor) -> torch.Tensor:
+    def q_heads(self, state: torch.Tensor, chunks: torch.Tensor, images: dict | None = None) -> torch.Tensor:
         """Q of every head in reward units: (B, N, M)."""
-        return self.values(self(state, chunks))
+        return self.values(self(state, chunks, images))

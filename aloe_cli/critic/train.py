@@ -52,11 +52,11 @@ def critic_loss(net, target_net, batch: dict, config: CriticConfig):
             y = batch["rtg"]  # Monte-Carlo regression: the discounted return-to-go
         else:
             # y = R + gamma^h * m * mean_k agg_m Qbar_m(o', a'_k)
-            q_next = target_net.q_heads(batch["next_state"], batch["next_chunks"])
+            q_next = target_net.q_heads(batch["next_state"], batch["next_chunks"], batch.get("next_images"))
             v_next = aggregate(q_next, config.aggregate, config.std_coef).mean(1)
             y = batch["R"] + batch["disc"] * batch["m"] * v_next
         y_n = module.normalize_value(y)
-    raw = net(batch["state"], batch["chunk"])[:, 0]  # (B, M, out)
+    raw = net(batch["state"], batch["chunk"], batch.get("images"))[:, 0]  # (B, M, out)
     if config.head == "hlgauss":
         lo, hi = (float(x) for x in module.support)
         target = hl_gauss_probs(y_n, lo, hi, module.out_dim)  # (B, bins)
@@ -85,7 +85,9 @@ class Batcher:
 
         self.data, self.config, self.samples, self.device = data, config, samples, device
         t = lambda a, dt=torch.float32: torch.as_tensor(np.ascontiguousarray(a)).to(device=device, dtype=dt)  # noqa
-        self.state = t(data.state)
+        self.state = t(data.features)  # the state and any --obs extra columns
+        # Cameras: the decoded uint8 frames as tensors (no copy on CPU), indexed per batch.
+        self.images = {c: torch.as_tensor(a).to(device) for c, a in (data.images or {}).items()}
         self.action = t(data.action)
         self.R, self.disc, self.m = t(data.R), t(data.disc), t(data.m)
         self.rtg = t(data.rtg)
@@ -113,6 +115,9 @@ class Batcher:
             "R": self.R[idx_t], "disc": self.disc[idx_t], "m": self.m[idx_t], "rtg": self.rtg[idx_t],
             "next_state": self.state[ti(boot)],
         }
+        if self.images:
+            batch["images"] = self._frames(idx_t, rng)
+            batch["next_images"] = self._frames(ti(boot), rng)
         if self.config.bootstrap == "data":
             nwin, _ = C.chunk_windows(boot, end, H)
             batch["next_chunks"] = self.action[ti(nwin)][:, None]
@@ -127,6 +132,22 @@ class Batcher:
                 nxt = ti(arr)
             batch["next_chunks"] = nxt
         return batch
+
+
+    def _frames(self, idx_t, rng: np.random.Generator | None) -> dict:
+        """Camera frames at `idx_t`; random-shifted in training (`rng` given and config.augment)."""
+        import torch
+
+        from ..vision import random_shift
+
+        out = {}
+        for c, a in self.images.items():
+            x = a[idx_t]
+            if rng is not None and self.config.augment:
+                g = torch.Generator(device=x.device).manual_seed(int(rng.integers(0, 2 ** 62)))
+                x = random_shift(x, generator=g)
+            out[c] = x
+        return out
 
 
 # --------------------------------------------------------------------------- helpers
@@ -273,7 +294,8 @@ def fit_critic(store: Store | str | os.PathLike, out_dir: str | os.PathLike, con
         raise BadInput("already holds a critic; pass --resume to continue it or choose another --out",
                        out_dir, "--out")
 
-    data = load_chunk_data(store, episodes, H, config.gamma, reward)
+    data = load_chunk_data(store, episodes, H, config.gamma, reward, config.obs)
+    features = data.features
 
     # ---- split: validation episodes, then this process's share of the training episodes
     E = len(episodes)
@@ -295,7 +317,7 @@ def fit_critic(store: Store | str | os.PathLike, out_dir: str | os.PathLike, con
         val = np.sort(np.random.default_rng([config.seed, 11]).choice(val, VAL_CHUNKS, replace=False))
     first_frames = data.starts  # V at every episode's first frame: the estimate tracked while training
 
-    s_mean, s_std = _stats(data.state[train_all])
+    s_mean, s_std = _stats(features[train_all])
     a_mean, a_std = _stats(data.action[train_all])
     rtg_train = data.rtg[train_all]
     shift = float(rtg_train.mean()) if config.normalize_returns else 0.0
@@ -313,6 +335,8 @@ def fit_critic(store: Store | str | os.PathLike, out_dir: str | os.PathLike, con
         "reward": reward,
         "chunk_size": H,
         "state_dim": int(data.state.shape[1]),
+        "obs_dim": int(features.shape[1]),  # the state plus the --obs extra columns
+        "images": {c: list(a.shape[1:3]) for c, a in (data.images or {}).items()},  # camera -> [h, w]
         "action_dim": int(data.action.shape[1]),
         "normalization": {"state_mean": s_mean.tolist(), "state_std": s_std.tolist(),
                           "action_mean": a_mean.tolist(), "action_std": a_std.tolist(),
@@ -359,8 +383,8 @@ def fit_critic(store: Store | str | os.PathLike, out_dir: str | os.PathLike, con
 
         # ---- networks
         torch.manual_seed(config.seed)
-        net = CriticNet(meta["state_dim"], meta["action_dim"], H, config.ensemble, config.hidden, config.layers,
-                        config.head, config.bins, config.chunk_encoder, support_n)
+        net = CriticNet(meta["obs_dim"], meta["action_dim"], H, config.ensemble, config.hidden, config.layers,
+                        config.head, config.bins, config.chunk_encoder, support_n, images=meta["images"])
         with torch.no_grad():
             for name, value in (("state_mean", s_mean), ("state_std", s_std), ("action_mean", a_mean),
                                 ("action_std", a_std)):
@@ -498,12 +522,14 @@ def _start_values(net, batcher: Batcher, first_frames: np.ndarray, samples: Poli
     d = batcher.data
     out = {}
     win, _ = C.chunk_windows(first_frames, d.end[first_frames], d.H)
-    st = batcher.state[torch.as_tensor(first_frames, device=batcher.device)]
-    q = net.q_heads(st, batcher.action[torch.as_tensor(win, device=batcher.device)][:, None])
+    ff = torch.as_tensor(first_frames, device=batcher.device)
+    st = batcher.state[ff]
+    im = batcher._frames(ff, None) if batcher.images else None
+    q = net.q_heads(st, batcher.action[torch.as_tensor(win, device=batcher.device)][:, None], im)
     out["val/q_start"] = float(aggregate(q, config.aggregate, config.std_coef).mean())
     if samples is not None:
         ch = torch.as_tensor(samples.get(first_frames), device=batcher.device)
-        qv = net.q_heads(st, ch)
+        qv = net.q_heads(st, ch, im)
         out["val/v_start"] = float(aggregate(qv, config.aggregate, config.std_coef).mean(1).mean())
     return out
 

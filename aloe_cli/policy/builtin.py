@@ -49,7 +49,7 @@ FORMAT_NAME = "aloe-flow-chunk-policy"
 FORMAT_VERSION = 1
 
 # Fields of PolicyConfig that fix the network's shape: taken from the policy when fine-tuning.
-ARCHITECTURE_FIELDS = ("chunk_size", "hidden", "depth", "obs_layers", "task_embedding", "task_dim", "time_dim")
+ARCHITECTURE_FIELDS = ("chunk_size", "hidden", "depth", "obs_layers", "task_embedding", "task_dim", "time_dim", "obs")
 
 # Values of the advantage indicator of a conditioned policy.
 INDICATOR_UNKNOWN, INDICATOR_NEGATIVE, INDICATOR_POSITIVE = 0, 1, 2
@@ -83,6 +83,8 @@ class PolicyConfig:
     log_every: int = 50  # training-log line and progress report every this many steps
     seed: int = 0  # seeds the split, the initial weights, batches, noise and sampling
     device: str = "auto"  # auto, cpu, cuda or cuda:N
+    obs: str = "state"  # observation inputs: state[,images.<cam>][,<numeric column>] (see aloe_cli.vision)
+    augment: bool = True  # random-shift camera frames in training (DrQ, 4 pixels)
 
     def validate(self, as_options: bool = False) -> "PolicyConfig":
         """Check every field; errors name the field (as a CLI option, --batch-size, with `as_options`)."""
@@ -171,9 +173,17 @@ class FlowChunkPolicy(nn.Module):
 
     def __init__(self, config: PolicyConfig, state_dim: int, action_dim: int, tasks: list[str] | None = None,
                  state_stats: tuple[np.ndarray, np.ndarray] | None = None,
-                 action_stats: tuple[np.ndarray, np.ndarray] | None = None):
+                 action_stats: tuple[np.ndarray, np.ndarray] | None = None, images: dict | None = None,
+                 extra_dims: dict | None = None):
         super().__init__()
+        from ..vision import FEATURE_DIM, image_encoders, parse_obs
+
         self.config = config
+        self.obs_spec = parse_obs(config.obs)
+        # --obs extras (column -> width, concatenated after the state) and cameras (column -> (h, w)).
+        self.extra_dims = {k: int(v) for k, v in (extra_dims or {}).items()}
+        self.cameras = {k: tuple(v) for k, v in (images or {}).items()}
+        self.observation_keys = (S.OBS_STATE, S.TASK) + tuple(self.extra_dims) + tuple(self.cameras)
         self.chunk_size = int(config.chunk_size)
         self.action_dim = int(action_dim)
         self.state_dim = int(state_dim)
@@ -184,7 +194,8 @@ class FlowChunkPolicy(nn.Module):
         self.sample_seed = int(config.seed)
         self.max_rows = 65536  # chunks integrated in one pass when sampling (memory bound)
         self._generators: dict[str, torch.Generator] = {}
-        D, A, H, h = self.state_dim, self.action_dim, self.chunk_size, int(config.hidden)
+        D, A, H, h = self.state_dim + sum(self.extra_dims.values()), self.action_dim, self.chunk_size, \
+            int(config.hidden)
         sm, ss = state_stats if state_stats is not None else (np.zeros(D, np.float32), np.ones(D, np.float32))
         am, asd = action_stats if action_stats is not None else (np.zeros(A, np.float32), np.ones(A, np.float32))
         # Normalisation lives in policy.json; the buffers are not part of the weights file.
@@ -197,6 +208,10 @@ class FlowChunkPolicy(nn.Module):
         self.task_embed = nn.Embedding(len(self.tasks) + 1, config.task_dim, padding_idx=0) if use_task else None
         layers: list[nn.Module] = []
         d = D + (config.task_dim if use_task else 0)
+        self.vision = None
+        if self.cameras:  # one small conv encoder per camera, trained from scratch
+            self.vision = image_encoders(self.cameras)
+            d += FEATURE_DIM * len(self.cameras)
         for _ in range(config.obs_layers):
             layers += [nn.Linear(d, h), nn.LayerNorm(h), nn.SiLU()]
             d = h
@@ -236,7 +251,7 @@ class FlowChunkPolicy(nn.Module):
         return torch.tensor(ids, dtype=torch.long, device=self.device)
 
     def condition(self, state: torch.Tensor, task_ids: torch.Tensor | None = None,
-                  indicator: torch.Tensor | None = None) -> torch.Tensor:
+                  indicator: torch.Tensor | None = None, images: dict | None = None) -> torch.Tensor:
         """(B, D) state in store units -> (B, hidden) contribution to the velocity network's first layer.
 
         `indicator` (B,) long (conditioned policies only): 0 unknown, 1 negative, 2 positive;
@@ -247,6 +262,12 @@ class FlowChunkPolicy(nn.Module):
             if task_ids is None:
                 task_ids = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
             x = torch.cat([x, self.task_embed(task_ids)], dim=1)
+        if self.vision is not None:
+            from ..vision import module_key
+
+            if images is None or any(c not in images for c in self.cameras):
+                raise PolicyError(f"the policy needs camera frames {list(self.cameras)}", field="observations")
+            x = torch.cat([x] + [self.vision[module_key(c)](images[c]) for c in self.cameras], dim=1)
         z = self.obs_encoder(x)
         if self.indicator_embed is not None:
             if indicator is None:
@@ -279,16 +300,20 @@ class FlowChunkPolicy(nn.Module):
 
     @torch.no_grad()
     def sample_torch(self, state: torch.Tensor, num_samples: int, task_ids: torch.Tensor | None = None,
-                     deterministic: bool | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Chunks (B, N, H, A) in store units for a (B, D) state tensor on the policy's device."""
+                     deterministic: bool | None = None, generator: torch.Generator | None = None,
+                     images: dict | None = None) -> torch.Tensor:
+        """Chunks (B, N, H, A) in store units for a (B, D) state tensor on the policy's device
+        (D: the state then any --obs extra columns); `images`: camera -> uint8 (B, h, w, 3) tensors."""
         deterministic = self.deterministic if deterministic is None else deterministic
         B, N, H, A = state.shape[0], int(num_samples), self.chunk_size, self.action_dim
         rows = max(1, self.max_rows // max(N, 1))
         if B > rows:  # bound memory: at most max_rows chunks integrated at once
             parts = [self.sample_torch(state[i:i + rows], N, None if task_ids is None else task_ids[i:i + rows],
-                                       deterministic, generator) for i in range(0, B, rows)]
+                                       deterministic, generator,
+                                       None if images is None else {k: v[i:i + rows] for k, v in images.items()})
+                     for i in range(0, B, rows)]
             return torch.cat(parts, dim=0)
-        cond = self.condition(state, task_ids)  # (B, hidden); chunk rows below are observation-major
+        cond = self.condition(state, task_ids, images=images)  # (B, hidden); chunk rows are observation-major
         if deterministic:
             x = torch.zeros(B * N, H * A, device=cond.device, dtype=cond.dtype)
         else:
@@ -312,7 +337,23 @@ class FlowChunkPolicy(nn.Module):
         if int(num_samples) < 1:
             raise PolicyError(f"must be >= 1, got {num_samples}", field="num_samples")
         ids = self.task_ids(observations.get(S.TASK), state.shape[0])
-        out = self.sample_torch(torch.from_numpy(state).to(self.device), num_samples, ids, deterministic)
+        parts = [state]
+        for c, k in self.extra_dims.items():
+            if c not in observations:
+                raise PolicyError(f"observations have no {c!r} (the policy was trained with --obs {self.obs_spec})",
+                                  field="observations")
+            v = np.asarray(observations[c], dtype=np.float32).reshape(state.shape[0], -1)
+            if v.shape[1] != k:
+                raise PolicyError(f"has shape {v.shape}; the policy expects (B, {k})", field=c)
+            parts.append(v)
+        feats = np.concatenate(parts, 1) if len(parts) > 1 else state
+        images = None
+        if self.cameras:
+            from ..vision import obs_images
+
+            images = {c: torch.as_tensor(v).to(self.device) for c, v in obs_images(observations, self.obs_spec).items()}
+        out = self.sample_torch(torch.from_numpy(feats).to(self.device), num_samples, ids, deterministic,
+                                images=images)
         return out.float().cpu().numpy()
 
     # ------------------------------------------------------------------ saving
@@ -324,6 +365,8 @@ class FlowChunkPolicy(nn.Module):
             "action_dim": self.action_dim,
             "state_dim": self.state_dim,
             "observation_keys": list(self.observation_keys),
+            "obs": {"spec": str(self.obs_spec), "extras": self.extra_dims,
+                    "images": {k: list(v) for k, v in self.cameras.items()}},
             "tasks": self.tasks,
             "normalization": {
                 "method": "mean_std",
@@ -400,8 +443,9 @@ def load_builtin(path: str | os.PathLike, device: str = "cpu", **args) -> FlowCh
         norm = doc["normalization"]
         state_stats = (np.asarray(norm["state"]["mean"], np.float32), np.asarray(norm["state"]["std"], np.float32))
         action_stats = (np.asarray(norm["action"]["mean"], np.float32), np.asarray(norm["action"]["std"], np.float32))
+        obs = doc.get("obs") or {}
         policy = FlowChunkPolicy(config, int(doc["state_dim"]), int(doc["action_dim"]), list(doc.get("tasks") or []),
-                                 state_stats, action_stats)
+                                 state_stats, action_stats, images=obs.get("images"), extra_dims=obs.get("extras"))
     except (KeyError, TypeError, ValueError) as e:
         raise PolicyError(f"missing or malformed entry: {type(e).__name__}: {e}", doc_path) from None
     weights_path = path / S.POLICY_WEIGHTS_FILE
@@ -504,12 +548,26 @@ def train_policy(store, out_dir: str | os.PathLike, config: PolicyConfig = Polic
         raise BadInput("indicators are given but the policy is not advantage-conditioned", field="indicators")
 
     # ---- data: every frame is a chunk start
-    frames = store.load_frames([S.OBS_STATE, S.ACTION], episode_ids=episode_ids)
+    from ..vision import check_obs, decode_batch, parse_obs, random_shift
+
+    spec = parse_obs(config.obs)
+    check_obs(spec, store)
+    frames = store.load_frames([S.OBS_STATE, S.ACTION] + list(spec.extras) + list(spec.images),
+                               episode_ids=episode_ids)
     n_frames, E = frames.num_frames, len(frames.episode_ids)
     if E == 0 or n_frames == 0:
         raise BadInput("has no episodes to train on", store.root)
     state_all, action_all = frames.columns[S.OBS_STATE], frames.columns[S.ACTION]
     D, A, H = state_all.shape[1], action_all.shape[1], config.chunk_size
+    extra_dims = {c: int(frames.columns[c].shape[1]) for c in spec.extras}
+    for c in spec.extras:
+        if np.isnan(frames.columns[c]).any():
+            raise BadInput("has missing values (every frame needs the column to use it in --obs)", store.root, c)
+    feats_all = np.ascontiguousarray(np.concatenate([state_all] + [frames.columns[c] for c in spec.extras], 1),
+                                     dtype=np.float32) if spec.extras else state_all
+    # Camera frames: decoded once here into uint8 (N, h, w, 3); batches index them.
+    images_all = {c: decode_batch(frames.columns[c], store.root, c) for c in spec.images}
+    cams = {c: tuple(a.shape[1:3]) for c, a in images_all.items()}
     if init is not None and (init.state_dim, init.action_dim) != (D, A):
         raise BadInput(f"policy has state {init.state_dim} / action {init.action_dim} numbers but the store has "
                        f"{D} / {A}", init_from, "--init")
@@ -538,7 +596,7 @@ def train_policy(store, out_dir: str | os.PathLike, config: PolicyConfig = Polic
         action_stats = (init.action_mean.cpu().numpy(), init.action_std.cpu().numpy())
     else:
         tasks = sorted({ep_task[e] for e in train_eps if ep_task[e] is not None}) if config.task_embedding else []
-        state_stats = _stats(state_all[is_train])
+        state_stats = _stats(feats_all[is_train])
         action_stats = _stats(action_all[is_train])
     task_index = {t: i + 1 for i, t in enumerate(tasks)}
     frame_task = np.asarray([task_index.get(t, 0) for t in ep_task], dtype=np.int64)[episode_of]
@@ -546,7 +604,7 @@ def train_policy(store, out_dir: str | os.PathLike, config: PolicyConfig = Polic
     # ---- model, optimiser, random streams (all seeded)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        policy = FlowChunkPolicy(config, D, A, tasks, state_stats, action_stats)
+        policy = FlowChunkPolicy(config, D, A, tasks, state_stats, action_stats, images=cams, extra_dims=extra_dims)
     if init is not None:
         missing, unexpected = policy.load_state_dict(init.state_dict(), strict=False)
         if unexpected or any(not k.startswith("indicator_embed.") for k in missing):
@@ -558,7 +616,8 @@ def train_policy(store, out_dir: str | os.PathLike, config: PolicyConfig = Polic
     gen = torch.Generator(device=device)
     gen.manual_seed(config.seed + 2)
 
-    states = torch.from_numpy(state_all).to(device)
+    states = torch.from_numpy(feats_all).to(device)
+    images_t = {c: torch.from_numpy(a).to(device) for c, a in images_all.items()}
     actions_n = policy.normalize_actions(torch.from_numpy(action_all).to(device))
     tasks_t = torch.from_numpy(frame_task).to(device)
     w_t = torch.from_numpy(w_norm).to(device)
@@ -583,7 +642,12 @@ def train_policy(store, out_dir: str | os.PathLike, config: PolicyConfig = Polic
             if training and config.indicator_dropout > 0:
                 drop = torch.rand(len(idx), device=device, generator=generator) < config.indicator_dropout
                 ind = torch.where(drop, torch.full_like(ind, INDICATOR_UNKNOWN), ind)
-        cond = policy.condition(states[idx_t], task, ind)
+        ims = None
+        if images_t:
+            ims = {c: a[idx_t] for c, a in images_t.items()}
+            if training and config.augment:
+                ims = {c: random_shift(x, generator=generator) for c, x in ims.items()}
+        cond = policy.condition(states[idx_t], task, ind, images=ims)
         pred = policy.velocity(x_t.flatten(1), t, cond).view_as(chunk)
         return masked_flow_loss(pred, chunk - noise, torch.from_numpy(valid).to(device),
                                 w_t[idx_t] if training else None)
