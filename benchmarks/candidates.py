@@ -52,3 +52,56 @@ def phase_expert(task: str | None = None, noise: float = 1.0, noisy: str = "near
     """Plugin factory (``--policy benchmarks.candidates:phase_expert``)."""
     return PhaseExpert(task=task, noise=noise, noisy=noisy, radius=radius, chunk_size=chunk_size, seed=seed,
                        speed=speed)
+
+
+# ---------------------------------------------------------------------- the credit-assignment behaviour
+def harmful_chunk(expert_action: np.ndarray, state: np.ndarray, chunk_size: int) -> np.ndarray:
+    """(H, 4) a chunk that undoes progress: the hand drives at full speed against the expert's
+    motion (away from the object where the expert stands still) and the gripper does the
+    opposite of the expert's. E.g. expert (0.5, 0, 0, 1) -> every action (-1, 0, 0, -1)."""
+    a = np.asarray(expert_action, dtype=np.float64)
+    d = -a[:3]
+    if np.abs(d).max() < 0.05:  # the expert stands still: move away from the object instead
+        s = np.asarray(state, dtype=np.float64)
+        d = s[HAND] - s[OBJECT]
+    d = d / max(np.abs(d).max(), 1e-9)
+    act = np.concatenate([d, [-1.0 if a[3] > 0 else 1.0]]).astype(np.float32)
+    return np.repeat(act[None], chunk_size, axis=0)
+
+
+class HarmfulChunkBehaviour:
+    """A logged behaviour for the credit-assignment test: the noisy expert, except that once per
+    episode, at the first chunk requested at or after a frame drawn uniformly from
+    [first, last), it executes `harmful_chunk` instead. Every injection is recorded in
+    `events` as (episode number in this run, frame index).
+
+    It reads the observation's ``frame_index`` (which `aloe rollout` passes) to know when an
+    episode starts; it is only ever run as a behaviour, never evaluated by a critic.
+    """
+
+    action_dim = 4
+
+    def __init__(self, task: str, noise: float = 0.2, chunk_size: int = 5, seed: int = 0, first: int = 10,
+                 last: int = 50):
+        self.base = MetaWorldExpertPolicy(task=task, noise=noise, chunk_size=chunk_size, seed=seed)
+        self.chunk_size = int(chunk_size)
+        self.first, self.last = int(first), int(last)
+        self.rng = np.random.default_rng([seed, 99])
+        self.episode = -1
+        self.events: list[tuple[int, int]] = []
+        self._at: int | None = None
+
+    def sample(self, observations: dict, num_samples: int) -> np.ndarray:
+        if S.FRAME_INDEX not in observations:
+            raise PolicyError("needs the observations' frame_index (run it with aloe rollout)", field=S.FRAME_INDEX)
+        t = int(np.asarray(observations[S.FRAME_INDEX]).reshape(-1)[0])
+        if t == 0:
+            self.episode += 1
+            self._at = int(self.rng.integers(self.first, self.last))
+        out = self.base.sample(observations, num_samples)
+        if self._at is not None and t >= self._at:
+            expert = self.base.expert_actions(observations)[0]
+            out[0, :] = harmful_chunk(expert, observations[S.OBS_STATE][0], self.chunk_size)
+            self.events.append((self.episode, t))
+            self._at = None
+        return out

@@ -179,6 +179,8 @@ def _finite(x):
         return _finite(float(x))
     if isinstance(x, (np.integer,)):
         return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
     if isinstance(x, np.ndarray):
         return [_finite(v) for v in x.tolist()]
     if isinstance(x, dict):
