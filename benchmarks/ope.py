@@ -496,7 +496,7 @@ def run_d3rlpy(python: str, store_path: Path, cands: list, reward: dict, base, w
     spec.write_text(json.dumps({"store": str(store_path), "candidates": cands, "reward": reward, "gamma": base.gamma,
                                 "steps": base.steps, "batch_size": base.batch_size, "lr": base.lr,
                                 "hidden": base.hidden, "layers": base.layers, "seed": seed,
-                                "device": base.device, "out": str(result_path)}))
+                                "samples": base.samples, "device": base.device, "out": str(result_path)}))
     repo = str(Path(__file__).resolve().parents[1])
     env = dict(os.environ, PYTHONPATH=repo, OMP_NUM_THREADS=str(threads))
     proc = subprocess.run([python, "-m", "benchmarks.d3rlpy_fqe", str(spec)], env=env, capture_output=True,
