@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import shutil
 import subprocess
@@ -72,7 +73,7 @@ class Budget:
 BUDGETS = {
     "smoke": Budget(logged_scale=0.04, truth_episodes=3, critic_steps=20, bc_steps=20, n_boot=50, max_steps=60),
     "small": Budget(logged_scale=0.4, truth_episodes=100, critic_steps=4000, bc_steps=1500, n_boot=500),
-    "full": Budget(logged_scale=1.0, truth_episodes=200, critic_steps=None, bc_steps=3000, n_boot=1000),
+    "full": Budget(logged_scale=1.0, truth_episodes=200, critic_steps=4000, bc_steps=3000, n_boot=1000),
 }
 
 # Logged behaviours: (policy_id, episodes at the full budget, expert arguments, intervention mode).
@@ -87,6 +88,8 @@ BEHAVIOURS = [
 ]
 
 # Candidates: (name, policy spec, arguments). "bc" is trained on the logged data in the run.
+# Deterministic candidates (noise 0) are fitted and evaluated with K = 1 policy sample
+# (CriticConfig: "1 is enough for a deterministic policy"); the others with CriticConfig's K.
 CANDIDATES = [
     ("expert", EXPERT, {"noise": 0.0}),
     ("noisy-0.5", EXPERT, {"noise": 0.5}),
@@ -97,6 +100,7 @@ CANDIDATES = [
     ("noisy-then-expert", PHASE, {"noise": 1.0, "noisy": "far"}),
     ("bc", None, {}),
 ]
+DETERMINISTIC = ("expert", "slow-0.5")
 
 ESTIMATORS = ("aloe", "fqe", "sarsa", "mc")
 ESTIMATOR_LABELS = {"aloe": "ALOE (chunked TD, policy)", "fqe": "FQE (H=1, policy)", "sarsa": "chunked SARSA (data)",
@@ -161,6 +165,7 @@ def candidate_specs(task: str, seed: int, bc_dir: Path) -> list[dict]:
         else:
             out.append({"name": name, "spec": spec,
                         "args": {"task": task, "chunk_size": H, "seed": seed + 1000 + i, **args}})
+        out[-1]["deterministic"] = name in DETERMINISTIC
     return out
 
 
@@ -263,12 +268,15 @@ def fit_job(estimator: str, store_path: Path, out_dir: Path, config_dict: dict, 
     t_fit = time.perf_counter() - t0
     critic = load_critic(out_dir, device=config.device if config.device != "auto" else "cpu")
     states, tasks = start_states(store_path)
-    values = {c["name"]: start_values(critic, c, states, tasks, K, seed).tolist() for c in evaluate}
+    values = {c["name"]: start_values(critic, c, states, tasks, 1 if c["deterministic"] else K, seed).tolist()
+              for c in evaluate}
     adv = advantages(store_path, critic, reference) if reference is not None else None
+    trace = [(r["step"], r["val/v_start"] if "val/v_start" in r else r.get("val/q_start"))
+             for r in map(json.loads, (out_dir / "metrics.jsonl").read_text().splitlines()) if "val/q_start" in r]
     return {"estimator": estimator, "candidate": None if cand is None else cand["name"], "values": values,
             "advantages": adv, "fit_seconds": t_fit, "seconds": time.perf_counter() - t0,
             "reward": critic.config["reward"], "train_seconds": summary["seconds"],
-            "final": {k: v for k, v in summary.items() if "/" in k}}
+            "final": {k: v for k, v in summary.items() if "/" in k}, "start_value_trace": trace}
 
 
 # --------------------------------------------------------------------------- 6. credit assignment
@@ -347,8 +355,9 @@ def run(task: str, budget_name: str, seed: int, out: Path, workers: int = 1, dev
         jobs.append(("truth", truth_job, (task, c, budget.truth_episodes, budget.max_steps, truth_seed)))
     for c in cands:
         for est in ("aloe", "fqe"):
+            cfg = dataclasses.replace(configs[est], samples=1) if c["deterministic"] else configs[est]
             jobs.append(("fit", fit_job, (est, store_path, work / "critics" / f"{est}-{c['name']}",
-                                          configs[est].to_dict(), c, [c], K, seed,
+                                          cfg.to_dict(), c, [c], K, seed,
                                           ref if (est == "aloe" and c is ref) else None)))
     for est in ("sarsa", "mc"):
         jobs.append(("fit", fit_job, (est, store_path, work / "critics" / est, configs[est].to_dict(), None, cands,
@@ -404,7 +413,9 @@ def run(task: str, budget_name: str, seed: int, out: Path, workers: int = 1, dev
         if f["advantages"] is not None:
             credit[f["estimator"]] = credit_assignment(f["advantages"], logged["injected"])
 
-    fit_final = {f"{f['estimator']}-{f['candidate']}" if f["candidate"] else f["estimator"]: f["final"] for f in fits}
+    fit_key = lambda f: f"{f['estimator']}-{f['candidate']}" if f["candidate"] else f["estimator"]  # noqa: E731
+    fit_final = {fit_key(f): {**f["final"], "seconds": f["seconds"]} for f in fits}
+    traces = {fit_key(f): f["start_value_trace"] for f in fits}
     result = {
         "benchmark": "ope",
         "task": task,
@@ -422,12 +433,14 @@ def run(task: str, budget_name: str, seed: int, out: Path, workers: int = 1, dev
                    "behaviours": logged["counts"], "injected_chunks": len(logged["injected"]),
                    "seconds": logged["seconds"]},
         "bc_candidate": bc,
-        "candidates": [{"name": c["name"], "spec": c["spec"], "args": c["args"]} for c in cands],
+        "candidates": [{"name": c["name"], "spec": c["spec"], "args": c["args"], "deterministic": c["deterministic"]}
+                       for c in cands],
         "truth": {n: {k: v for k, v in truth[n].items() if k != "returns"} for n in names},
         "estimators": table,
         "credit_assignment": credit,
         "d3rlpy": d3,
         "critic_final_metrics": fit_final,
+        "start_value_traces": traces,  # (step, mean V (or Q of the logged chunk) at the first frames) while fitting
         "wall_seconds": time.perf_counter() - t_start,
     }
     result["targets"] = targets(result)
