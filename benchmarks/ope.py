@@ -569,7 +569,7 @@ def plot(r: dict, path: Path) -> None:
     tv = np.array([r["truth"][n]["value"] for n in names])
     se = np.array([r["truth"][n]["se"] for n in names])
     ests = list(r["estimators"])
-    fig, axes = plt.subplots(1, len(ests), figsize=(3.6 * len(ests), 3.8), squeeze=False)
+    fig, axes = plt.subplots(2, max(len(ests), 2), figsize=(3.6 * max(len(ests), 2), 7.2), squeeze=False)
     lo, hi = tv.min(), tv.max()
     for e in ests:
         lo = min(lo, min(r["estimators"][e]["estimates"].values()))
@@ -588,6 +588,18 @@ def plot(r: dict, path: Path) -> None:
         ax.set_xlim(lo - pad, hi + pad)
         ax.set_ylim(lo - pad, hi + pad)
     axes[0][0].set_ylabel("estimate")
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, est in zip(axes[1], ("aloe", "fqe")):  # convergence: V at the first frames while fitting
+        for i, n in enumerate(names):
+            tr = r["start_value_traces"].get(f"{est}-{n}") or []
+            if tr:
+                ax.plot([p[0] for p in tr], [p[1] for p in tr], color=colors[i % len(colors)], lw=1, label=n)
+            ax.axhline(r["truth"][n]["value"], color=colors[i % len(colors)], lw=0.8, ls="--")
+        ax.set_title(f"{ESTIMATOR_LABELS[est]}: mean V(o_0) while fitting (dashed: truth)", fontsize=8)
+        ax.set_xlabel("critic step")
+    axes[1][0].legend(fontsize=6)
+    for ax in axes[1][2:]:
+        ax.axis("off")
     fig.suptitle(f"OPE on {r['task']} ({r['budget']}, seed {r['seed']}; {r['machine']['date'][:10]})", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
