@@ -119,3 +119,28 @@ def test_harmful_chunk_and_phase_expert():
     assert far._noise_mask({"observation.state": s}, 2).tolist() == [True, False]
     with pytest.raises(Exception, match="must be near or far"):
         PhaseExpert("drawer-open-v3", noisy="middle")
+
+
+def test_wilson_interval_by_hand():
+    from benchmarks.improve import wilson
+
+    # 8 of 10: centre (0.8 + 1.96^2/20) / (1 + 1.96^2/10) = 0.7104, half-width 0.2263
+    lo, hi = wilson(8, 10)
+    assert lo == pytest.approx(0.4902, abs=1e-4) and hi == pytest.approx(0.9433, abs=1e-4)
+    lo, hi = wilson(0, 3)
+    assert lo == pytest.approx(0.0, abs=1e-12) and hi == pytest.approx(0.5615, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_improve_smoke(tmp_path):
+    from benchmarks import improve
+
+    improve.main(["--task", "drawer-open-v3", "--budget", "smoke", "--out", str(tmp_path)])
+    r = json.loads((tmp_path / "improve-drawer-open-v3-smoke-seed0.json").read_text())
+    assert r["benchmark"] == "improve" and "bc" in r["methods"]
+    _check_machine(r["machine"])
+    for m in r["methods"]:
+        assert len(r["success"][m]) == improve.BUDGETS["smoke"].rounds + 1
+        for e in r["success"][m]:
+            assert 0.0 <= e["ci_low"] <= e["success_rate"] <= e["ci_high"] <= 1.0
+    assert set(r["methods"]) | set(r["skipped_methods"]) == set(improve.METHODS)
