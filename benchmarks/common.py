@@ -1,0 +1,217 @@
+"""Shared pieces of the benchmarks: OPE metrics (pure functions), bootstrap intervals, AUROC,
+the machine description written into every result, and small output helpers.
+
+Metrics follow the Deep OPE benchmark (Fu et al. 2021), for candidate policies i with true
+values V_i and estimates Vhat_i:
+
+- normalised absolute error: mean_i |Vhat_i - V_i| / (max V - min V);
+- Spearman rank correlation between Vhat and V (average ranks for ties);
+- regret@1: (max V - V_j) / (max V - min V), j the candidate the estimator ranks first
+  (the mean over j when several tie for first).
+
+Each metric's interval comes from a paired bootstrap (`bootstrap_metrics`): the estimator's
+per-start-state values are resampled over start states (the same resample for every
+candidate), and each candidate's true returns over its own simulated episodes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+# --------------------------------------------------------------------------- metrics
+def normalized_abs_error(estimates, truth) -> float:
+    """mean |est - truth| / (max truth - min truth); e.g. est (1, 3), truth (0, 2) -> 1 / 2 = 0.5."""
+    est, tru = np.asarray(estimates, dtype=np.float64), np.asarray(truth, dtype=np.float64)
+    span = tru.max() - tru.min()
+    if span <= 0:
+        return float("nan")
+    return float(np.mean(np.abs(est - tru)) / span)
+
+
+def average_ranks(x) -> np.ndarray:
+    """Ranks 1..n, ties given their average rank: (10, 20, 20, 5) -> (2, 3.5, 3.5, 1)."""
+    x = np.asarray(x, dtype=np.float64)
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x), dtype=np.float64)
+    ranks[order] = np.arange(1, len(x) + 1)
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=ranks)
+    return sums[inverse] / counts[inverse]
+
+
+def spearman(estimates, truth) -> float:
+    """Pearson correlation of the average ranks; NaN when either side is constant."""
+    a, b = average_ranks(estimates), average_ranks(truth)
+    a, b = a - a.mean(), b - b.mean()
+    denom = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / denom) if denom > 0 else float("nan")
+
+
+def regret_at_1(estimates, truth) -> float:
+    """(max truth - truth of the estimator's top pick) / (max truth - min truth); ties for the top
+    pick count as the mean of their true values. E.g. est (3, 1, 2), truth (0, 2, 1) -> 1.0."""
+    est, tru = np.asarray(estimates, dtype=np.float64), np.asarray(truth, dtype=np.float64)
+    span = tru.max() - tru.min()
+    if span <= 0:
+        return float("nan")
+    top = est == est.max()
+    return float((tru.max() - tru[top].mean()) / span)
+
+
+def auroc(scores, labels) -> float:
+    """Area under the ROC curve of `scores` for finding the positives (`labels` True): the
+    probability that a random positive scores above a random negative, ties counted 1/2
+    (Mann-Whitney U / (n_pos * n_neg)). NaN without both classes."""
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels, dtype=bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    r = average_ranks(s)
+    u = r[y].sum() - n_pos * (n_pos + 1) / 2
+    return float(u / (n_pos * n_neg))
+
+
+METRICS = {"nae": normalized_abs_error, "spearman": spearman, "regret@1": regret_at_1}
+
+
+def metrics(estimates, truth) -> dict:
+    return {name: fn(estimates, truth) for name, fn in METRICS.items()}
+
+
+def mean_and_se(x) -> tuple[float, float]:
+    """Sample mean and its standard error (ddof 1; 0 for a single value)."""
+    x = np.asarray(x, dtype=np.float64)
+    se = float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else 0.0
+    return float(x.mean()), se
+
+
+def bootstrap_metrics(per_state: np.ndarray, truth_returns: list, n_boot: int = 1000, seed: int = 0,
+                      level: float = 0.95) -> dict:
+    """Point values and percentile bootstrap intervals of every metric.
+
+    per_state: (C, E) an estimator's value of each of C candidates at each of E start states
+    (its estimate is the mean over states); truth_returns: C arrays, each candidate's
+    discounted returns over its simulated episodes. Each replicate resamples the E states
+    (one resample shared by every candidate, so the comparison stays paired) and each
+    candidate's episodes. Returns {metric: {"value", "ci_low", "ci_high"}}.
+    """
+    per_state = np.asarray(per_state, dtype=np.float64)
+    C, E = per_state.shape
+    if len(truth_returns) != C:
+        raise ValueError(f"{len(truth_returns)} truth arrays for {C} candidates")
+    truth = np.array([np.mean(t) for t in truth_returns])
+    point = metrics(per_state.mean(1), truth)
+    rng = np.random.default_rng(seed)
+    reps = {name: np.empty(n_boot) for name in METRICS}
+    for b in range(n_boot):
+        est = per_state[:, rng.integers(0, E, size=E)].mean(1)
+        tru = np.array([np.asarray(t)[rng.integers(0, len(t), size=len(t))].mean() for t in truth_returns])
+        for name, fn in METRICS.items():
+            reps[name][b] = fn(est, tru)
+    a = (1 - level) / 2
+    out = {}
+    for name in METRICS:
+        r = reps[name][np.isfinite(reps[name])]
+        lo, hi = (np.quantile(r, [a, 1 - a]) if r.size else (np.nan, np.nan))
+        out[name] = {"value": point[name], "ci_low": float(lo), "ci_high": float(hi)}
+    return out
+
+
+# --------------------------------------------------------------------------- the machine
+def machine_info(device: str = "cpu") -> dict:
+    """What ran the benchmark: written into every JSON and printed with every table."""
+    import torch
+
+    gpu = None
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        gpu = torch.cuda.get_device_name(0)
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": str(device),
+        "gpu": gpu,
+    }
+
+
+def machine_line(m: dict) -> str:
+    gpu = f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU"
+    return (f"{m['date']}; {m['machine']}, {m['cpu_count']} cores (load {m['load_average_1min']}), "
+            f"{m['torch_threads']} torch threads{gpu}; torch {m['torch']}")
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+# --------------------------------------------------------------------------- output
+def write_json(path: Path, obj: dict) -> Path:
+    """Write `obj` as indented JSON atomically (NaN written as null)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(_finite(obj), indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _finite(x):
+    if isinstance(x, float):
+        return x if np.isfinite(x) else None
+    if isinstance(x, (np.floating,)):
+        return _finite(float(x))
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    if isinstance(x, np.ndarray):
+        return [_finite(v) for v in x.tolist()]
+    if isinstance(x, dict):
+        return {str(k): _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
+
+
+def format_table(headers: list[str], rows: list[list]) -> str:
+    """A plain text table: columns right-aligned except the first."""
+    cells = [[_cell(c) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+
+    def line(vals):
+        return "  ".join(v.ljust(widths[0]) if i == 0 else v.rjust(widths[i]) for i, v in enumerate(vals))
+
+    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in cells])
+
+
+def _cell(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return "nan" if not np.isfinite(v) else f"{v:.3f}"
+    return str(v)
+
+
+def with_ci(m: dict) -> str:
+    """'0.812 [0.70, 0.90]' from {"value", "ci_low", "ci_high"}."""
+    v, lo, hi = m["value"], m["ci_low"], m["ci_high"]
+    if v is None or not np.isfinite(v):
+        return "nan"
+    return f"{v:.3f} [{lo:.2f}, {hi:.2f}]"

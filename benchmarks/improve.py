@@ -1,0 +1,229 @@
+"""Benchmark 2 (BENCHMARK.md): does acting on the advantages help? Improvement rounds on Meta-World.
+
+    python -m benchmarks.improve --task drawer-open-v3 --budget small --seed 0 --out results/
+
+1. A weak start: the built-in chunk policy cloned from a small noisy set (the expert with
+   noise 1, a few episodes; about 20-40% success on drawer-open).
+2. Each round, for each method separately (its own store, which starts from the same seed
+   data): roll the method's current policy out N episodes with the expert taking over on
+   stall (`run_rollouts`, flagged interventions), fit the critic for the current policy
+   (ALOE, policy bootstrap), score the store's chunks (`aloe_cli.scoring.score`), and train
+   the next policy with `aloe_cli.improve.improve(..., method=...)`, fine-tuning the current
+   one; then measure success over the evaluation episodes (no takeover), with a Wilson interval.
+3. Methods compared on the same budget: aloe (advantage weights), awr (Monte-Carlo value),
+   filtered (top advantages), bc (all data, DAgger-like). A method that this aloe does not
+   offer is reported as skipped.
+
+Writes OUT/improve-<task>-<budget>-seed<seed>.json and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import math
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import common as B
+
+H = 5
+METHODS = ("aloe", "awr", "filtered", "bc")
+POLICY_ID = "round"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much one run does."""
+
+    seed_episodes: int  # noisy-expert episodes the weak start is cloned from
+    rounds: int  # improvement rounds
+    episodes_per_round: int  # rollouts (with takeover on stall) added to each method's store per round
+    eval_episodes: int  # evaluation episodes per policy (no takeover)
+    critic_steps: int  # steps of the round's critic
+    policy_steps: int  # behaviour-cloning steps of the weak start and of each improvement
+    max_steps: int = 150
+
+
+BUDGETS = {
+    "smoke": Budget(seed_episodes=3, rounds=1, episodes_per_round=2, eval_episodes=3, critic_steps=20,
+                    policy_steps=20, max_steps=60),
+    "small": Budget(seed_episodes=20, rounds=3, episodes_per_round=20, eval_episodes=50, critic_steps=3000,
+                    policy_steps=1500),
+    "full": Budget(seed_episodes=30, rounds=5, episodes_per_round=40, eval_episodes=100, critic_steps=4000,
+                   policy_steps=3000),
+}
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a success rate, e.g. 8 of 10 -> (0.490, 0.943)."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return centre - half, centre + half
+
+
+def evaluate(task: str, policy_dir: Path, episodes: int, max_steps: int, seed: int) -> dict:
+    from aloe_cli.policy import load_policy
+    from aloe_cli.robot.sim import SimRobot
+    from aloe_cli.rollout import RolloutConfig, run_rollouts
+
+    policy = load_policy(str(policy_dir), {"seed": seed})
+    s = run_rollouts(SimRobot(task, seed=seed, max_steps=max_steps), policy, None,
+                     RolloutConfig(episodes=episodes, max_steps=max_steps, seed=seed))
+    k = int(s["successes"])
+    lo, hi = wilson(k, episodes)
+    return {"success_rate": k / episodes, "ci_low": lo, "ci_high": hi, "episodes": episodes}
+
+
+def _improve(store: Path, out: Path, method: str, steps: int, seed: int, device: str, base: Path | None,
+             scores: Path | None) -> dict:
+    """Call aloe_cli.improve.improve with the arguments this version of it takes."""
+    from aloe_cli.improve import improve
+
+    params = inspect.signature(improve).parameters
+    kw = {"method": method, "settings": {"chunk_size": H, "steps": steps, "seed": seed, "device": device},
+          "force": True}
+    if base is not None:
+        kw["base" if "base" in params else "init"] = str(base)
+        kw["settings"].pop("chunk_size")
+    if scores is not None and "scores" in params:
+        kw["scores"] = str(scores)
+    return improve(str(store), str(out), **kw)
+
+
+def available_methods() -> list[str]:
+    from aloe_cli import improve
+
+    return [m for m in METHODS if m in improve.METHODS]
+
+
+def run(task: str, budget_name: str, seed: int, out: Path, device: str = "cpu", progress=print) -> dict:
+    from aloe_cli.critic import CriticConfig, fit_critic
+    from aloe_cli.robot.experts import metaworld_expert
+    from aloe_cli.robot.sim import SimRobot
+    from aloe_cli.rollout import RolloutConfig, run_rollouts
+    from aloe_cli.scoring import score
+
+    budget = BUDGETS[budget_name]
+    device = B.resolve_device(device)
+    machine = B.machine_info(device)
+    t0 = time.perf_counter()
+    work = Path(out) / f"improve-{task}-{budget_name}-seed{seed}"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+
+    progress(f"[improve] {task}: seed data and the weak start")
+    seed_store = work / "seed-store"
+    run_rollouts(SimRobot(task, seed=seed, max_steps=budget.max_steps), metaworld_expert(task, noise=1.0, chunk_size=H,
+                                                                                         seed=seed),
+                 seed_store, RolloutConfig(episodes=budget.seed_episodes, max_steps=budget.max_steps,
+                                           policy_id="noisy-1", seed=seed, commit_every=budget.seed_episodes))
+    start = work / "round0"
+    _improve(seed_store, start, "bc", budget.policy_steps, seed, device, None, None)
+    eval_seed = seed + 20_000
+    start_eval = evaluate(task, start, budget.eval_episodes, budget.max_steps, eval_seed)
+    methods = available_methods()
+    curves = {m: [start_eval] for m in methods}
+    skipped = [m for m in METHODS if m not in methods]
+    for m in methods:
+        store = work / m / "store"
+        shutil.copytree(seed_store, store)
+        current = start
+        robot = SimRobot(task, seed=seed + 1 + METHODS.index(m), max_steps=budget.max_steps)
+        robot.connect()
+        try:
+            for r in range(1, budget.rounds + 1):
+                progress(f"[improve] {m} round {r}/{budget.rounds}")
+                from aloe_cli.policy import load_policy
+
+                run_rollouts(robot, load_policy(str(current), {"seed": seed + r}), store,
+                             RolloutConfig(episodes=budget.episodes_per_round, max_steps=budget.max_steps,
+                                           policy_id=f"{POLICY_ID}{r - 1}", intervene="expert-on-stall", seed=seed,
+                                           commit_every=budget.episodes_per_round))
+                scores = None
+                if m != "bc":
+                    critic = work / m / f"critic{r}"
+                    fit_critic(store, critic, CriticConfig(steps=budget.critic_steps, chunk_size=H, seed=seed,
+                                                           device=device), policy_spec=str(current))
+                    scores = work / m / f"scores{r}"
+                    score(store, critic, scores, device=device)
+                nxt = work / m / f"round{r}"
+                _improve(store, nxt, m, budget.policy_steps, seed + r, device, current, scores)
+                curves[m].append(evaluate(task, nxt, budget.eval_episodes, budget.max_steps, eval_seed))
+                current = nxt
+        finally:
+            robot.disconnect()
+    return {"benchmark": "improve", "task": task, "budget": budget_name, "budget_settings": dataclasses.asdict(budget),
+            "seed": seed, "machine": machine, "chunk_size": H, "methods": methods, "skipped_methods": skipped,
+            "success": curves, "wall_seconds": time.perf_counter() - t0}
+
+
+def print_report(r: dict) -> None:
+    print(f"improvement rounds: {r['task']}, budget {r['budget']}, seed {r['seed']}; {B.machine_line(r['machine'])}")
+    rows = []
+    for m in r["methods"]:
+        rows.append([m] + [f"{e['success_rate']:.2f} [{e['ci_low']:.2f}, {e['ci_high']:.2f}]" for e in r["success"][m]])
+    n = max((len(v) for v in r["success"].values()), default=0)
+    print(B.format_table(["method"] + [f"round {i}" for i in range(n)], rows))
+    if r["skipped_methods"]:
+        print(f"skipped (not offered by this aloe_cli.improve): {', '.join(r['skipped_methods'])}")
+
+
+def plot(r: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for m in r["methods"]:
+        e = r["success"][m]
+        x = np.arange(len(e))
+        y = np.array([v["success_rate"] for v in e])
+        ax.plot(x, y, marker="o", label=m)
+        ax.fill_between(x, [v["ci_low"] for v in e], [v["ci_high"] for v in e], alpha=0.15)
+    ax.set_xlabel("round")
+    ax.set_ylabel("success rate")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7)
+    ax.set_title(f"improvement rounds on {r['task']} ({r['budget']}, {r['machine']['date'][:10]})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.improve", description=__doc__.splitlines()[0])
+    ap.add_argument("--task", default="drawer-open-v3")
+    ap.add_argument("--budget", choices=list(BUDGETS), default="small")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", type=Path, default=Path("results"))
+    args = ap.parse_args(argv)
+    from aloe_cli.robot.sim import metaworld_tasks
+
+    if args.task not in metaworld_tasks():
+        raise SystemExit(f"--task: unknown Meta-World task {args.task!r} (e.g. drawer-open-v3)")
+    result = run(args.task, args.budget, args.seed, args.out, args.device,
+                 progress=lambda m: print(m, file=sys.stderr, flush=True))
+    stem = f"improve-{args.task}-{args.budget}-seed{args.seed}"
+    B.write_json(args.out / f"{stem}.json", result)
+    plot(result, args.out / f"{stem}.png")
+    print_report(result)
+    print(f"wrote {args.out / (stem + '.json')} and .png")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""The benchmarks run end to end at their smoke budget and write well-formed JSON and a plot.
+
+The smoke budgets are tiny (a few episodes, tens of critic steps): these tests check that the
+programs run and what they write, not the numbers (those are in the README's tables).
+"""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+pytest.importorskip("metaworld")
+
+from benchmarks import ope, speed  # noqa: E402
+
+
+def _num(x) -> bool:
+    return x is None or (isinstance(x, (int, float)) and not isinstance(x, bool))
+
+
+def _check_machine(m: dict) -> None:
+    assert isinstance(m["date"], str) and m["date"][:2] == "20"
+    assert isinstance(m["cpu_count"], int) and m["cpu_count"] >= 1
+    assert "device" in m and "gpu" in m
+
+
+def test_ope_smoke(tmp_path, capsys):
+    ope.main(["--task", "drawer-open-v3", "--budget", "smoke", "--out", str(tmp_path)])
+    r = json.loads((tmp_path / "ope-drawer-open-v3-smoke-seed0.json").read_text())
+    assert (tmp_path / "ope-drawer-open-v3-smoke-seed0.png").stat().st_size > 1000
+    assert r["benchmark"] == "ope" and r["task"] == "drawer-open-v3" and r["budget"] == "smoke"
+    _check_machine(r["machine"])
+    names = [c["name"] for c in r["candidates"]]
+    assert len(names) >= 6 and "bc" in names
+    assert set(r["truth"]) == set(names)
+    for t in r["truth"].values():
+        assert _num(t["value"]) and _num(t["se"]) and t["episodes"] == ope.BUDGETS["smoke"].truth_episodes
+        assert -3.0 < t["value"] <= 0.0  # step-penalty values lie in about (-2, 0]
+    assert set(r["estimators"]) >= set(ope.ESTIMATORS)
+    for est in ope.ESTIMATORS:
+        e = r["estimators"][est]
+        assert set(e["estimates"]) == set(names) and all(_num(v) for v in e["estimates"].values())
+        for m in ("nae", "spearman", "regret@1"):
+            assert set(e["metrics"][m]) == {"value", "ci_low", "ci_high"}
+            assert all(_num(v) for v in e["metrics"][m].values())
+        assert e["wall"]["total_s"] > 0 and e["wall"]["fits"] == (len(names) if est in ("aloe", "fqe") else 1)
+    assert r["critic_config"]["aloe"]["bootstrap"] == "policy" and r["critic_config"]["aloe"]["chunk_size"] == 5
+    assert r["critic_config"]["fqe"]["chunk_size"] == 1 and r["critic_config"]["sarsa"]["bootstrap"] == "data"
+    assert r["critic_config"]["mc"]["bootstrap"] == "mc"
+    assert r["reward"]["kind"] == "step-penalty"
+    ca = r["credit_assignment"]["aloe"]
+    assert ca["positives"] == r["logged"]["injected_chunks"] > 0 and _num(ca["auroc"])
+    assert set(r["targets"]) >= {"spearman>=0.9", "nae<=0.1", "regret@1<=0.05", "credit_auroc>=0.9"}
+    assert all(isinstance(v, bool) for v in r["targets"].values())
+    out = capsys.readouterr().out
+    assert "OPE benchmark: drawer-open-v3" in out and "regret@1" in out
+
+
+def test_ope_rejects_an_unknown_task(tmp_path):
+    with pytest.raises(SystemExit, match="unknown Meta-World task 'no-such-task'"):
+        ope.main(["--task", "no-such-task", "--budget", "smoke", "--out", str(tmp_path)])
+
+
+def test_ope_critic_set_names_a_config_field():
+    assert ope.parse_overrides(["tau=0.05", "head=hlgauss"]) == {"tau": 0.05, "head": "hlgauss"}
+    with pytest.raises(SystemExit, match="KEY a CriticConfig field, got 'nope=1'"):
+        ope.parse_overrides(["nope=1"])
+
+
+def test_speed_smoke(tmp_path, capsys):
+    speed.main(["--budget", "smoke", "--device", "cpu", "--threads", "1", "--out", str(tmp_path)])
+    r = json.loads((tmp_path / "speed-smoke.json").read_text())
+    assert (tmp_path / "speed-smoke.png").stat().st_size > 1000
+    assert r["benchmark"] == "speed"
+    _check_machine(r["machine"])
+    assert len(r["ingest"]["rows"]) == 2 and r["ingest"]["rows"][1]["frames"] == 2 * r["ingest"]["rows"][0]["frames"]
+    for k in ("full_samples_per_s", "floor_samples_per_s", "bare_fwd_bwd_samples_per_s", "overhead_vs_floor"):
+        assert _num(r["critic_training"][k]) and math.isfinite(r["critic_training"][k])
+    for k in ("with_policy_chunks_per_s", "q_only_chunks_per_s", "with_policy_ratio_to_floor"):
+        assert r["scoring"][k] > 0
+    assert [m["chunks"] for m in r["scoring_memory"]["rows"]] == [8 * 150, 16 * 150]
+    assert all(isinstance(v, bool) for v in r["targets"].values())
+    assert "data-path overhead" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------- pieces, by hand
+def test_discounted_returns_by_hand():
+    reward = {"kind": "step-penalty", "t_norm": {"t": 2.0}, "t_norm_default": 2.0, "c_fail": None}
+    # success in 2 frames: r = (-0.5, -0.5), gamma 0.5 -> -0.5 - 0.25 = -0.75
+    # failure in 2 frames: the last frame adds -C_fail/T_norm = -1: (-0.5, -1.5) -> -0.5 - 0.75 = -1.25
+    out = ope.discounted_returns([2, 2, 1], [True, False, True], "t", reward, 0.5)
+    assert out.tolist() == pytest.approx([-0.75, -1.25, -0.5])
+
+
+def test_credit_assignment_by_hand():
+    # episode a: injected chunk at frame 10; starts 6..14 overlap it and are left out
+    adv = {"episode_id": ["a"] * 4 + ["b"] * 2, "frame": [0, 8, 10, 20, 0, 10],
+           "advantage": [-0.1, -0.9, -0.5, 0.2, -0.6, 0.0]}
+    out = ope.credit_assignment(adv, [("a", 10)], chunk=5)
+    assert out["positives"] == 1 and out["negatives"] == 2  # frames 0 and 20 of episode a
+    assert out["auroc"] == pytest.approx(1.0)  # -0.5 is below -0.1 and 0.2
+    # among all chunks: negatives -0.1, 0.2, -0.6, 0.0 -> beaten by -0.5 in 3 of 4
+    assert out["auroc_all_chunks"] == pytest.approx(0.75)
+    assert out["mean_advantage_injected"] == pytest.approx(-0.5)
+    assert out["mean_advantage_other"] == pytest.approx(0.05)
+
+
+def test_harmful_chunk_and_phase_expert():
+    from benchmarks.candidates import PhaseExpert, hand_object_distance
+
+    s = np.zeros((2, 39), dtype=np.float32)
+    s[0, 4:7] = [0.3, 0.4, 0.0]  # far: 0.5
+    s[1, 4:7] = [0.03, 0.04, 0.0]  # near: 0.05
+    assert hand_object_distance(s).tolist() == pytest.approx([0.5, 0.05])
+    near = PhaseExpert("drawer-open-v3", noise=1.0, noisy="near", radius=0.08)
+    assert near._noise_mask({"observation.state": s}, 2).tolist() == [False, True]
+    far = PhaseExpert("drawer-open-v3", noise=1.0, noisy="far", radius=0.08)
+    assert far._noise_mask({"observation.state": s}, 2).tolist() == [True, False]
+    with pytest.raises(Exception, match="must be near or far"):
+        PhaseExpert("drawer-open-v3", noisy="middle")
+
+
+def test_wilson_interval_by_hand():
+    from benchmarks.improve import wilson
+
+    # 8 of 10: centre (0.8 + 1.96^2/20) / (1 + 1.96^2/10) = 0.7104, half-width 0.2263
+    lo, hi = wilson(8, 10)
+    assert lo == pytest.approx(0.4902, abs=1e-4) and hi == pytest.approx(0.9433, abs=1e-4)
+    lo, hi = wilson(0, 3)
+    assert lo == pytest.approx(0.0, abs=1e-12) and hi == pytest.approx(0.5615, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_improve_smoke(tmp_path):
+    from benchmarks import improve
+
+    improve.main(["--task", "drawer-open-v3", "--budget", "smoke", "--out", str(tmp_path)])
+    r = json.loads((tmp_path / "improve-drawer-open-v3-smoke-seed0.json").read_text())
+    assert r["benchmark"] == "improve" and "bc" in r["methods"]
+    _check_machine(r["machine"])
+    for m in r["methods"]:
+        assert len(r["success"][m]) == improve.BUDGETS["smoke"].rounds + 1
+        for e in r["success"][m]:
+            assert 0.0 <= e["ci_low"] <= e["success_rate"] <= e["ci_high"] <= 1.0
+    assert set(r["methods"]) | set(r["skipped_methods"]) == set(improve.METHODS)
