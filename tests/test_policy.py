@@ -23,7 +23,7 @@ from aloe_cli.msgpack_numpy import packb, unpackb
 from aloe_cli.policy import (check_against_store, load_policy, observation_keys, parse_kv, sample_checked)
 from aloe_cli.policy.builtin import (FlowChunkPolicy, PolicyConfig, load_builtin, masked_flow_loss,
                                      train_policy)
-from aloe_cli.policy.data import chunk_windows, window_at
+from aloe_cli.chunks import chunk_windows, frame_episode_end
 from aloe_cli.store import Store
 
 torch.set_num_threads(1)
@@ -59,15 +59,6 @@ TINY = dict(chunk_size=H, hidden=64, depth=2, obs_layers=2, batch_size=128, lr=2
 
 
 # ---------------------------------------------------------------- pure functions, worked by hand
-
-def test_chunk_windows_by_hand():
-    # Episodes of 3 and 2 frames, H = 3.
-    index, valid = chunk_windows(np.array([0, 3]), np.array([3, 2]), 3)
-    assert index.tolist() == [[0, 1, 2], [1, 2, 2], [2, 2, 2], [3, 4, 4], [4, 4, 4]]
-    assert valid.tolist() == [[1, 1, 1], [1, 1, 0], [1, 0, 0], [1, 1, 0], [1, 0, 0]]
-    index, valid = window_at(np.array([5]), np.array([6]), 4)
-    assert index.tolist() == [[5, 6, 6, 6]] and valid.tolist() == [[True, True, False, False]]
-
 
 def test_masked_flow_loss_by_hand():
     pred = torch.tensor([[[1.0, 2.0], [3.0, 4.0]], [[0.0, 0.0], [5.0, 5.0]]])  # (B=2, H=2, A=2)
@@ -399,7 +390,7 @@ def test_bc_reproduces_a_known_function_of_the_state(tmp_path):
     fingerprint = store.fingerprint
     frames = store.load_frames()
     state = frames.columns[S.OBS_STATE]
-    _, valid = chunk_windows(frames.starts, frames.lengths, H)
+    _, valid = chunk_windows(np.arange(frames.num_frames), frame_episode_end(frames.lengths), H)
     want = true_chunks(state)
     import shutil
 
@@ -440,7 +431,7 @@ def test_weighted_bc_ignores_zero_weight_episodes(tmp_path):
     assert summary["train_chunks"] == int((in_train & ~is_bad).sum())
     policy = load_builtin(tmp_path / "pol")
     state = frames.columns[S.OBS_STATE]
-    _, valid = chunk_windows(frames.starts, frames.lengths, H)
+    _, valid = chunk_windows(np.arange(frames.num_frames), frame_episode_end(frames.lengths), H)
     out = policy.sample({S.OBS_STATE: state, S.TASK: ["reach"] * len(state)}, 16).mean(axis=1)
     good, opposite = true_chunks(state), -true_chunks(state)
     far = valid[..., None] & (np.abs(good) > 0.2)  # where the good and the bad chunks are far apart

@@ -84,3 +84,11 @@ PolicyObsMapOpt = Annotated[Optional[list[str]], typer.Option(
     "--policy-obs-map", help="store_key=server_key for a ws:// policy (repeatable).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
+
+# Improvement-method options shared by `aloe improve` and `aloe export`.
+BetaOpt = Annotated[Optional[float], typer.Option(
+    "--beta", help="aloe/awr temperature (default: std of the advantages).", show_default=False)]
+WMaxOpt = Annotated[Optional[float], typer.Option(
+    "--w-max", help="aloe/awr weight clip (default 20).", show_default=False)]
+TopFractionOpt = Annotated[Optional[float], typer.Option(
+    "--top-fraction", help="filtered: share of chunks kept (default 0.3).", show_default=False)]

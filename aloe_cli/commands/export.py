@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import DeviceOpt, JsonOpt, StoreArg, command, emit, err
+from ._common import BetaOpt, TopFractionOpt, WMaxOpt, DeviceOpt, JsonOpt, StoreArg, command, emit, err
 from .improve import weights_lines
 
 
@@ -22,12 +22,9 @@ def register(app: typer.Typer) -> None:
         method: Annotated[str, typer.Option(
             "--method", help="How aloe.weight is computed: aloe, awr, filtered, conditioned or bc (as aloe improve).")
         ] = "aloe",
-        beta: Annotated[Optional[float], typer.Option(
-            "--beta", help="aloe/awr temperature (default: std of the advantages).", show_default=False)] = None,
-        w_max: Annotated[Optional[float], typer.Option(
-            "--w-max", help="aloe/awr weight clip (default 20).", show_default=False)] = None,
-        top_fraction: Annotated[Optional[float], typer.Option(
-            "--top-fraction", help="filtered: share of chunks kept (default 0.3).", show_default=False)] = None,
+        beta: BetaOpt = None,
+        w_max: WMaxOpt = None,
+        top_fraction: TopFractionOpt = None,
         fps: Annotated[Optional[float], typer.Option(
             "--fps", help="Frame rate (default: the store's).", show_default=False)] = None,
         robot_type: Annotated[Optional[str], typer.Option(

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import DeviceOpt, JsonOpt, StoreArg, command, emit, err, fmt
+from ._common import BetaOpt, TopFractionOpt, WMaxOpt, DeviceOpt, JsonOpt, StoreArg, command, emit, err, fmt
 
 METHOD_HELP = ("aloe: weights clip(exp(A/beta), 0, w_max) from --scores; awr: the same with a Monte-Carlo "
                "advantage; filtered: BC on the top fraction by advantage; conditioned: RECAP-style advantage "
@@ -49,12 +49,9 @@ def register(app: typer.Typer) -> None:
         policy: Annotated[Optional[Path], typer.Option(
             "--policy", "--init", help="Base policy directory to fine-tune (default: train from scratch).",
             show_default=False)] = None,
-        beta: Annotated[Optional[float], typer.Option(
-            "--beta", help="aloe/awr temperature (default: std of the advantages).", show_default=False)] = None,
-        w_max: Annotated[Optional[float], typer.Option(
-            "--w-max", help="aloe/awr weight clip (default 20).", show_default=False)] = None,
-        top_fraction: Annotated[Optional[float], typer.Option(
-            "--top-fraction", help="filtered: share of chunks kept (default 0.3).", show_default=False)] = None,
+        beta: BetaOpt = None,
+        w_max: WMaxOpt = None,
+        top_fraction: TopFractionOpt = None,
         round_name: Annotated[Optional[str], typer.Option(
             "--round-name", help="Name recorded in the lineage (default: the --out folder's name).",
             show_default=False)] = None,

@@ -43,7 +43,7 @@ from torch import nn
 
 from .. import schema as S
 from ..errors import BadInput, PolicyError
-from .data import last_frame_of, window_at
+from ..chunks import chunk_windows, frame_episode_end
 
 FORMAT_NAME = "aloe-flow-chunk-policy"
 FORMAT_VERSION = 1
@@ -585,7 +585,7 @@ def train_policy(store, out_dir: str | os.PathLike, config: PolicyConfig = Polic
     if pool.size == 0:
         raise BadInput("every training chunk has weight 0", field="weights")
     w_norm = (w / w[pool].mean()).astype(np.float32)
-    last = last_frame_of(frames.starts, frames.lengths)
+    end = frame_episode_end(frames.lengths)  # frames of load_frames lie end to end from 0
 
     # ---- tasks and normalisation (from the training episodes, or the init policy's)
     ep_rows = store.episodes.set_index(S.EPISODE_ID).loc[frames.episode_ids]
@@ -626,7 +626,7 @@ def train_policy(store, out_dir: str | os.PathLike, config: PolicyConfig = Polic
         ind_t = torch.from_numpy(np.where(indicators, INDICATOR_POSITIVE, INDICATOR_NEGATIVE)).to(device)
 
     def batch_loss(idx: np.ndarray, generator: torch.Generator, training: bool = True):
-        win, valid = window_at(idx, last[idx], H)
+        win, valid = chunk_windows(idx, end[idx], H)
         idx_t = torch.from_numpy(idx).to(device)
         chunk = actions_n[torch.from_numpy(win).to(device)]  # (B, H, A), padding repeats the last action
         noise = torch.randn(chunk.shape, device=device, generator=generator)

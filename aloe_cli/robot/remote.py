@@ -45,9 +45,10 @@ import logging
 import threading
 from typing import Any
 
-import msgpack
 import numpy as np
 
+from .. import msgpack_numpy
+from ..msgpack_numpy import packb
 from ..errors import BadInput, RobotError
 from . import EpisodeStatus
 
@@ -55,35 +56,11 @@ PROTOCOL = 1
 log = logging.getLogger("aloe.robot.remote")
 
 
-# ---------------------------------------------------------------------- msgpack-numpy (openpi's wire format)
-
-def _pack_default(obj: Any) -> Any:
-    if isinstance(obj, (np.ndarray, np.generic)) and obj.dtype.kind in ("V", "O", "c"):
-        raise ValueError(f"Unsupported dtype: {obj.dtype}")
-    if isinstance(obj, np.ndarray):
-        obj = np.ascontiguousarray(obj)
-        return {b"__ndarray__": True, b"data": obj.tobytes(), b"dtype": obj.dtype.str, b"shape": list(obj.shape)}
-    if isinstance(obj, np.generic):
-        return {b"__npgeneric__": True, b"data": obj.item(), b"dtype": obj.dtype.str}
-    return obj
-
-
-def _unpack_hook(obj: dict) -> Any:
-    if b"__ndarray__" in obj:
-        return np.ndarray(buffer=obj[b"data"], dtype=np.dtype(obj[b"dtype"]), shape=obj[b"shape"])
-    if b"__npgeneric__" in obj:
-        return np.dtype(obj[b"dtype"]).type(obj[b"data"])
-    return obj
-
-
-def packb(obj: Any) -> bytes:
-    return msgpack.packb(obj, default=_pack_default, use_bin_type=True)
-
-
 def unpackb(data: bytes) -> Any:
+    """A bridge message: one binary frame of msgpack-numpy (openpi's wire format)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ValueError(f"expected a binary frame, got a {type(data).__name__} frame")
-    return msgpack.unpackb(data, object_hook=_unpack_hook, raw=False)
+    return msgpack_numpy.unpackb(data)
 
 
 def _status_dict(s: EpisodeStatus) -> dict:
