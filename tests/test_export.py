@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -27,7 +26,6 @@ import torch
 from aloe_cli import schema as S
 from aloe_cli.critic import CriticConfig, fit_critic
 from aloe_cli.episode import Episode
-from aloe_cli.errors import BadInput
 from aloe_cli.export import aggregate_stats, export, feature_stats
 from aloe_cli.improve import improve
 from aloe_cli.scoring import score

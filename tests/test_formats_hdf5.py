@@ -372,7 +372,7 @@ def test_minari_bad_inputs(cli, tmp_path):
     assert bad(cli, store, d) == f"{meta}: data_format: 'zarr' is not a Minari storage format (hdf5, arrow, parquet)"
     meta.write_text("{not json")
     assert bad(cli, store, d, "--format", "minari") == \
-        f"{meta}: cannot be parsed: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"
+        f"{meta}: cannot be parsed as JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"
 
     d, _ = write_minari(tmp_path / "arrow", data_format="arrow")
     part = d / "data" / "1" / "part-0.arrow"

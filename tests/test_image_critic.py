@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 
 from aloe_cli import schema as S
 from aloe_cli.critic import CriticConfig, fit_critic, load_critic

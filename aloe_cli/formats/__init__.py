@@ -102,4 +102,19 @@ def iter_files(path: Path, pattern: str) -> list[Path]:
     return sorted(path.glob(pattern), key=key)
 
 
+def read_json_object(path: Path) -> dict:
+    """A JSON file that must hold an object (info.json, metadata.json, features.json)."""
+    import json
+
+    if not path.is_file():
+        raise BadInput("missing file", path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise BadInput(f"cannot be parsed as JSON: {e}", path) from None
+    if not isinstance(data, dict):
+        raise BadInput("is not a JSON object", path)
+    return data
+
+
 ReaderFactory = Callable[[], Reader]

@@ -57,8 +57,6 @@ class AlohaReader:
                       names={"observation.state": JOINT_NAMES, "action": JOINT_NAMES})
 
     def _episodes(self, files: list[Path], options: ReadOptions):
-        import h5py
-
         for i, file in enumerate(files):
             m = _EPISODE.search(file.name)
             with H.open_file(file) as f:

@@ -35,7 +35,7 @@ import pyarrow as pa
 from .. import schema as S
 from ..episode import Episode
 from ..errors import BadInput
-from . import ReadOptions, Source, iter_files
+from . import ReadOptions, Source, iter_files, read_json_object
 from ._images import encode_frames, jpeg_passthrough
 
 INFO = "meta/info.json"
@@ -76,14 +76,7 @@ class _Meta:
 
 def _load_info(root: Path) -> _Meta:
     path = root / INFO
-    if not path.is_file():
-        raise BadInput("missing file", path)
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise BadInput(f"cannot be parsed as JSON: {e}", path) from None
-    if not isinstance(info, dict):
-        raise BadInput("is not a JSON object", path)
+    info = read_json_object(path)
     for key in ("codebase_version", "fps", "features", "data_path"):
         if key not in info:
             raise BadInput("missing", path, key)

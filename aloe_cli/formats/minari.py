@@ -32,7 +32,7 @@ import numpy as np
 
 from ..episode import Episode
 from ..errors import BadInput
-from . import ReadOptions, Source, iter_files
+from . import ReadOptions, Source, iter_files, read_json_object
 from . import _hdf5 as H
 from ._images import encode_frames, jpeg_passthrough
 
@@ -57,13 +57,7 @@ def _locate(path: Path) -> tuple[Path, Path | None]:
 def _load_metadata(meta: Path | None) -> dict:
     if meta is None:
         return {}
-    try:
-        m = json.loads(meta.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise BadInput(f"cannot be parsed: {H.reason(e)}", meta) from None
-    if not isinstance(m, dict):
-        raise BadInput("expected a JSON object", meta)
-    return m
+    return read_json_object(meta)
 
 
 def _space(m: dict, key: str, meta: Path | None) -> dict | None:
@@ -200,7 +194,7 @@ def _state_keys(leaves: dict[str, Leaf], options: ReadOptions, source: Path, fir
                 raise BadInput(f"is a camera stream, not a state vector; it is stored as "
                                f"observation.images.{_column(k)}", source, f"{where}/{k}")
             if not leaves[k].numeric:
-                what = f"dtype {leaves[k].dtype}" if leaves[k].width else f"no numbers per frame"
+                what = f"dtype {leaves[k].dtype}" if leaves[k].width else "no numbers per frame"
                 raise BadInput(f"is not numeric ({what})", source, f"{where}/{k}")
         if len(set(keys)) != len(keys):
             raise BadInput(f"lists a key twice: {','.join(keys)}", field="--state-keys")

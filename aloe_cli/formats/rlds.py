@@ -16,7 +16,6 @@ else (``is_last`` without ``is_terminal``, or no positive reward) is left unknow
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ import numpy as np
 from .. import schema as S
 from ..episode import Episode
 from ..errors import BadInput
-from . import ReadOptions, Source
+from . import ReadOptions, Source, read_json_object
 from ._images import encode_frames, jpeg_passthrough
 
 FEATURES_FILE = "features.json"
@@ -76,18 +75,6 @@ def _version_dir(path: Path) -> Path | None:
     if len(found) > 1:
         raise BadInput(f"holds several versions ({', '.join(d.name for d in found)}); pass one of them", path)
     return found[0] if found else None
-
-
-def _load_json(path: Path) -> dict:
-    if not path.is_file():
-        raise BadInput("missing file", path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise BadInput(f"cannot be parsed as JSON: {e}", path) from None
-    if not isinstance(data, dict):
-        raise BadInput("is not a JSON object", path)
-    return data
 
 
 def _shape(node: dict, path: Path, key: str) -> tuple:
@@ -180,7 +167,7 @@ class RldsReader:
         if root is None:
             raise BadInput(f"no {FEATURES_FILE} here or in a version folder (<name>/<version>/)", path)
         info_path, feat_path = root / INFO_FILE, root / FEATURES_FILE
-        info = _load_json(info_path)
+        info = read_json_object(info_path)
         name = info.get("name")
         if not isinstance(name, str) or not name:
             raise BadInput("missing", info_path, "name")
@@ -193,7 +180,7 @@ class RldsReader:
                 raise BadInput(f"{options.split!r} is not a split of this dataset ({', '.join(splits)})",
                                info_path, "splits")
             splits = [options.split]
-        specs = parse_features(_load_json(feat_path), feat_path)
+        specs = parse_features(read_json_object(feat_path), feat_path)
         plan = _plan(specs, feat_path, options)
         shards = [(split, _shards(root, name, split)) for split in splits]
         _example_class()  # fail early, with a clear message, when protobuf is missing
