@@ -21,7 +21,7 @@ L, GAMMA, P = 6, 0.9, 0.3
 STATES = np.arange(L)
 # Tiny nets and budgets: the world is tabular (7 one-hot states x 4 chunks of 2 binary actions).
 FAST = dict(gamma=GAMMA, samples=1, steps=600, batch_size=128, hidden=64, tau=0.05, lr=1e-3, val_every=400,
-            log_every=200)
+            log_every=200, head="scalar")
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +71,12 @@ def test_policy_bootstrap_recovers_the_true_q_and_v(world, H):
     assert cfg["store"]["fingerprint"] == Store.open(world[0] / "store").fingerprint
     assert set(cfg["normalization"]) == {"state_mean", "state_std", "action_mean", "action_std", "return_shift",
                                          "return_scale"}
+
+
+def test_transformer_chunk_encoder_recovers_v(world):
+    critic = fit(world, "transformer", chunk_size=2, reward="sparse", chunk_encoder="transformer", hidden=32)
+    np.testing.assert_allclose(q_of(critic, [1, 1]), cw.v_pi(STATES, L, GAMMA), atol=0.03)
+    np.testing.assert_allclose(q_of(critic, [0, 1]), truth([0, 1], V_PI), atol=0.03)
 
 
 def test_data_and_mc_converge_to_the_behaviour_value_not_the_policys(world):

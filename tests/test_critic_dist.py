@@ -15,7 +15,7 @@ import chainworld as cw
 from conftest import REPO, run_subprocess
 
 ARGS = ("--reward", "sparse", "--gamma", "0.9", "--samples", "1", "--steps", "300", "--hidden", "32",
-        "--batch-size", "64", "--checkpoint-every", "100", "--tau", "0.05", "--lr", "1e-3")
+        "--batch-size", "64", "--checkpoint-every", "100", "--tau", "0.05", "--lr", "1e-3", "--head", "scalar")
 
 
 @pytest.fixture(scope="module")
