@@ -38,7 +38,7 @@ class FixedQ:
     def __init__(self, q):
         self.q = torch.tensor(q)
 
-    def q_heads(self, state, chunks):
+    def q_heads(self, state, chunks, images=None):
         return self.q
 
 
