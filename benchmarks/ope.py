@@ -146,6 +146,7 @@ def log_data(task: str, budget: Budget, seed: int, store_path: Path) -> dict:
             cfg = RolloutConfig(episodes=n, max_steps=budget.max_steps, policy_id=pid, intervene=intervene,
                                 seed=seed, commit_every=max(n, 1))
             summary = run_rollouts(robot, policy, store_path, cfg)
+            _stop_if_interrupted(summary)
             counts[pid] = {"episodes": summary["episodes"], "success_rate": summary["success_rate"],
                            "frames": summary["frames"], "intervention_frames": summary["intervention_frames"]}
             if args is None:
@@ -154,6 +155,12 @@ def log_data(task: str, budget: Budget, seed: int, store_path: Path) -> dict:
     finally:
         robot.disconnect()
     return {"counts": counts, "injected": injected, "seconds": time.perf_counter() - t0}
+
+
+def _stop_if_interrupted(summary: dict) -> None:
+    """run_rollouts turns Ctrl-C/SIGTERM into a clean stop of that call; the benchmark stops too."""
+    if summary.get("interrupted"):
+        raise SystemExit(f"interrupted ({summary.get('signal')})")
 
 
 # --------------------------------------------------------------------------- 2. candidates
@@ -193,6 +200,7 @@ def truth_job(task: str, cand: dict, episodes: int, max_steps: int, seed: int) -
     robot = SimRobot(task, seed=seed, max_steps=max_steps)
     s = run_rollouts(robot, policy, None, RolloutConfig(episodes=episodes, max_steps=max_steps,
                                                         policy_id=cand["name"], seed=seed))
+    _stop_if_interrupted(s)
     return {"name": cand["name"], "lengths": [r["length"] for r in s["per_episode"]],
             "success": [bool(r["success"]) for r in s["per_episode"]], "seconds": time.perf_counter() - t0}
 
