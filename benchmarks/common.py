@@ -201,6 +201,13 @@ def format_table(headers: list[str], rows: list[list]) -> str:
     return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in cells])
 
 
+def markdown_table(headers: list[str], rows: list[list]) -> str:
+    """The same table in GitHub markdown."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(["---"] * len(headers)) + "|"]
+    lines += ["| " + " | ".join(_cell(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
 def _cell(v) -> str:
     if v is None:
         return "-"

@@ -80,6 +80,8 @@ def evaluate(task: str, policy_dir: Path, episodes: int, max_steps: int, seed: i
     policy = load_policy(str(policy_dir), {"seed": seed})
     s = run_rollouts(SimRobot(task, seed=seed, max_steps=max_steps), policy, None,
                      RolloutConfig(episodes=episodes, max_steps=max_steps, seed=seed))
+    if s.get("interrupted"):
+        raise SystemExit(f"interrupted ({s.get('signal')})")
     k = int(s["successes"])
     lo, hi = wilson(k, episodes)
     return {"success_rate": k / episodes, "ci_low": lo, "ci_high": hi, "episodes": episodes}

@@ -146,6 +146,7 @@ def log_data(task: str, budget: Budget, seed: int, store_path: Path) -> dict:
             cfg = RolloutConfig(episodes=n, max_steps=budget.max_steps, policy_id=pid, intervene=intervene,
                                 seed=seed, commit_every=max(n, 1))
             summary = run_rollouts(robot, policy, store_path, cfg)
+            _stop_if_interrupted(summary)
             counts[pid] = {"episodes": summary["episodes"], "success_rate": summary["success_rate"],
                            "frames": summary["frames"], "intervention_frames": summary["intervention_frames"]}
             if args is None:
@@ -154,6 +155,12 @@ def log_data(task: str, budget: Budget, seed: int, store_path: Path) -> dict:
     finally:
         robot.disconnect()
     return {"counts": counts, "injected": injected, "seconds": time.perf_counter() - t0}
+
+
+def _stop_if_interrupted(summary: dict) -> None:
+    """run_rollouts turns Ctrl-C/SIGTERM into a clean stop of that call; the benchmark stops too."""
+    if summary.get("interrupted"):
+        raise SystemExit(f"interrupted ({summary.get('signal')})")
 
 
 # --------------------------------------------------------------------------- 2. candidates
@@ -193,6 +200,7 @@ def truth_job(task: str, cand: dict, episodes: int, max_steps: int, seed: int) -
     robot = SimRobot(task, seed=seed, max_steps=max_steps)
     s = run_rollouts(robot, policy, None, RolloutConfig(episodes=episodes, max_steps=max_steps,
                                                         policy_id=cand["name"], seed=seed))
+    _stop_if_interrupted(s)
     return {"name": cand["name"], "lengths": [r["length"] for r in s["per_episode"]],
             "success": [bool(r["success"]) for r in s["per_episode"]], "seconds": time.perf_counter() - t0}
 
@@ -526,7 +534,9 @@ def run_d3rlpy(python: str, store_path: Path, cands: list, reward: dict, base, w
 
 
 # --------------------------------------------------------------------------- output
-def print_report(r: dict) -> None:
+def print_report(r: dict, markdown: bool = False) -> None:
+    """The tables; in GitHub markdown with `markdown`."""
+    table = B.markdown_table if markdown else B.format_table
     names = [c["name"] for c in r["candidates"]]
     print(f"OPE benchmark: {r['task']}, budget {r['budget']}, seed {r['seed']}; {B.machine_line(r['machine'])}")
     lg = r["logged"]
@@ -537,7 +547,7 @@ def print_report(r: dict) -> None:
     for n in names:
         t = r["truth"][n]
         rows.append([n, t["value"], t["se"], t["success_rate"]] + [r["estimators"][e]["estimates"][n] for e in ests])
-    print(B.format_table(["candidate", "true V", "s.e.", "success"] + ests, rows))
+    print(table(["candidate", "true V", "s.e.", "success"] + ests, rows))
     print()
     rows = []
     for e in ests:
@@ -546,7 +556,7 @@ def print_report(r: dict) -> None:
         rows.append([ESTIMATOR_LABELS.get(e, e), B.with_ci(m["nae"]), B.with_ci(m["spearman"]),
                      B.with_ci(m["regret@1"]), f"{w['total_s']:.0f} s ({w['fits']} fits)",
                      "-" if w.get("cpu_s") is None or not np.isfinite(w["cpu_s"]) else f"{w['cpu_s']:.0f} s"])
-    print(B.format_table(["estimator", "NAE [95% CI]", "Spearman", "regret@1", "wall time", "CPU time"], rows))
+    print(table(["estimator", "NAE [95% CI]", "Spearman", "regret@1", "wall time", "CPU time"], rows))
     print()
     for e, c in r["credit_assignment"].items():
         print(f"credit assignment ({ESTIMATOR_LABELS.get(e, e)}, evaluated policy '{REFERENCE}'): AUROC "
@@ -638,7 +648,15 @@ def main(argv=None) -> dict:
                     help="override a CriticConfig field for every estimator, e.g. --critic-set tau=0.05")
     ap.add_argument("--d3rlpy-python", default=os.environ.get("ALOE_D3RLPY_PYTHON"),
                     help="a Python with d3rlpy installed (default $ALOE_D3RLPY_PYTHON); unset: d3rlpy is skipped")
+    ap.add_argument("--from-json", type=Path, default=None,
+                    help="print the tables (and redraw the plot) of a finished run's JSON instead of running")
+    ap.add_argument("--markdown", action="store_true", help="print the tables in GitHub markdown")
     args = ap.parse_args(argv)
+    if args.from_json is not None:
+        result = json.loads(args.from_json.read_text())
+        plot(result, args.from_json.with_suffix(".png"))
+        print_report(result, args.markdown)
+        return result
     from aloe_cli.robot.sim import metaworld_tasks
 
     if args.task not in metaworld_tasks():
@@ -649,7 +667,7 @@ def main(argv=None) -> dict:
     stem = f"ope-{args.task}-{args.budget}-seed{args.seed}"
     B.write_json(args.out / f"{stem}.json", result)
     plot(result, args.out / f"{stem}.png")
-    print_report(result)
+    print_report(result, args.markdown)
     print(f"wrote {args.out / (stem + '.json')} and .png")
     return result
 

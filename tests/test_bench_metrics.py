@@ -91,3 +91,8 @@ def test_format_table():
     lines = text.splitlines()
     assert lines[0].startswith("name") and lines[2] == "a          1.000"
     assert lines[3].endswith("-")
+
+
+def test_markdown_table():
+    assert B.markdown_table(["a", "b"], [["x", 0.5], ["y", None]]).splitlines() == [
+        "| a | b |", "|---|---|", "| x | 0.500 |", "| y | - |"]

@@ -55,6 +55,9 @@ def test_ope_smoke(tmp_path, capsys):
     assert all(isinstance(v, bool) for v in r["targets"].values())
     out = capsys.readouterr().out
     assert "OPE benchmark: drawer-open-v3" in out and "regret@1" in out
+    again = ope.main(["--from-json", str(tmp_path / "ope-drawer-open-v3-smoke-seed0.json"), "--markdown"])
+    assert again["estimators"].keys() == r["estimators"].keys()
+    assert "| estimator | NAE [95% CI] | Spearman | regret@1 |" in capsys.readouterr().out
 
 
 def test_ope_rejects_an_unknown_task(tmp_path):
