@@ -58,17 +58,32 @@ def resolve_rewards(spec: RewardSpec, episodes: pd.DataFrame, where: str = "stor
         for name, value in (("--t-norm", spec.t_norm), ("--c-fail", spec.c_fail)):
             if value is not None and not (np.isfinite(value) and value > 0):
                 raise BadInput(f"must be a positive number, got {value}", field=name)
-        lengths = episodes[S.LENGTH].to_numpy(dtype=np.float64)
         if spec.t_norm is not None:
             per_task = {t: float(spec.t_norm) for t in sorted(set(_task_keys(episodes)))}
             default = float(spec.t_norm)
         else:
-            per_task = {t: float(np.percentile(g[S.LENGTH].to_numpy(dtype=np.float64), 95))
-                        for t, g in episodes.groupby(_task_keys(episodes), sort=True)}
-            default = float(np.percentile(lengths, 95))
+            per_task, default = typical_lengths(episodes)
         out.update(t_norm=per_task, t_norm_default=default,
                    c_fail=None if spec.c_fail is None else float(spec.c_fail))
     return out
+
+
+def typical_lengths(episodes: pd.DataFrame) -> tuple[dict, float]:
+    """({task: frames}, frames over all tasks): the 95th percentile (numpy's linear interpolation)
+    of the episode lengths, e.g. lengths 10, 20, 30 -> 29.0. The default T_norm and time scale."""
+    per_task = {t: float(np.percentile(g[S.LENGTH].to_numpy(dtype=np.float64), 95))
+                for t, g in episodes.groupby(_task_keys(episodes), sort=True)}
+    return per_task, float(np.percentile(episodes[S.LENGTH].to_numpy(dtype=np.float64), 95))
+
+
+def time_features(frame_index, tasks, scale: dict) -> np.ndarray:
+    """(B, 1) float32 time input of a critic fitted with ``--obs state,time``: the frame's index in
+    its episode divided by the typical length of its task (`scale` = {"per_task", "default"};
+    tasks the critic never saw get the default), e.g. frame 75 of a 150-frame task -> 0.5."""
+    per_task, default = scale["per_task"], float(scale["default"])
+    keys = pd.Series(list(tasks), dtype=object).fillna(NO_TASK).astype(str)
+    den = np.array([per_task.get(t, default) for t in keys], dtype=np.float64)
+    return (np.asarray(frame_index, dtype=np.float64) / den).astype(np.float32).reshape(-1, 1)
 
 
 def episode_t_norm(resolved: dict, episodes: pd.DataFrame) -> np.ndarray:

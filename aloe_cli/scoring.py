@@ -82,7 +82,8 @@ def score_chunks(store: Store | str | os.PathLike, critic, policy=None, samples:
     cam_obs = getattr(critic, "obs", None)
     extra_cols = list(cam_obs.extras) if cam_obs is not None else []
     cam_cols = list(cam_obs.images) if cam_obs is not None else []
-    pending: dict[str, list] = {"state": [], "chunk": [], "task": [], **{c: [] for c in extra_cols + cam_cols}}
+    pending: dict[str, list] = {"state": [], "chunk": [], "task": [], "frame": [],
+                                **{c: [] for c in extra_cols + cam_cols}}
     n_pending = 0
 
     def flush() -> None:
@@ -93,7 +94,7 @@ def score_chunks(store: Store | str | os.PathLike, critic, policy=None, samples:
         chunk = np.concatenate(pending["chunk"])
         tasks = [t for ts in pending["task"] for t in ts]
         extra = {c: np.concatenate(pending[c]) for c in extra_cols + cam_cols}  # --obs columns
-        feats = np.concatenate([state] + [extra[c] for c in extra_cols], 1) if extra_cols else state
+        feats = critic.features(state, extra, np.concatenate(pending["frame"]), tasks)
         ims = {c: extra[c] for c in cam_cols} or None
         with torch.no_grad():
             qh = torch.as_tensor(critic.q_heads(feats, chunk[:, None], ims))[:, 0]  # (B, M)
@@ -131,6 +132,7 @@ def score_chunks(store: Store | str | os.PathLike, critic, policy=None, samples:
             pending["state"].append(state[starts[sel]])
             pending["chunk"].append(action[win[sel]])
             pending["task"].append([task] * len(starts[sel]))
+            pending["frame"].append(starts[sel])
             for c, v in extra_ep.items():
                 pending[c].append(v[starts[sel]])
             n_pending += len(starts[sel])

@@ -4,7 +4,10 @@
   policy reads. ``state`` is ``observation.state``; ``images.<cam>`` is the camera column
   ``observation.images.<cam>`` (encoded PNG/JPEG bytes in the store); any other name is a
   numeric vector column ``observation.<name>`` (e.g. embeddings a frozen vision model
-  produced elsewhere), concatenated to the state features.
+  produced elsewhere), concatenated to the state features. ``time`` (critics only) is the
+  frame's index in its episode divided by the task's typical length (95th percentile): where a
+  time-out ends an episode as a failure, the value of a state depends on the time left, and a
+  critic without it averages over the time it cannot see.
 - Decoding: a camera's frames are decoded ONCE, at load time, into one uint8 (N, H, W, 3)
   array (64x64x3 = 12 KB per frame: 100k frames = 1.2 GB). Training batches index that array;
   nothing is decoded per step.
@@ -25,6 +28,7 @@ from .errors import BadInput
 
 FEATURE_DIM = 64  # output size of the conv encoder per camera
 SHIFT_PAD = 4  # random-shift padding in pixels (DrQ)
+TIME = "time"  # --obs name of the time input (critics only): frame index / the task's typical length
 
 
 @dataclass(frozen=True)
@@ -34,14 +38,16 @@ class ObsSpec:
     state: bool = True  # observation.state is an input
     images: tuple[str, ...] = ()  # camera columns (observation.images.<cam>)
     extras: tuple[str, ...] = field(default=())  # numeric vector columns concatenated to the state
+    time: bool = False  # the frame's index in its episode / the task's typical length (critic only)
 
     @property
     def columns(self) -> list[str]:
+        """The store columns read (``time`` is computed from the frame index, not stored)."""
         return ([S.OBS_STATE] if self.state else []) + list(self.extras) + list(self.images)
 
     def __str__(self) -> str:
         parts = (["state"] if self.state else []) + [c[len(S.OBS_PREFIX):] for c in self.extras + self.images]
-        return ",".join(parts)
+        return ",".join(parts + (["time"] if self.time else []))
 
 
 def parse_obs(spec: str | None, field_name: str = "--obs") -> ObsSpec:
@@ -55,6 +61,7 @@ def parse_obs(spec: str | None, field_name: str = "--obs") -> ObsSpec:
         return ObsSpec()
     images: list[str] = []
     extras: list[str] = []
+    time = False
     for raw in str(spec).split(","):
         name = raw.strip()
         if not name:
@@ -62,6 +69,11 @@ def parse_obs(spec: str | None, field_name: str = "--obs") -> ObsSpec:
         if name.startswith(S.OBS_PREFIX):
             name = name[len(S.OBS_PREFIX):]
         if name == "state":
+            continue
+        if name == TIME:
+            if time:
+                raise BadInput(f"{raw.strip()!r} is named twice", field=field_name)
+            time = True
             continue
         full = S.OBS_PREFIX + name
         if name.startswith("images."):
@@ -73,7 +85,7 @@ def parse_obs(spec: str | None, field_name: str = "--obs") -> ObsSpec:
         if full in images or full in extras:
             raise BadInput(f"{raw.strip()!r} is named twice", field=field_name)
         target.append(full)
-    return ObsSpec(True, tuple(images), tuple(extras))
+    return ObsSpec(True, tuple(images), tuple(extras), time)
 
 
 def check_obs(spec: ObsSpec, store, field_name: str = "--obs") -> None:

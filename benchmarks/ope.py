@@ -17,7 +17,8 @@ On one Meta-World task, in one run:
    open loop as deployed, from the same sequence of initial states; its value is the mean
    discounted return under the critic's own reward spec (T_norm and C_fail resolved from the
    logged store exactly as `fit_critic` resolves them) and gamma, with its standard error.
-4. Estimators, fitted on the same store: ALOE (chunked TD, policy bootstrap, H = 5), one-step
+4. Estimators, fitted on the same store, all with the observation input `OBS` (the state and
+   the time input, since a time-out is a failure): ALOE (chunked TD, policy bootstrap, H = 5), one-step
    FQE (H = 1, policy bootstrap), chunked SARSA (data bootstrap) and Monte-Carlo regression
    (return-to-go); ALOE and FQE need one fit per candidate; SARSA and MC one fit in all (their
    estimate of a candidate is the mean over start states of Q(o_0, a), a ~ candidate).
@@ -53,6 +54,9 @@ import numpy as np
 from . import common as B
 
 H = 5  # actions per chunk of every behaviour and candidate; ALOE's chunk size
+# Every estimator's observation input. The episodes end at max_steps as failures, so a state's
+# value depends on the time left: each critic (ALOE, FQE, SARSA, MC alike) sees the time input.
+OBS = "state,time"
 EXPERT = "aloe_cli.robot.experts:metaworld_expert"
 PHASE = "benchmarks.candidates:phase_expert"
 REFERENCE = "expert"  # the candidate whose ALOE critic scores the injected chunks
@@ -245,7 +249,8 @@ def start_values(critic, cand: dict, states: np.ndarray, tasks: list, K: int, se
     torch.manual_seed(seed)
     policy = load_policy(cand["spec"], cand["args"])
     chunks = sample_checked(policy, {S.OBS_STATE: states, S.TASK: tasks}, K, cand["name"])
-    return np.asarray(critic.q(states, chunks), dtype=np.float64).mean(1)
+    feats = critic.features(states, frame_index=np.zeros(len(states), np.int64), tasks=tasks)
+    return np.asarray(critic.q(feats, chunks), dtype=np.float64).mean(1)
 
 
 def advantages(store_path: Path, critic, cand: dict) -> dict:
@@ -347,7 +352,7 @@ def run(task: str, budget_name: str, seed: int, out: Path, workers: int = 1, dev
 
     overrides = dict(critic_overrides or {})
     base = CriticConfig(**({"steps": budget.critic_steps} if budget.critic_steps else {}), seed=seed, device=device,
-                        **overrides)
+                        **{"obs": OBS, **overrides})
     base.check()
     reward = resolve_rewards(RewardSpec(base.reward, base.t_norm, base.c_fail), store.episodes, str(store_path))
     K = base.samples

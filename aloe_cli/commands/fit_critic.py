@@ -74,8 +74,9 @@ def register(app: typer.Typer) -> None:
         episodes_filter: Annotated[Optional[str], typer.Option(
             "--episodes-filter", help="pandas query over the episodes table, e.g. \"policy_id != 'human'\".")] = None,
         obs: Annotated[str, typer.Option(
-            "--obs", help="Observation inputs: state[,images.<cam>][,<numeric column>], e.g. state,images.top "
-            "(cameras go through a small conv encoder trained from scratch).")] = D.obs,
+            "--obs", help="Observation inputs: state[,images.<cam>][,<numeric column>][,time], e.g. state,images.top "
+            "(cameras go through a small conv encoder trained from scratch; time = frame index / the task's "
+            "typical length, for episodes that a time limit ends as failures).")] = D.obs,
         no_augment: Annotated[bool, typer.Option(
             "--no-augment", help="Do not random-shift camera frames in training.")] = False,
         resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint.")] = False,

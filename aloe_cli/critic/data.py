@@ -40,13 +40,15 @@ class ChunkData:
     H: int
     extras: dict = None  # column -> (N, k) float32 extra numeric observations (--obs), concatenated to the state
     images: dict = None  # camera column -> (N, h, w, 3) uint8, decoded once at load time (--obs images.<cam>)
+    time: np.ndarray | None = None  # (N, 1) float32 --obs time: frame index / the task's typical length
 
     @property
     def features(self) -> np.ndarray:
-        """The critic's vector input: the state, then the --obs extra columns, (N, D + E) float32."""
-        if not self.extras:
+        """The critic's vector input: the state, the --obs extra columns, then time, (N, D + E [+ 1]) float32."""
+        parts = [self.state] + list((self.extras or {}).values()) + ([self.time] if self.time is not None else [])
+        if len(parts) == 1:
             return self.state
-        return np.ascontiguousarray(np.concatenate([self.state] + list(self.extras.values()), 1), dtype=np.float32)
+        return np.ascontiguousarray(np.concatenate(parts, 1), dtype=np.float32)
 
     @property
     def num_frames(self) -> int:
@@ -72,10 +74,11 @@ class ChunkData:
 
 
 def load_chunk_data(store: Store, episodes: pd.DataFrame, H: int, gamma: float, reward: dict,
-                    obs: str | None = None) -> ChunkData:
+                    obs: str | None = None, time_scale: dict | None = None) -> ChunkData:
     """Load the episodes' frames and precompute every chunk start's reward, discount and bootstrap.
 
     `obs` (``--obs``): extra numeric columns and cameras to load; camera frames are decoded once here.
+    `time_scale` ({"per_task", "default"} in frames): needed when `obs` names ``time``.
     """
     from ..vision import check_obs, decode_batch, parse_obs
 
@@ -99,6 +102,14 @@ def load_chunk_data(store: Store, episodes: pd.DataFrame, H: int, gamma: float, 
     terminated = episodes[S.TERMINATED].to_numpy(dtype=bool)[episode]
     rtg = C.discounted_return_to_go(r, lengths, gamma)
     boot, m = C.bootstrap_frames(idx, end, H)
+    time = None
+    if spec.time:
+        from ..rewards import time_features
+
+        if time_scale is None:
+            raise ValueError("--obs time needs a time_scale")
+        tasks = episodes[S.TASK].to_numpy(dtype=object)[episode]
+        time = time_features(idx - fa.starts[episode], tasks, time_scale)
     return ChunkData(
         episodes=episodes.reset_index(drop=True),
         state=np.ascontiguousarray(fa.columns[S.OBS_STATE], dtype=np.float32),
@@ -106,7 +117,7 @@ def load_chunk_data(store: Store, episodes: pd.DataFrame, H: int, gamma: float, 
         lengths=lengths, starts=fa.starts, end=end, episode=episode, rtg=rtg,
         R=C.chunk_rewards(rtg, idx, end, H, gamma), disc=C.bootstrap_discount(idx, end, H, gamma),
         boot=boot, m=m, usable=C.td_usable(idx, end, terminated, H), terminated=terminated, H=H,
-        extras=extras, images=images,
+        extras=extras, images=images, time=time,
     )
 
 

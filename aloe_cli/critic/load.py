@@ -32,13 +32,33 @@ class Critic:
         from ..vision import parse_obs
 
         self.obs = parse_obs(config["config"].get("obs", "state"))  # what `q_heads` needs beyond the state
+        self.time_scale = config.get("time_scale")  # --obs time: {"per_task", "default"} frames
         self.action_dim = int(config["action_dim"])
         c = config["config"]
         self.aggregate, self.std_coef = c["aggregate"], float(c["std_coef"])
         self.ensemble = int(c["ensemble"])
 
+    def features(self, state, extras: dict | None = None, frame_index=None, tasks=None) -> np.ndarray:
+        """The vector input `q_heads` takes: `state` (B, D), then the --obs extra columns from
+        `extras` (column -> (B, k)), then, for a critic fitted with --obs time, the time input
+        of `frame_index` (B,) (frames since the episode's start) in `tasks` (B,)."""
+        parts = [np.asarray(state, dtype=np.float32)]
+        for c in self.obs.extras:
+            if extras is None or c not in extras:
+                raise ValueError(f"this critic was fitted with --obs {self.obs}: pass {c}")
+            parts.append(np.asarray(extras[c], dtype=np.float32).reshape(len(parts[0]), -1))
+        if self.obs.time:
+            from ..rewards import time_features
+
+            if frame_index is None:
+                raise ValueError(f"this critic was fitted with --obs {self.obs}: pass the frame indices")
+            n = len(parts[0])
+            parts.append(time_features(np.broadcast_to(np.asarray(frame_index), (n,)),
+                                       [""] * n if tasks is None else tasks, self.time_scale))
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, 1)
+
     def q_heads(self, state, chunks, images: dict | None = None):
-        """`state` (B, obs_dim): the state then the --obs extra columns; `images`: camera column ->
+        """`state` (B, obs_dim): `features(...)` (the state, the --obs extra columns, time); `images`: camera column ->
         uint8 (B, h, w, 3) frames (or encoded bytes) for a critic fitted with --obs images.<cam>."""
         import torch
 

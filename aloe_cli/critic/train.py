@@ -22,7 +22,7 @@ import numpy as np
 from .. import chunks as C
 from .. import schema as S
 from ..errors import BadInput
-from ..rewards import RewardSpec, resolve_rewards
+from ..rewards import RewardSpec, resolve_rewards, typical_lengths
 from ..store import Store
 from .config import (CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, SAMPLES_FILE, SAMPLES_META, WEIGHTS_FILE,
                      CriticConfig)
@@ -308,7 +308,13 @@ def fit_critic(store: Store | str | os.PathLike, out_dir: str | os.PathLike, con
         raise BadInput("already holds a critic; pass --resume to continue it or choose another --out",
                        out_dir, "--out")
 
-    data = load_chunk_data(store, episodes, H, config.gamma, reward, config.obs)
+    from ..vision import parse_obs
+
+    time_scale = None
+    if parse_obs(config.obs).time:
+        per_task, default = typical_lengths(episodes)
+        time_scale = {"per_task": per_task, "default": default}
+    data = load_chunk_data(store, episodes, H, config.gamma, reward, config.obs, time_scale)
     features = data.features
 
     # ---- split: validation episodes, then this process's share of the training episodes
@@ -349,7 +355,8 @@ def fit_critic(store: Store | str | os.PathLike, out_dir: str | os.PathLike, con
         "reward": reward,
         "chunk_size": H,
         "state_dim": int(data.state.shape[1]),
-        "obs_dim": int(features.shape[1]),  # the state plus the --obs extra columns
+        "obs_dim": int(features.shape[1]),  # the state plus the --obs extra columns (and time)
+        "time_scale": time_scale,  # --obs time: frames per unit of the time input, per task
         "images": {c: list(a.shape[1:3]) for c, a in (data.images or {}).items()},  # camera -> [h, w]
         "action_dim": int(data.action.shape[1]),
         "normalization": {"state_mean": s_mean.tolist(), "state_std": s_std.tolist(),

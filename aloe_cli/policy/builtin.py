@@ -111,6 +111,11 @@ class PolicyConfig:
             raise BadInput(f"must be in [0, 1), got {self.val_fraction}", field=name_of("val_fraction"))
         if self.lr_schedule not in ("cosine", "constant"):
             raise BadInput(f"must be cosine or constant, got {self.lr_schedule!r}", field=name_of("lr_schedule"))
+        from ..vision import parse_obs
+
+        if parse_obs(self.obs, name_of("obs")).time:
+            raise BadInput("time is a critic input only: a policy acts on what the robot observes",
+                           field=name_of("obs"))
         return self
 
 
