@@ -87,7 +87,7 @@ class SimRobot:
                 raise BadInput(f"must be at least 8, got {image_size}", self.name, "image_size")
             self.observation_features[self.image_key(camera)] = {
                 "dtype": "image", "shape": [int(image_size), int(image_size), 3],
-            "names": ["height", "width", "channel"]}
+            "names": ["height", "width", "channels"]}
         self.camera = camera
         self.rotate_180 = False  # set at connect: the camera renders upside down (see the module doc)
         self.image_size = int(image_size)
