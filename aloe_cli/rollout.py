@@ -304,12 +304,40 @@ def _check_fit(robot: Robot, policy, store, name: str) -> None:
     if A != action_dim(robot):
         raise PolicyError(f"policy action_dim is {A} but the robot {robot.name} takes {action_dim(robot)} numbers",
                           name, "--policy")
+    _check_cameras(robot, policy, name)
     if store is not None and store.exists:
         for col, have, want in ((S.OBS_STATE, state_dim(robot), store.state_dim),
                                 (S.ACTION, action_dim(robot), store.action_dim)):
             if have != want:
                 raise BadInput(f"the robot {robot.name} has {have} numbers but the store holds {want}; "
                                "roll out into another store", store.root, col)
+
+
+def _check_cameras(robot: Robot, policy, name: str) -> None:
+    """Every camera the policy reads is one the robot gives, at the size the policy was trained on
+    (where the policy says, as the built-in one does in `cameras`). A robot that declares no
+    observation features yet (a remote one before it connects) is checked after connecting."""
+    from .policy import observation_keys
+
+    feats = robot.observation_features or {}
+    if not feats:
+        return
+    pre = S.OBS_IMAGES_PREFIX
+    sim = robot.name.startswith("sim:")
+    sizes = getattr(policy, "cameras", None) or {}
+    for col in (k for k in observation_keys(policy) if k.startswith(pre)):
+        cam = col[len(pre):]
+        if col not in feats:
+            have = ", ".join(k[len(pre):] for k in feats if k.startswith(pre))
+            raise PolicyError(f"the policy reads camera {cam!r} but the robot {robot.name} has "
+                              + (f"cameras {have}" if have else "no camera")
+                              + (f"; pass --robot-arg camera={cam}" if sim else ""), name, "--policy")
+        want, shape = sizes.get(col), feats[col].get("shape")
+        if want and shape and tuple(shape[:2]) != tuple(want):
+            raise PolicyError(f"the policy was trained on {want[1]}x{want[0]} frames of camera {cam!r} but the robot "
+                              f"{robot.name} gives {shape[1]}x{shape[0]}"
+                              + (f"; pass --robot-arg image_size={want[0]}" if sim and want[0] == want[1] else ""),
+                              name, "--policy")
 
 
 def _quietly(fn) -> None:

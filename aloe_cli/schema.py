@@ -31,6 +31,8 @@ TIMESTAMP = "timestamp"
 OBS_PREFIX = "observation."
 OBS_STATE = "observation.state"
 OBS_IMAGES_PREFIX = "observation.images."
+# A camera feature's "names" in aloe.json, when its "shape" is [height, width, 3] (LeRobot's convention).
+IMAGE_NAMES = ["height", "width", "channels"]
 ACTION = "action"
 REWARD = "reward"
 IS_INTERVENTION = "is_intervention"

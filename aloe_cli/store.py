@@ -414,8 +414,8 @@ class StoreWriter:
         }
         for k, a in ep.extras.items():
             feats[k] = {"dtype": "float32", "shape": [a.shape[1]], "names": names.get(k)}
-        for k in ep.images:
-            feats[k] = {"dtype": "image", "shape": None, "names": None}
+        for k, frames in ep.images.items():
+            feats[k] = _image_feature(_frame_size(frames))
         self.features = feats
 
     def _check_features(self, ep: Episode, path: str) -> None:
@@ -452,6 +452,11 @@ class StoreWriter:
             self.duplicates += 1
             return None
         self.existing_ids.add(eid)
+        for k, frames in ep.images.items():  # a camera whose frames change size gets shape null
+            f = self.features[k]
+            size = _frame_size(frames)
+            if f.get("shape") is not None and size is not None and size != tuple(f["shape"][:2]):
+                self.features[k] = _image_feature(None)
         T = len(ep)
         schema = self._frames_schema()
         fps_ = fps or self.fps or 0.0
@@ -603,6 +608,31 @@ class StoreWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if not self._closed:
             self.abort()
+
+
+def _frame_size(frames) -> tuple[int, ...] | None:
+    """(height, width) of an episode's first stored frame, read from its header; None when it has no
+    frame; () when the frame cannot be read (decoding reports it where a model needs the frames)."""
+    import io
+
+    from PIL import Image
+
+    first = next((b for b in frames if b is not None), None)
+    if first is None:
+        return None
+    try:
+        w, h = Image.open(io.BytesIO(first)).size
+    except Exception:  # PIL raises many types for bad bytes
+        return ()
+    return int(h), int(w)
+
+
+def _image_feature(size: tuple[int, ...] | None) -> dict:
+    """A camera's entry in aloe.json's features: shape [height, width, 3] when every stored frame has
+    one size (as far as the first frame of each episode shows), else null."""
+    if not size:
+        return {"dtype": "image", "shape": None, "names": None}
+    return {"dtype": "image", "shape": [size[0], size[1], 3], "names": list(S.IMAGE_NAMES)}
 
 
 def _fixed_list(arr: np.ndarray) -> pa.FixedSizeListArray:

@@ -15,6 +15,10 @@
   K policy chunks) against the bare batched forward pass over the same (state, chunk) pairs
   already in memory; and the Q-only variant (no policy).
 - scoring memory: peak RSS of `score_chunks` in a child process at 1x and 10x the store.
+- camera frames (`benchmarks.bench_images`' measurement): samples/s of the same critic step
+  (chunked SARSA, so each sample also gathers its next frame) with a 64x64 camera against state
+  only, the frames' share of an image step (indexing and random shift: decoding happens once, at
+  load), PNG decoding frames/s, and what decoding every step would add to an image step.
 
 The synthetic store has Meta-World's sizes (state 39, action 4), 150-frame episodes; the
 evaluated policy draws Gaussian chunks (its cost is not the toolkit's). Writes
@@ -52,14 +56,19 @@ class Budget:
     store_episodes: int  # 150-frame episodes of the synthetic store for training and scoring (1x)
     critic_steps: int  # fit_critic steps timed
     floor_steps: int  # steps of the in-memory floors
+    image_episodes: int  # episodes of the 64x64-camera store (bench_images)
+    image_length: int  # frames per episode of the camera store
+    image_steps: int  # critic steps timed with and without the camera (after 3 warm-up steps)
+    image_batch: int  # chunks per critic step in the camera comparison
 
 
 BUDGETS = {
-    "smoke": Budget(ingest_episodes=3, ingest_frames=40, scale=2, store_episodes=8, critic_steps=20, floor_steps=10),
+    "smoke": Budget(ingest_episodes=3, ingest_frames=40, scale=2, store_episodes=8, critic_steps=20, floor_steps=10,
+                    image_episodes=4, image_length=20, image_steps=3, image_batch=32),
     "small": Budget(ingest_episodes=50, ingest_frames=400, scale=10, store_episodes=100, critic_steps=400,
-                    floor_steps=200),
+                    floor_steps=200, image_episodes=40, image_length=50, image_steps=30, image_batch=256),
     "full": Budget(ingest_episodes=100, ingest_frames=400, scale=10, store_episodes=300, critic_steps=2000,
-                   floor_steps=500),
+                   floor_steps=500, image_episodes=40, image_length=50, image_steps=100, image_batch=256),
 }
 
 
@@ -234,6 +243,26 @@ def scoring(store_path: Path, critic_dir: Path, device: str, repeats: int = 1) -
     return out
 
 
+# --------------------------------------------------------------------------- camera frames
+def images(budget: Budget, work: Path) -> dict:
+    """Critic samples/s with a 64x64 camera vs state only (`bench_images.time_critic`, CPU), the frames'
+    share of an image step, and PNG decoding (once at load; what decoding every step would add)."""
+    from .bench_images import synthetic_store as camera_store, time_critic, time_decode
+
+    store = camera_store(work / "store-images", budget.image_episodes, budget.image_length)
+    state = time_critic(store, "state", budget.image_steps, budget.image_batch)
+    image = time_critic(store, "state,images.cam", budget.image_steps, budget.image_batch)
+    decode = time_decode(store)
+    # a step gathers each sample's frame and its next frame: 2 x batch frames to decode per step
+    decode_step_s = 2 * budget.image_batch / decode["decode_frames_per_s"]
+    return {"size": 64, "frames": image["frames"], "steps": budget.image_steps, "batch_size": budget.image_batch,
+            "state_samples_per_s": state["samples_per_s"], "image_samples_per_s": image["samples_per_s"],
+            "image_over_state": image["samples_per_s"] / state["samples_per_s"],
+            "frames_share_of_image_step": image["batch_share"], "image_load_s": image["load_s"],
+            "decode_frames_per_s": decode["decode_frames_per_s"],
+            "decode_every_step_would_add": decode_step_s / (image["step_ms"] / 1e3)}
+
+
 SCORE_CHILD = r"""
 import sys, resource
 from aloe_cli.critic import load_critic
@@ -284,6 +313,8 @@ def run(budget_name: str, device: str, threads: int | None = None, progress=prin
         synthetic_store(s10, budget.store_episodes * budget.scale, 150, 39, 4)
         progress(f"[speed] scoring memory at 1x and {budget.scale}x")
         mem = scoring_memory([s1, s10], Path(crit["critic_dir"]), device)
+        progress("[speed] critic with a 64x64 camera vs state only (CPU)")
+        img = images(budget, work)
     crit.pop("critic_dir")
     result = {
         "benchmark": "speed",
@@ -294,6 +325,7 @@ def run(budget_name: str, device: str, threads: int | None = None, progress=prin
         "critic_training": crit,
         "scoring": sc,
         "scoring_memory": {"rows": mem, "memory_growth": mem[1]["peak_rss_mib"] / mem[0]["peak_rss_mib"]},
+        "images": img,
         "wall_seconds": time.perf_counter() - t0,
     }
     result["targets"] = {
@@ -319,6 +351,9 @@ def print_report(r: dict) -> None:
                  f"{s['with_policy_floor_chunks_per_s']:.0f} (batched forward)", f"{s['with_policy_ratio_to_floor']:.2f}x"])
     rows.append(["score_chunks (Q only)", f"{s['q_only_chunks_per_s']:.0f} chunks/s",
                  f"{s['q_only_floor_chunks_per_s']:.0f} (batched forward)", f"{s['q_only_ratio_to_floor']:.2f}x"])
+    im = r["images"]
+    rows.append([f"critic step, 64x64 camera (batch {im['batch_size']}, CPU)", f"{im['image_samples_per_s']:.0f} samples/s",
+                 f"{im['state_samples_per_s']:.0f} (state only)", f"{im['image_over_state']:.3f}x"])
     print(B.format_table(["what", "aloe", "floor", "ratio"], rows))
     print()
     m = r["scoring_memory"]["rows"]
@@ -326,6 +361,9 @@ def print_report(r: dict) -> None:
           f"MiB ({ing['memory_growth']:.2f}x at {r['budget_settings']['scale']}x the data); score_chunks "
           f"{m[0]['peak_rss_mib']:.0f} -> {m[1]['peak_rss_mib']:.0f} MiB ({r['scoring_memory']['memory_growth']:.2f}x)")
     print(f"data-path overhead of a critic step: {100 * c['overhead_vs_floor']:.1f}% over the same step on a batch in memory")
+    print(f"camera frames: indexing + random shift {100 * im['frames_share_of_image_step']:.1f}% of an image step; "
+          f"PNG decode {im['decode_frames_per_s']:.0f} frames/s, once at load ({im['image_load_s']:.2f} s for "
+          f"{im['frames']} frames); decoding every step would add {100 * im['decode_every_step_would_add']:.1f}%")
     print("targets: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in r["targets"].items()))
 
 

@@ -84,7 +84,14 @@ def test_speed_smoke(tmp_path, capsys):
         assert r["scoring"][k] > 0
     assert [m["chunks"] for m in r["scoring_memory"]["rows"]] == [8 * 150, 16 * 150]
     assert all(isinstance(v, bool) for v in r["targets"].values())
-    assert "data-path overhead" in capsys.readouterr().out
+    im = r["images"]
+    assert im["frames"] == speed.BUDGETS["smoke"].image_episodes * speed.BUDGETS["smoke"].image_length
+    for k in ("state_samples_per_s", "image_samples_per_s", "image_over_state", "decode_frames_per_s",
+              "decode_every_step_would_add", "image_load_s"):
+        assert im[k] > 0 and math.isfinite(im[k]), k
+    assert 0 < im["frames_share_of_image_step"] < 1
+    out = capsys.readouterr().out
+    assert "data-path overhead" in out and "critic step, 64x64 camera" in out and "PNG decode" in out
 
 
 # ---------------------------------------------------------------------- pieces, by hand

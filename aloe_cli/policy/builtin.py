@@ -357,6 +357,10 @@ class FlowChunkPolicy(nn.Module):
             from ..vision import obs_images
 
             images = {c: torch.as_tensor(v).to(self.device) for c, v in obs_images(observations, self.obs_spec).items()}
+            for c, v in images.items():
+                if tuple(v.shape[1:3]) != tuple(self.cameras[c]):
+                    (h, w), (th, tw) = v.shape[1:3], self.cameras[c]
+                    raise PolicyError(f"frames are {w}x{h} but the policy was trained on {tw}x{th} frames", field=c)
         out = self.sample_torch(torch.from_numpy(feats).to(self.device), num_samples, ids, deterministic,
                                 images=images)
         return out.float().cpu().numpy()

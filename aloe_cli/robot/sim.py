@@ -25,6 +25,13 @@
   ``egl`` when unset; set ``MUJOCO_GL=osmesa`` where EGL is missing. Cameras of Meta-World:
   topview, corner, corner2, corner3, corner4, behindGripper, gripperPOV. `aloe rollout` stores
   the frames as PNG in the camera's column.
+- Orientation: frames are upright (the table below the horizon, the arm standing on its base)
+  and not mirrored. Meta-World's corner, corner2, corner3 and corner4 cameras are declared
+  rolled by 180 degrees (their image "up" axis points below the horizon), so MuJoCo renders
+  them upside down; the driver turns such frames by 180 degrees, once, as they are rendered
+  (a rotation, not a flip: a flip would mirror the scene). It applies to any camera fixed to
+  the world whose up axis points down (`upside_down`); topview and the gripper cameras are kept
+  as MuJoCo renders them. Stores recorded before this fix hold the corner cameras upside down.
 """
 
 from __future__ import annotations
@@ -79,8 +86,10 @@ class SimRobot:
             if int(image_size) < 8:
                 raise BadInput(f"must be at least 8, got {image_size}", self.name, "image_size")
             self.observation_features[self.image_key(camera)] = {
-                "dtype": "image", "shape": [int(image_size), int(image_size), 3], "names": ["height", "width", "rgb"]}
+                "dtype": "image", "shape": [int(image_size), int(image_size), 3],
+            "names": ["height", "width", "channels"]}
         self.camera = camera
+        self.rotate_180 = False  # set at connect: the camera renders upside down (see the module doc)
         self.image_size = int(image_size)
         self._renderer = None
         self.holds = 0  # times hold() was called
@@ -121,6 +130,7 @@ class SimRobot:
                 names = ", ".join(u.model.camera(i).name for i in range(u.model.ncam))
                 self.disconnect()
                 raise BadInput(f"unknown camera {self.camera!r} (cameras: {names})", self.name, "camera")
+            self.rotate_180 = upside_down(u.model, self.camera)
             try:
                 self._renderer = _make_renderer(u.model, self.camera, self.image_size)
             except Exception as e:
@@ -140,7 +150,8 @@ class SimRobot:
         r.update_scene(self._need_env().unwrapped.data, camera=self.camera)
         r.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
         r.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
-        return r.render().copy()
+        frame = r.render()
+        return np.ascontiguousarray(frame[::-1, ::-1]) if self.rotate_180 else frame.copy()
 
     def disconnect(self) -> None:
         if self._renderer is not None:
@@ -196,6 +207,19 @@ class SimRobot:
 
     def status(self) -> EpisodeStatus:
         return self._status
+
+
+def upside_down(model, camera: str) -> bool:
+    """True for a camera fixed to the world whose image "up" axis points below the horizon: MuJoCo
+    renders it upside down (Meta-World's corner, corner2, corner3, corner4)."""
+    import mujoco
+
+    cam = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
+    if cam < 0 or model.cam_bodyid[cam] != 0 or model.cam_mode[cam] != mujoco.mjtCamLight.mjCAMLIGHT_FIXED:
+        return False
+    rot = np.zeros(9)
+    mujoco.mju_quat2Mat(rot, model.cam_quat[cam])
+    return bool(rot.reshape(3, 3)[2, 1] < 0)  # world z of the camera's y (image up) axis
 
 
 def _make_renderer(model, camera: str, size: int):
