@@ -41,6 +41,7 @@ import warnings
 
 import numpy as np
 
+from .. import schema as S
 from ..errors import BadInput, RobotError
 from . import EpisodeStatus
 
@@ -86,8 +87,7 @@ class SimRobot:
             if int(image_size) < 8:
                 raise BadInput(f"must be at least 8, got {image_size}", self.name, "image_size")
             self.observation_features[self.image_key(camera)] = {
-                "dtype": "image", "shape": [int(image_size), int(image_size), 3],
-            "names": ["height", "width", "channels"]}
+                "dtype": "image", "shape": [int(image_size), int(image_size), 3], "names": list(S.IMAGE_NAMES)}
         self.camera = camera
         self.rotate_180 = False  # set at connect: the camera renders upside down (see the module doc)
         self.image_size = int(image_size)
