@@ -421,14 +421,17 @@ def improve(store_path: str | os.PathLike, out: str | os.PathLike, method: str =
     store = Store.open(store_path)
     frame_scores = load_scores(scores, store) if scores is not None else None
     if frame_scores is not None and method in SCORED_METHODS:
+        # The scored chunk is the first Hs actions of the policy's chunk (ALOE: predict 50, execute
+        # and score 25), so the policy's chunks may be longer than the scores' but never shorter.
         Hs = frame_scores.chunk_size
-        if base_doc is not None and base_doc.get("chunk_size") != Hs:
-            raise BadInput(f"the base policy's chunks have {base_doc.get('chunk_size')} actions but the scores "
-                           f"({frame_scores.path}) are of chunks of {Hs}; fit the critic with --chunk-size "
-                           f"{base_doc.get('chunk_size')}", Path(base) / S.POLICY_FILE, "chunk_size")
-        if base_doc is None and settings.setdefault("chunk_size", Hs) != Hs:
-            raise BadInput(f"{settings['chunk_size']} differs from the scores' chunk size {Hs} "
-                           f"({frame_scores.path / S.SCORES_SUMMARY_FILE})", field="--chunk-size")
+        Hb = base_doc.get("chunk_size") if base_doc is not None else None
+        if base_doc is not None and not (isinstance(Hb, int) and Hb >= Hs):
+            raise BadInput(f"the base policy's chunks have {Hb} actions but the scores ({frame_scores.path}) are of "
+                           f"chunks of {Hs}; fit the critic with --chunk-size {Hb} or less",
+                           Path(base) / S.POLICY_FILE, "chunk_size")
+        if base_doc is None and settings.setdefault("chunk_size", Hs) < Hs:
+            raise BadInput(f"{settings['chunk_size']} is shorter than the scores' chunks ({Hs} actions, "
+                           f"{frame_scores.path / S.SCORES_SUMMARY_FILE})", field="--chunk-size")
     if method == "conditioned":
         settings.update(advantage_conditioning=True, indicator_dropout=opts.indicator_dropout)
     config = PolicyConfig(**settings).validate(as_options=True)

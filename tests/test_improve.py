@@ -37,10 +37,11 @@ STEPS = 300
 STATES = cw.onehot(np.arange(L), L)  # every non-terminal position
 
 
-def mean_action(policy_dir, **args) -> float:
-    """How often the policy moves: the mean of its sampled actions over every position (1 = always)."""
+def mean_action(policy_dir, first: int | None = None, **args) -> float:
+    """How often the policy moves: the mean of its sampled actions (the first `first` of each
+    chunk, default all) over every position (1 = always)."""
     p = load_policy(str(policy_dir), args or None)
-    return float(p.sample({S.OBS_STATE: STATES}, 64).mean())
+    return float(p.sample({S.OBS_STATE: STATES}, 64)[:, :, :first].mean())
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +80,18 @@ def test_improved_policies_move_toward_the_good_chunks(round1, method):
     bc, improved = mean_action(d / "r1-bc"), mean_action(d / f"r1-{method}")
     assert 0.35 < bc < 0.65, bc  # behaviour cloning reproduces the 50/50 behaviour
     assert improved > bc + 0.15, (method, improved, bc)
+
+
+def test_a_policy_with_longer_chunks_than_the_scores_learns_from_them(loop):
+    """ALOE's "predict 2H, score the first H": scores of 2-action chunks train a 4-action policy,
+    whose chunks start with the good actions as the 2-action policy's do."""
+    d = loop
+    bc = improve(d / "store", d / "long-bc", "bc", settings=dict(TINY, chunk_size=2 * H, steps=STEPS))
+    run_long = improve(d / "store", d / "long-aloe", "aloe", settings=dict(TINY, chunk_size=2 * H, steps=STEPS),
+                       scores=d / "scores")
+    assert load_policy(str(d / "long-aloe")).chunk_size == 2 * H and run_long["method"] == "aloe" and bc
+    # the scored (first H) actions of its chunks move toward the good chunks
+    assert mean_action(d / "long-aloe", first=H) > mean_action(d / "long-bc", first=H) + 0.15
 
 
 def test_conditioned_policy_follows_its_indicator(round1):
@@ -272,8 +285,8 @@ def test_improve_bad_input(loop, cli, tmp_path):
     score(tmp_path / "other", d / "critic", tmp_path / "other-scores", device="cpu")
     other_fp = Store.open(tmp_path / "other").fingerprint
     fp = Store.open(d / "store").fingerprint
-    # A base policy with another chunk size.
-    improve(d / "store", tmp_path / "h3", "bc", settings=dict(TINY, chunk_size=3, steps=1))
+    # A base policy whose chunks are shorter than the scored ones.
+    improve(d / "store", tmp_path / "h1", "bc", settings=dict(TINY, chunk_size=1, steps=1))
     # Scores without advantages (what `aloe score` writes without a policy): the real file, V and A NaN.
     shutil.copytree(d / "scores", tmp_path / "noadv")
     chunks = pd.read_parquet(tmp_path / "noadv" / S.SCORES_CHUNKS_FILE)
@@ -288,11 +301,12 @@ def test_improve_bad_input(loop, cli, tmp_path):
          f"Error: {tmp_path / 'other-scores' / S.SCORES_SUMMARY_FILE}: store_fingerprint: the scores are of a store "
          f"with fingerprint {other_fp} ({tmp_path / 'other'}), but {d / 'store'} has {fp}; score this store "
          "(aloe score) first"),
-        (["--method", "aloe", "--scores", d / "scores", "--policy", tmp_path / "h3"],
-         f"Error: {tmp_path / 'h3' / S.POLICY_FILE}: chunk_size: the base policy's chunks have 3 actions but the "
-         f"scores ({d / 'scores'}) are of chunks of 2; fit the critic with --chunk-size 3"),
-        (["--method", "filtered", "--scores", d / "scores", "--chunk-size", 3],
-         f"Error: --chunk-size: 3 differs from the scores' chunk size 2 ({d / 'scores' / S.SCORES_SUMMARY_FILE})"),
+        (["--method", "aloe", "--scores", d / "scores", "--policy", tmp_path / "h1"],
+         f"Error: {tmp_path / 'h1' / S.POLICY_FILE}: chunk_size: the base policy's chunks have 1 actions but the "
+         f"scores ({d / 'scores'}) are of chunks of 2; fit the critic with --chunk-size 1 or less"),
+        (["--method", "filtered", "--scores", d / "scores", "--chunk-size", 1],
+         f"Error: --chunk-size: 1 is shorter than the scores' chunks (2 actions, "
+         f"{d / 'scores' / S.SCORES_SUMMARY_FILE})"),
         (["--method", "aloe"], "Error: --scores: --method aloe needs the advantages of `aloe score` (--scores "
                                "SCORES_DIR)"),
         (["--method", "aloe", "--scores", tmp_path / "nothing"],
