@@ -112,13 +112,17 @@ def ingest(budget: Budget, work: Path) -> dict:
 
 
 # --------------------------------------------------------------------------- critic training
-def steady_rate(metrics_path: Path, batch: int) -> float:
-    """Samples/s between the first and the last metric line (the first window holds the warm-up)."""
+def steady_rate(metrics_path: Path, batch: int, cpu: bool = False) -> float:
+    """Samples/s between the first and the last metric line (the first window holds the warm-up);
+    with `cpu`, per second of the process's CPU time (`time/cpu_s`: on a CPU with one torch
+    thread, what other jobs on the machine do not change), else per second of wall time."""
     rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
     rows = [r for r in rows if "time/samples_per_s" in r]
     (a, ra), (b, rb) = (rows[0]["step"], rows[0]["time/samples_per_s"]), (rows[-1]["step"], rows[-1]["time/samples_per_s"])
     if b <= a:
         return float(rb)
+    if cpu:
+        return float((b - a) * batch / max(rows[-1]["time/cpu_s"] - rows[0]["time/cpu_s"], 1e-9))
     ta, tb = a * batch / ra, b * batch / rb
     return float((b - a) * batch / max(tb - ta, 1e-9))
 
@@ -142,7 +146,8 @@ def critic_training(store_path: Path, work: Path, budget: Budget, device: str) -
     t0 = time.perf_counter()
     summary = fit_critic(store_path, out, config, policy_spec=POLICY, policy_args={"chunk_size": H})
     fit_wall = time.perf_counter() - t0
-    full = steady_rate(out / "metrics.jsonl", config.batch_size)
+    cpu = torch.device(device).type == "cpu"  # time by process CPU time on a CPU (see steady_rate)
+    full = steady_rate(out / "metrics.jsonl", config.batch_size, cpu=cpu)
 
     # ---- the floors: the same network and loss on one batch already on the device
     store = Store.open(store_path)
@@ -178,8 +183,17 @@ def critic_training(store_path: Path, work: Path, budget: Budget, device: str) -
 
     floor_same = _rate(same_step, budget.floor_steps, config.batch_size, dev)
     floor_bare = _rate(bare_step, budget.floor_steps, config.batch_size, dev)
+    # The data path alone: building a batch (indices, chunk windows, padding fill, gathers, cached
+    # policy chunks) for fresh random chunk starts, per step, against the step's compute.
+    starts = [usable[rng.integers(0, len(usable), config.batch_size)] for _ in range(budget.floor_steps)]
+    it = iter(starts * 2)
+    batch_rate = _rate(lambda: batcher(next(it), rng), budget.floor_steps, config.batch_size, dev)
     return {"full_samples_per_s": full, "floor_samples_per_s": floor_same, "bare_fwd_bwd_samples_per_s": floor_bare,
             "overhead_vs_floor": floor_same / full - 1.0, "ratio_to_floor": full / floor_same,
+            "timing": "process CPU time" if cpu else "wall time",
+            "batch_build_ms": 1000 * config.batch_size / batch_rate,
+            "step_compute_ms": 1000 * config.batch_size / floor_same,
+            "batch_build_share": floor_same / batch_rate,
             "ratio_to_bare_fwd_bwd": full / floor_bare, "steps": steps, "batch_size": config.batch_size,
             "samples_K": config.samples, "fit_wall_s": fit_wall, "fit_seconds_loop": summary["seconds"],
             "critic_dir": str(out)}
@@ -196,14 +210,17 @@ def _fused_ok(dev) -> bool:
 
 
 def _rate(step, n: int, batch: int, dev) -> float:
+    """Samples/s of `step`: per second of process CPU time on a CPU (as `steady_rate(cpu=True)`),
+    of wall time (synchronised) on a GPU."""
+    clock = time.process_time if dev.type == "cpu" else time.perf_counter
     for _ in range(max(3, n // 10)):  # warm-up
         step()
     _sync(dev)
-    t0 = time.perf_counter()
+    t0 = clock()
     for _ in range(n):
         step()
     _sync(dev)
-    return n * batch / (time.perf_counter() - t0)
+    return n * batch / max(clock() - t0, 1e-9)
 
 
 # --------------------------------------------------------------------------- scoring
@@ -360,7 +377,9 @@ def print_report(r: dict) -> None:
     print(f"peak RSS: ingest {ing['rows'][0]['ingest_peak_rss_mib']:.0f} -> {ing['rows'][1]['ingest_peak_rss_mib']:.0f} "
           f"MiB ({ing['memory_growth']:.2f}x at {r['budget_settings']['scale']}x the data); score_chunks "
           f"{m[0]['peak_rss_mib']:.0f} -> {m[1]['peak_rss_mib']:.0f} MiB ({r['scoring_memory']['memory_growth']:.2f}x)")
-    print(f"data-path overhead of a critic step: {100 * c['overhead_vs_floor']:.1f}% over the same step on a batch in memory")
+    print(f"data-path overhead of a critic step: {100 * c['overhead_vs_floor']:.1f}% over the same step on a batch in memory "
+          f"({c.get('timing', 'wall time')}); building a batch alone: {c.get('batch_build_ms', float('nan')):.2f} ms per "
+          f"step, {100 * c.get('batch_build_share', float('nan')):.1f}% of the step's {c.get('step_compute_ms', float('nan')):.1f} ms")
     print(f"camera frames: indexing + random shift {100 * im['frames_share_of_image_step']:.1f}% of an image step; "
           f"PNG decode {im['decode_frames_per_s']:.0f} frames/s, once at load ({im['image_load_s']:.2f} s for "
           f"{im['frames']} frames); decoding every step would add {100 * im['decode_every_step_would_add']:.1f}%")

@@ -451,7 +451,7 @@ def fit_critic(store: Store | str | os.PathLike, out_dir: str | os.PathLike, con
             return out
 
         # ---- the loop
-        t0, s0 = time.perf_counter(), step
+        t0, c0, s0 = time.perf_counter(), time.process_time(), step
         window: dict[str, list[float]] = {}
         last: dict = {}
         metrics_f = open(metrics_path, "a") if dist.rank == 0 else None
@@ -470,7 +470,7 @@ def fit_critic(store: Store | str | os.PathLike, out_dir: str | os.PathLike, con
                 if step % config.log_every == 0 or step == config.steps or step % config.val_every == 0:
                     rate = (step - s0) * config.batch_size / max(time.perf_counter() - t0, 1e-9)
                     row = {"step": step, **{k: float(np.mean(v)) for k, v in window.items()},
-                           "time/samples_per_s": rate}
+                           "time/samples_per_s": rate, "time/cpu_s": time.process_time() - c0}
                     window = {}
                     if step % config.val_every == 0 or step == config.steps:
                         row.update(evaluate())
