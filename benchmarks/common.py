@@ -217,8 +217,10 @@ def _cell(v) -> str:
 
 
 def with_ci(m: dict) -> str:
-    """'0.812 [0.70, 0.90]' from {"value", "ci_low", "ci_high"}."""
-    v, lo, hi = m["value"], m["ci_low"], m["ci_high"]
+    """'0.812 [0.70, 0.90]' from {"value", "ci_low", "ci_high"}; '0.812' when there is no interval."""
+    v, lo, hi = m["value"], m.get("ci_low"), m.get("ci_high")
     if v is None or not np.isfinite(v):
         return "nan"
+    if lo is None or hi is None:
+        return f"{v:.3f}"
     return f"{v:.3f} [{lo:.2f}, {hi:.2f}]"

@@ -96,3 +96,11 @@ def test_format_table():
 def test_markdown_table():
     assert B.markdown_table(["a", "b"], [["x", 0.5], ["y", None]]).splitlines() == [
         "| a | b |", "|---|---|", "| x | 0.500 |", "| y | - |"]
+
+
+def test_with_ci_prints_the_interval_when_there_is_one():
+    from benchmarks.common import with_ci
+
+    assert with_ci({"value": 0.8123, "ci_low": 0.7, "ci_high": 0.9}) == "0.812 [0.70, 0.90]"
+    assert with_ci({"value": 0.8123, "ci_low": None, "ci_high": None}) == "0.812"
+    assert with_ci({"value": float("nan"), "ci_low": 0.1, "ci_high": 0.2}) == "nan"
