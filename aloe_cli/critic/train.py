@@ -22,6 +22,7 @@ import numpy as np
 from .. import chunks as C
 from .. import schema as S
 from ..errors import BadInput
+from ..memory import keep_freed_memory
 from ..rewards import RewardSpec, resolve_rewards, typical_lengths
 from ..store import Store
 from .config import (CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, SAMPLES_FILE, SAMPLES_META, WEIGHTS_FILE,
@@ -451,6 +452,7 @@ def fit_critic(store: Store | str | os.PathLike, out_dir: str | os.PathLike, con
             return out
 
         # ---- the loop
+        keep_freed_memory()  # no page faults for the step's buffers (aloe_cli.memory)
         t0, c0, s0 = time.perf_counter(), time.process_time(), step
         window: dict[str, list[float]] = {}
         last: dict = {}

@@ -687,6 +687,9 @@ def train_policy(store, out_dir: str | os.PathLike, config: PolicyConfig = Polic
     tmp.mkdir()
     try:
         log = open(tmp / S.POLICY_LOG_FILE, "w")
+        from ..memory import keep_freed_memory
+
+        keep_freed_memory()  # no page faults for the step's buffers (aloe_cli.memory)
         t0 = time.perf_counter()
         running, running_n, val_loss, best_val = 0.0, 0, None, None
         info: dict = {}
