@@ -127,9 +127,16 @@ def ingest(store_path: str | os.PathLike, source_path: str | os.PathLike, fmt: s
             w.add(ep, names=src.names, fps=src.fps)
             if progress:
                 progress(len(ep))
+        if not seen_keys:  # an empty source is a wrong path or filter far more often than an intent
+            raise BadInput(f"holds no episodes{_read_as_note(options)}", source)
         if label_map is not None:
             _check_labels_used(label_map, seen_keys, labels)
         return w.commit()
+
+
+def _read_as_note(options: ReadOptions) -> str:
+    given = {"--filter": options.filter_key, "--split": options.split}
+    return "".join(f" (with {k} {v})" for k, v in given.items() if v is not None)
 
 
 def _check_labels_used(labels: Labels, keys: set[str], path) -> None:

@@ -40,13 +40,14 @@ def check_critic_fits_store(critic, store: Store) -> None:
 def score_chunks(store: Store | str | os.PathLike, critic, policy=None, samples: int | None = None,
                  stride: int = 1, batch_size: int = 1024, device: str | None = None,
                  policy_spec: str | None = None, policy_args: dict | None = None,
-                 progress: Callable | None = None) -> pd.DataFrame:
+                 progress: Callable | None = None, q_only: bool = False) -> pd.DataFrame:
     """Score every `stride`-th chunk start of every episode. Returns a DataFrame with the
     schema's chunk columns, in store order.
 
     `policy`: a ChunkPolicy, or None to load `policy_spec` (default: the critic's own
     recorded policy). With no policy at all, V and the advantages are NaN.
     `samples`: K policy chunks per state (default: the critic's training K).
+    `q_only`: Q of the logged chunks alone; no policy is loaded or sampled (V and the advantages NaN).
     """
     import torch
 
@@ -60,6 +61,8 @@ def score_chunks(store: Store | str | os.PathLike, critic, policy=None, samples:
     if batch_size < 1:
         raise BadInput(f"must be at least 1, got {batch_size}", field="--batch-size")
     recorded = critic.config.get("policy") or {}
+    if q_only:
+        policy, policy_spec, recorded = None, None, {}
     if policy is None:
         spec = policy_spec or recorded.get("spec")
         if spec:

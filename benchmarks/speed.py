@@ -239,10 +239,10 @@ def scoring(store_path: Path, critic_dir: Path, device: str, repeats: int = 1) -
     policy = GaussianChunks(H)
     out = {"chunks": n, "K": K}
     for label, pol in (("with_policy", policy), ("q_only", None)):
-        score_chunks(store, critic, policy=pol)  # warm-up (file cache, CUDA kernels)
+        score_chunks(store, critic, policy=pol, q_only=pol is None)  # warm-up (file cache, CUDA kernels)
         t0 = time.perf_counter()
         for _ in range(repeats):
-            score_chunks(store, critic, policy=pol)
+            score_chunks(store, critic, policy=pol, q_only=pol is None)
         out[f"{label}_chunks_per_s"] = repeats * n / (time.perf_counter() - t0)
 
     # the floor: the same batched forward passes on tensors already on the device (batch 1024)

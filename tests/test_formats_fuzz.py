@@ -11,7 +11,7 @@ To fuzz another reader, add one function::
 
     @fuzz_source("lerobot")
     def lerobot_source(root: Path) -> FuzzSource:
-        ...write a tiny dataset under root...
+        ...write a tiny dataset under root (the format's own test module has the writer)...
         return FuzzSource(path=dataset_dir, files=[...the files to damage...])
 
 Runs are derandomised (the same examples every run); ALOE_FUZZ_EXAMPLES=500 ALOE_FUZZ_RANDOM=1
@@ -96,6 +96,33 @@ def minari_parquet_source(root: Path) -> FuzzSource:
     d, _ = write_minari(root / "m", lengths=(3, 4), data_format="parquet", success_info=[True, False])
     files = sorted((d / "data").rglob("*.parquet")) + [d / "data" / "metadata.json"]
     return FuzzSource(d, files, format="minari")
+
+
+@fuzz_source("lerobot")
+def lerobot_v21_source(root: Path) -> FuzzSource:
+    from test_formats_lerobot import make_episodes, write_v21
+
+    d = write_v21(root / "le", make_episodes(n=2, lengths=(4, 6), success=(True, False)), image=True)
+    files = sorted((d / "data").rglob("*.parquet")) + sorted((d / "meta").glob("*"))
+    return FuzzSource(d, files)
+
+
+@fuzz_source("lerobot-v3-video")
+def lerobot_v30_source(root: Path) -> FuzzSource:
+    from test_formats_lerobot import make_episodes, write_v30
+
+    d = write_v30(root / "le", make_episodes(n=2, lengths=(4, 6), success=(True, False)), files=((0, 1),),
+                  image=False, video=True)
+    return FuzzSource(d, sorted(p for p in d.rglob("*") if p.is_file()), format="lerobot")
+
+
+@fuzz_source("rlds")
+def rlds_source(root: Path) -> FuzzSource:
+    from test_formats_rlds import make_episode, write_rlds
+
+    d = write_rlds(root / "tfds", {"train": [[make_episode(4, 0, True, 1.0, "open the drawer"),
+                                              make_episode(3, 1, False, 0.0, "close it")]]})
+    return FuzzSource(d, sorted(p for p in d.iterdir() if p.is_file()))
 
 
 # ------------------------------------------------------------------------------- mutations

@@ -575,3 +575,32 @@ def test_video_without_pyav_is_a_clear_error(cli, tmp_path, monkeypatch, store_w
         "pip install 'aloe-cli[video]' (or pass --images drop)")
     r = cli("ingest", store_with_one, src, "--images", "drop")
     assert r.exit_code == 0, r
+
+
+def test_bad_indices_and_an_empty_dataset(cli, tmp_path, store_with_one):
+    """Cases the fuzzer found: metadata numbers that are not whole numbers, and a dataset with no episodes."""
+    store = store_with_one
+    src = write_v21(tmp_path / "a", make_episodes(seed=2), image=False)
+    (src / "meta/tasks.jsonl").write_text(json.dumps({"task_index": "x", "task": "pick"}) + "\n")
+    assert bad(cli, store, src) == f"{src}/meta/tasks.jsonl: task_index: 'x' is not a non-negative integer"
+
+    src = write_v21(tmp_path / "b", make_episodes(seed=2), image=False)
+    f = src / "data/chunk-000/episode_000001.parquet"
+    t = pq.read_table(f)
+    i = t.schema.get_field_index("task_index")
+    pq.write_table(t.set_column(i, "task_index", pa.nulls(t.num_rows, t.schema.field(i).type)), f)
+    assert bad(cli, store, src) == f"{f}: task_index: episode 1 frame 0 is null"
+
+    src = write_v30(tmp_path / "c", make_episodes(seed=2), video=False)
+    m = src / "meta/episodes/chunk-000/file-000.parquet"
+    df = pd.read_parquet(m)
+    df["dataset_from_index"] = df["dataset_from_index"].astype(float)
+    df.loc[1, "dataset_from_index"] = np.nan
+    df.to_parquet(m, index=False)
+    assert bad(cli, store, src) == f"{m}: dataset_from_index: episode 1: null is not a non-negative integer"
+
+    src = write_v21(tmp_path / "d", make_episodes(seed=2), image=False)
+    (src / "meta/episodes.jsonl").write_text("")
+    assert bad(cli, store, src) == f"{src}: holds no episodes"
+    assert bad(cli, tmp_path / "new-store", src) == f"{src}: holds no episodes"
+    assert not (tmp_path / "new-store").exists()

@@ -115,6 +115,10 @@ def test_stride_and_a_different_policy(scored, tmp_path):
     same = every.merge(third, on=[S.EPISODE_ID, S.FRAME_INDEX])
     np.testing.assert_allclose(same[S.Q + "_x"], same[S.Q + "_y"], atol=1e-5)
     np.testing.assert_allclose(same[S.V + "_x"], same[S.V + "_y"], atol=1e-5)
+    # Q only: the same Q, and no policy is loaded (the recorded one would give V).
+    q_only = score_chunks(store, critic, q_only=True)
+    np.testing.assert_allclose(q_only[S.Q], every[S.Q], atol=1e-5)
+    assert q_only[S.V].isna().all() and q_only[S.ADVANTAGE].isna().all() and every[S.V].notna().all()
     # Scoring with another policy than the critic's is allowed, with a warning.
     from aloe_cli.scoring import score
 

@@ -70,7 +70,7 @@ class _Meta:
     features: dict
     data_path: str
     video_path: str | None
-    chunks_size: int
+    chunks_size: int | None  # v2.x only
     robot_type: str | None
 
 
@@ -91,14 +91,34 @@ def _load_info(root: Path) -> _Meta:
         raise BadInput("must map each feature name to {dtype, shape, names}", path, "features")
     if not isinstance(info["data_path"], str):
         raise BadInput("is not a path template", path, "data_path")
-    chunks = info.get("chunks_size", 1000)
+    chunks = None  # v3.0 files are named by their own chunk_index/file_index
     if version in V2:
         if "chunks_size" not in info:
             raise BadInput("missing", path, "chunks_size")
+        chunks = info["chunks_size"]
         if isinstance(chunks, bool) or not isinstance(chunks, int) or chunks <= 0:
             raise BadInput(f"{chunks!r} is not a positive integer", path, "chunks_size")
+    if info.get("video_path") is not None and not isinstance(info["video_path"], str):
+        raise BadInput("is not a path template", path, "video_path")
     return _Meta(root, path, version, float(fps), feats, info["data_path"], info.get("video_path"),
-                 int(chunks), info.get("robot_type"))
+                 chunks, info.get("robot_type"))
+
+
+def _index(value, path: Path, field: str, where: str = "") -> int:
+    """A non-negative whole number read from metadata, or BadInput naming the file and field."""
+    ok = (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+          and np.isfinite(value) and value == int(value) and value >= 0)
+    if not ok:
+        raise BadInput(f"{where}{'null' if value is None else repr(value)} is not a non-negative integer", path, field)
+    return int(value)
+
+
+def _seconds(value, path: Path, field: str, where: str = "") -> float:
+    ok = (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+          and np.isfinite(value))
+    if not ok:
+        raise BadInput(f"{where}{'null' if value is None else repr(value)} is not a number", path, field)
+    return float(value)
 
 
 def _shape_size(meta: _Meta, key: str) -> int:
@@ -213,6 +233,8 @@ def _read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
             row = json.loads(line)
         except ValueError as e:
             raise BadInput(f"line {n} is not JSON: {e}", path) from None
+        if not isinstance(row, dict):
+            raise BadInput(f"line {n} is not a JSON object", path)
         for k in required:
             if k not in row:
                 raise BadInput(f"line {n} has no such field", path, k)
@@ -225,15 +247,16 @@ def _episodes_v2(meta: _Meta, plan: _Plan) -> list[_Ep]:
     if not path.is_file():
         raise BadInput("missing file", path)
     out = []
-    for row in sorted(_read_jsonl(path, (EPISODE_INDEX,)), key=lambda r: r[EPISODE_INDEX]):
-        idx = int(row[EPISODE_INDEX])
+    rows = [(_index(r[EPISODE_INDEX], path, EPISODE_INDEX), r) for r in _read_jsonl(path, (EPISODE_INDEX,))]
+    for idx, row in sorted(rows, key=lambda x: x[0]):
         chunk = idx // meta.chunks_size
         data = _format(meta, "data_path", meta.data_path, episode_chunk=chunk, episode_index=idx,
                        chunk_index=chunk)
         videos = {k: (_format(meta, "video_path", meta.video_path, episode_chunk=chunk, video_key=k,
                               episode_index=idx, chunk_index=chunk), 0.0) for k in plan.videos}
         tasks = row.get("tasks") or []
-        out.append(_Ep(idx, int(row["length"]) if "length" in row else None,
+        length = _index(row["length"], path, "length", f"episode {idx}: ") if "length" in row else None
+        out.append(_Ep(idx, length,
                        [t for t in tasks if isinstance(t, str)], data, 0, None, videos, path))
     return out
 
@@ -255,10 +278,15 @@ def _episodes_v3(meta: _Meta, plan: _Plan) -> list[_Ep]:
         cols = needed + (["tasks"] if "tasks" in have else [])
         try:
             d = pf.read(columns=cols).to_pydict()
-        except (OSError, pa.ArrowException) as e:
+        except _PARQUET_ERRORS as e:
             raise BadInput(f"cannot be read as Parquet: {_first_line(e)}", f) from None
         for i in range(len(d[EPISODE_INDEX])):
-            rows.append(({k: d[k][i] for k in cols}, f))
+            r = {k: d[k][i] for k in cols}
+            for k in needed:  # indices and timestamps: numbers, checked before any is used
+                check = _seconds if k.endswith("from_timestamp") else _index
+                where = "" if k == EPISODE_INDEX else f"episode {r[EPISODE_INDEX]}: "
+                r[k] = check(r[k], f, k, where)
+            rows.append((r, f))
     rows.sort(key=lambda r: r[0][EPISODE_INDEX])
     # Rows are global frame indices; a data file starts at its first episode's dataset_from_index.
     base: dict[tuple, int] = {}
@@ -268,7 +296,7 @@ def _episodes_v3(meta: _Meta, plan: _Plan) -> list[_Ep]:
     out = []
     for r, f in rows:
         key = (r["data/chunk_index"], r["data/file_index"])
-        lo, hi = int(r["dataset_from_index"]), int(r["dataset_to_index"])
+        lo, hi = r["dataset_from_index"], r["dataset_to_index"]
         if hi <= lo:
             raise BadInput(f"episode {r[EPISODE_INDEX]}: dataset_to_index {hi} is not after dataset_from_index {lo}",
                            f, "dataset_to_index")
@@ -277,9 +305,9 @@ def _episodes_v3(meta: _Meta, plan: _Plan) -> list[_Ep]:
         for k in plan.videos:
             mp4 = _format(meta, "video_path", meta.video_path, video_key=k,
                           chunk_index=r[f"videos/{k}/chunk_index"], file_index=r[f"videos/{k}/file_index"])
-            videos[k] = (mp4, float(r[f"videos/{k}/from_timestamp"]))
+            videos[k] = (mp4, r[f"videos/{k}/from_timestamp"])
         tasks = [t for t in (r.get("tasks") or []) if isinstance(t, str)]
-        out.append(_Ep(int(r[EPISODE_INDEX]), hi - lo, tasks, data, lo - base[key], hi - base[key], videos, f))
+        out.append(_Ep(r[EPISODE_INDEX], hi - lo, tasks, data, lo - base[key], hi - base[key], videos, f))
     return out
 
 
@@ -288,7 +316,8 @@ def _load_tasks(meta: _Meta) -> dict[int, str]:
         path = meta.root / TASKS_JSONL
         if not path.is_file():
             return {}
-        return {int(r[TASK_INDEX]): str(r["task"]) for r in _read_jsonl(path, (TASK_INDEX, "task"))}
+        rows = _read_jsonl(path, (TASK_INDEX, "task"))
+        return {_index(r[TASK_INDEX], path, TASK_INDEX): str(r["task"]) for r in rows}
     path = meta.root / TASKS_PARQUET
     if not path.is_file():
         return {}
@@ -296,15 +325,20 @@ def _load_tasks(meta: _Meta) -> dict[int, str]:
 
     try:
         df = pd.read_parquet(path)
-    except (OSError, pa.ArrowException, ValueError) as e:
+    except _PARQUET_ERRORS as e:
         raise BadInput(f"cannot be read as Parquet: {_first_line(e)}", path) from None
     if TASK_INDEX not in df.columns:
         raise BadInput("missing column", path, TASK_INDEX)
     texts = df["task"] if "task" in df.columns else df.index  # written with the task text as the index
-    return {int(i): str(t) for i, t in zip(df[TASK_INDEX], texts)}
+    return {_index(i, path, TASK_INDEX): str(t) for i, t in zip(df[TASK_INDEX], texts)}
 
 
 # ---------------------------------------------------------------------------- reading rows
+
+# What a damaged Parquet file raises: Arrow's errors, and UnicodeDecodeError (a ValueError) from
+# damaged schema metadata (the pandas JSON).
+_PARQUET_ERRORS = (OSError, pa.ArrowException, ValueError)
+
 
 def _first_line(e: Exception) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
@@ -326,7 +360,7 @@ def _open_parquet(path: Path):
     try:
         # pre_buffer=False: with it, iter_batches caches every row group read so far (the whole file).
         return pq.ParquetFile(path, pre_buffer=False)
-    except (OSError, pa.ArrowException) as e:
+    except _PARQUET_ERRORS as e:
         raise BadInput(f"cannot be read as Parquet: {_first_line(e)}", path) from None
 
 
@@ -360,7 +394,7 @@ class _Rows:
                     break
                 self.batches.append((self.read, b))
                 self.read += b.num_rows
-        except (OSError, pa.ArrowException) as e:
+        except _PARQUET_ERRORS as e:
             raise BadInput(f"cannot be read as Parquet: {_first_line(e)}", self.path) from None
         if stop is None:
             stop = self.read
@@ -484,7 +518,7 @@ def decode_video(path: Path, times: np.ndarray, fps: float, size: tuple[int, int
                 ts.append(t)
                 frames.append(to_rgb(frame, format="rgb24").to_ndarray() if to_rgb else
                               frame.to_ndarray(format="rgb24"))
-    except av.error.FFmpegError as e:
+    except (av.error.FFmpegError, UnicodeDecodeError) as e:  # damaged metadata strings raise the latter
         raise BadInput(f"cannot be decoded as video: {_first_line(e)}", path, field) from None
     if not ts:
         raise BadInput(f"episode {ep}: no video frame between {lo + tol:.3f} s and {hi - tol:.3f} s", path, field)
@@ -558,7 +592,7 @@ def _episode(meta: _Meta, plan: _Plan, ep: _Ep, table: pa.Table, tasks: dict[int
              options: ReadOptions) -> Episode:
     file, n = ep.data_file, table.num_rows
     if EPISODE_INDEX in table.column_names:
-        found = table.column(EPISODE_INDEX).to_numpy(zero_copy_only=False)
+        found = _numbers(table, EPISODE_INDEX, 1, file, ep.index)[:, 0]
         wrong = np.flatnonzero(found != ep.index)
         if wrong.size:
             raise BadInput(f"row {ep.start + int(wrong[0])} belongs to episode {int(found[wrong[0]])}, "
@@ -585,10 +619,10 @@ def _episode(meta: _Meta, plan: _Plan, ep: _Ep, table: pa.Table, tasks: dict[int
         timestamp = _finite(_numbers(table, TIMESTAMP, 1, file, ep.index), file, TIMESTAMP, ep.index)[:, 0]
     task = ep.tasks[0] if ep.tasks else None
     if TASK_INDEX in table.column_names and n and tasks:
-        ti = int(table.column(TASK_INDEX)[0].as_py())
-        if ti not in tasks:
-            raise BadInput(f"episode {ep.index}: task_index {ti} is not in the tasks file", file, TASK_INDEX)
-        task = tasks[ti]
+        ti = float(_numbers(table.slice(0, 1), TASK_INDEX, 1, file, ep.index)[0, 0])
+        if ti != int(ti) or int(ti) not in tasks:
+            raise BadInput(f"episode {ep.index}: task_index {ti:g} is not in the tasks file", file, TASK_INDEX)
+        task = tasks[int(ti)]
     images = {}
     for k, col in plan.images.items():
         images[col] = jpeg_passthrough(_image_bytes(meta, table, k, file, ep.index), options.image_size, file, k)

@@ -77,8 +77,17 @@ def _version_dir(path: Path) -> Path | None:
     return found[0] if found else None
 
 
+def _object(node, path: Path, key: str, what: str) -> dict:
+    """`node` when it is a JSON object (None counts as empty), else BadInput naming the feature."""
+    if node is None:
+        return {}
+    if not isinstance(node, dict):
+        raise BadInput(f"{what} is not an object", path, key or what)
+    return node
+
+
 def _shape(node: dict, path: Path, key: str) -> tuple:
-    dims = (node.get("shape") or {}).get("dimensions", [])
+    dims = _object(node.get("shape"), path, key, "shape").get("dimensions", [])
     try:
         return tuple(None if int(d) < 0 else int(d) for d in dims)
     except (TypeError, ValueError):
@@ -93,7 +102,7 @@ def parse_features(tree: dict, path: Path) -> dict[str, Spec]:
         if not isinstance(node, dict):
             raise BadInput("is not a feature object", path, key or "features")
         if "featuresDict" in node:
-            feats = (node["featuresDict"] or {}).get("features")
+            feats = _object(node["featuresDict"], path, key, "featuresDict").get("features")
             if not isinstance(feats, dict):
                 raise BadInput("featuresDict has no 'features' object", path, key or "featuresDict")
             for name, child in feats.items():
@@ -101,16 +110,16 @@ def parse_features(tree: dict, path: Path) -> dict[str, Spec]:
         elif "sequence" in node:
             if in_steps:
                 raise BadInput("nested sequences are not supported", path, key)
-            seq = node["sequence"] or {}
+            seq = _object(node["sequence"], path, key, "sequence")
             if "feature" not in seq:
                 raise BadInput("sequence has no 'feature'", path, key)
             walk(seq["feature"], key, True)
         elif "tensor" in node:
-            t = node["tensor"] or {}
+            t = _object(node["tensor"], path, key, "tensor")
             out[key] = Spec("tensor", _shape(t, path, key), str(t.get("dtype", "")), in_steps,
                             str(t.get("encoding", "none")).lower())
         elif "image" in node:
-            t = node["image"] or {}
+            t = _object(node["image"], path, key, "image")
             out[key] = Spec("image", _shape(t, path, key), str(t.get("dtype", "uint8")), in_steps)
         elif "text" in node:
             out[key] = Spec("text", (), "string", in_steps)
