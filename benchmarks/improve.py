@@ -111,7 +111,7 @@ def available_methods() -> list[str]:
 
 
 def run(task: str, budget_name: str, seed: int, out: Path, device: str = "cpu", progress=print,
-        seed_noise: float = 1.0) -> dict:
+        seed_noise: float = 1.0, methods: list[str] | None = None, critic_obs: str = "state") -> dict:
     from aloe_cli.critic import CriticConfig, fit_critic
     from aloe_cli.robot.experts import metaworld_expert
     from aloe_cli.robot.sim import SimRobot
@@ -122,7 +122,7 @@ def run(task: str, budget_name: str, seed: int, out: Path, device: str = "cpu", 
     device = B.resolve_device(device)
     machine = B.machine_info(device)
     t0 = time.perf_counter()
-    work = Path(out) / f"improve-{task}-{budget_name}-seed{seed}"
+    work = Path(out) / stem_of(task, budget_name, seed, methods, critic_obs)
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
@@ -138,9 +138,11 @@ def run(task: str, budget_name: str, seed: int, out: Path, device: str = "cpu", 
     _improve(seed_store, start, "bc", budget.policy_steps, seed, device, None, None)
     eval_seed = seed + 20_000
     start_eval = evaluate(task, start, budget.eval_episodes, budget.max_steps, eval_seed)
-    methods = available_methods()
+    offered = available_methods()
+    wanted = list(methods or METHODS)
+    methods = [m for m in wanted if m in offered]
     curves = {m: [start_eval] for m in methods}
-    skipped = [m for m in METHODS if m not in methods]
+    skipped = [m for m in wanted if m not in offered]
     for m in methods:
         store = work / m / "store"
         shutil.copytree(seed_store, store)
@@ -160,7 +162,7 @@ def run(task: str, budget_name: str, seed: int, out: Path, device: str = "cpu", 
                 if m != "bc":
                     critic = work / m / f"critic{r}"
                     fit_critic(store, critic, CriticConfig(steps=budget.critic_steps, chunk_size=H, seed=seed,
-                                                           device=device), policy_spec=str(current))
+                                                           device=device, obs=critic_obs), policy_spec=str(current))
                     scores = work / m / f"scores{r}"
                     score(store, critic, scores, device=device)
                 nxt = work / m / f"round{r}"
@@ -170,8 +172,18 @@ def run(task: str, budget_name: str, seed: int, out: Path, device: str = "cpu", 
         finally:
             robot.disconnect()
     return {"benchmark": "improve", "task": task, "budget": budget_name, "budget_settings": dataclasses.asdict(budget),
-            "seed": seed, "seed_noise": seed_noise, "machine": machine, "chunk_size": H, "methods": methods, "skipped_methods": skipped,
-            "success": curves, "wall_seconds": time.perf_counter() - t0}
+            "seed": seed, "seed_noise": seed_noise, "machine": machine, "chunk_size": H, "critic_obs": critic_obs,
+            "methods": methods, "skipped_methods": skipped, "success": curves, "wall_seconds": time.perf_counter() - t0}
+
+
+def stem_of(task: str, budget: str, seed: int, methods: list[str] | None = None, critic_obs: str = "state") -> str:
+    """The run's file stem; a subset of the methods or another critic input is named in it."""
+    stem = f"improve-{task}-{budget}-seed{seed}"
+    if methods and list(methods) != list(METHODS):
+        stem += "-" + "+".join(methods)
+    if critic_obs != "state":
+        stem += "-obs-" + critic_obs.replace(",", "+")
+    return stem
 
 
 def print_report(r: dict) -> None:
@@ -217,15 +229,24 @@ def main(argv=None) -> dict:
     ap.add_argument("--seed-noise", type=float, default=1.0,
                     help="noise of the expert whose episodes the weak start is cloned from (pick it so round 0 "
                          "lands at 20-40%% success: 1.0 on drawer-open, 0.5 on pick-place)")
+    ap.add_argument("--methods", default=",".join(METHODS),
+                    help=f"comma-separated subset of {', '.join(METHODS)} (default: all)")
+    ap.add_argument("--critic-obs", default="state",
+                    help="the round critic's --obs (aloe and filtered), e.g. state,time")
     ap.add_argument("--out", type=Path, default=Path("results"))
     args = ap.parse_args(argv)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise SystemExit(f"--methods: {unknown[0] if unknown else 'none given'!r} is not one of {', '.join(METHODS)}")
     from aloe_cli.robot.sim import metaworld_tasks
 
     if args.task not in metaworld_tasks():
         raise SystemExit(f"--task: unknown Meta-World task {args.task!r} (e.g. drawer-open-v3)")
     result = run(args.task, args.budget, args.seed, args.out, args.device,
-                 progress=lambda m: print(m, file=sys.stderr, flush=True), seed_noise=args.seed_noise)
-    stem = f"improve-{args.task}-{args.budget}-seed{args.seed}"
+                 progress=lambda m: print(m, file=sys.stderr, flush=True), seed_noise=args.seed_noise,
+                 methods=methods, critic_obs=args.critic_obs)
+    stem = stem_of(args.task, args.budget, args.seed, methods, args.critic_obs)
     B.write_json(args.out / f"{stem}.json", result)
     plot(result, args.out / f"{stem}.png")
     print_report(result)

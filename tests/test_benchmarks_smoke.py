@@ -141,16 +141,26 @@ def test_wilson_interval_by_hand():
     assert lo == pytest.approx(0.0, abs=1e-12) and hi == pytest.approx(0.5615, abs=1e-4)
 
 
-@pytest.mark.slow
 def test_improve_smoke(tmp_path):
     from benchmarks import improve
 
     improve.main(["--task", "drawer-open-v3", "--budget", "smoke", "--out", str(tmp_path)])
     r = json.loads((tmp_path / "improve-drawer-open-v3-smoke-seed0.json").read_text())
-    assert r["benchmark"] == "improve" and "bc" in r["methods"]
+    assert r["benchmark"] == "improve" and "bc" in r["methods"] and r["critic_obs"] == "state"
     _check_machine(r["machine"])
     for m in r["methods"]:
         assert len(r["success"][m]) == improve.BUDGETS["smoke"].rounds + 1
         for e in r["success"][m]:
             assert 0.0 <= e["ci_low"] <= e["success_rate"] <= e["ci_high"] <= 1.0
     assert set(r["methods"]) | set(r["skipped_methods"]) == set(improve.METHODS)
+
+
+def test_improve_methods_and_critic_obs_name_the_run(tmp_path):
+    from benchmarks import improve
+
+    assert improve.stem_of("drawer-open-v3", "small", 0) == "improve-drawer-open-v3-small-seed0"
+    assert improve.stem_of("drawer-open-v3", "small", 0, list(improve.METHODS)) == "improve-drawer-open-v3-small-seed0"
+    assert (improve.stem_of("pick-place-v3", "small", 1, ["aloe"], "state,time")
+            == "improve-pick-place-v3-small-seed1-aloe-obs-state+time")
+    with pytest.raises(SystemExit, match="--methods: 'dagger' is not one of aloe, awr, filtered, bc"):
+        improve.main(["--budget", "smoke", "--methods", "aloe,dagger", "--out", str(tmp_path)])
