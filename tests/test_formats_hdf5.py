@@ -147,6 +147,10 @@ def test_robomimic_bad_inputs(cli, tmp_path):
     # A bad first ingest creates nothing.
     assert bad(cli, store, good, "--filter", "test") == f"{good}: mask/test: no such filter key (have: train, valid)"
     assert not store.exists()
+    empty_mask = tmp_path / "empty_mask.hdf5"
+    write_robomimic(empty_mask, lengths=(6, 5), masks={"train": ["demo_1", "demo_2"], "valid": []})
+    assert bad(cli, store, empty_mask, "--filter", "valid") == f"{empty_mask}: mask/valid: lists no demos"
+    assert not store.exists()
     assert cli("ingest", store, good).exit_code == 0
 
     def variant(name, edit, **kw):

@@ -456,3 +456,11 @@ def test_several_versions_and_missing_protobuf(cli, tmp_path, dataset, monkeypat
     finally:
         monkeypatch.undo()
         example_classes.cache_clear()
+
+
+def test_an_empty_split_is_bad_input(cli, tmp_path):
+    d = write_rlds(tmp_path / "tfds", {"train": [[make_episode(4, 0, True, 1.0, "open the drawer")]], "val": [[]]})
+    store = tmp_path / "store"
+    assert bad(cli, store, d, "--split", "val") == f"{d}: holds no episodes (with --split val)"
+    assert not store.exists()
+    assert cli("ingest", store, d, "--split", "train").exit_code == 0
