@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
+import json
 import math
 import shutil
 import sys
@@ -176,6 +177,30 @@ def run(task: str, budget_name: str, seed: int, out: Path, device: str = "cpu", 
             "methods": methods, "skipped_methods": skipped, "success": curves, "wall_seconds": time.perf_counter() - t0}
 
 
+def merge(results: list[dict]) -> dict:
+    """One result from runs of disjoint method subsets with the same settings (e.g. two processes
+    run with `--methods aloe,bc` and `--methods awr,filtered`). Their round 0 is the same weak
+    start, so it must agree; wall time is the longest run's (they ran side by side)."""
+    same = ("task", "budget", "seed", "seed_noise", "critic_obs", "chunk_size", "budget_settings")
+    first = results[0]
+    for r in results[1:]:
+        for k in same:
+            if r.get(k) != first.get(k):
+                raise SystemExit(f"--merge: the runs differ in {k}: {first.get(k)!r} vs {r.get(k)!r}")
+    starts = {json.dumps(next(iter(r["success"].values()))[0], sort_keys=True) for r in results}
+    if len(starts) != 1:
+        raise SystemExit("--merge: the runs' round 0 (the weak start) differ")
+    methods = [m for r in results for m in r["methods"]]
+    if len(set(methods)) != len(methods):
+        raise SystemExit(f"--merge: a method appears in more than one run ({', '.join(methods)})")
+    order = sorted(methods, key=lambda m: METHODS.index(m) if m in METHODS else len(METHODS))
+    success = {m: r["success"][m] for r in results for m in r["methods"]}
+    return {**first, "methods": order, "skipped_methods": sorted({m for r in results for m in r["skipped_methods"]}),
+            "success": {m: success[m] for m in order}, "wall_seconds": max(r["wall_seconds"] for r in results),
+            "merged_from": [{"methods": r["methods"], "date": r["machine"]["date"], "wall_seconds": r["wall_seconds"]}
+                            for r in results]}
+
+
 def stem_of(task: str, budget: str, seed: int, methods: list[str] | None = None, critic_obs: str = "state") -> str:
     """The run's file stem; a subset of the methods or another critic input is named in it."""
     stem = f"improve-{task}-{budget}-seed{seed}"
@@ -234,7 +259,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--critic-obs", default="state",
                     help="the round critic's --obs (aloe and filtered), e.g. state,time")
     ap.add_argument("--out", type=Path, default=Path("results"))
+    ap.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
+                    help="instead of running: join the JSON of runs of disjoint --methods subsets into one "
+                         "table, JSON and plot")
     args = ap.parse_args(argv)
+    if args.merge:
+        result = merge([json.loads(p.read_text()) for p in args.merge])
+        return _write(result, args.out, stem_of(result["task"], result["budget"], result["seed"], result["methods"],
+                                                result.get("critic_obs", "state")))
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
@@ -246,11 +278,14 @@ def main(argv=None) -> dict:
     result = run(args.task, args.budget, args.seed, args.out, args.device,
                  progress=lambda m: print(m, file=sys.stderr, flush=True), seed_noise=args.seed_noise,
                  methods=methods, critic_obs=args.critic_obs)
-    stem = stem_of(args.task, args.budget, args.seed, methods, args.critic_obs)
-    B.write_json(args.out / f"{stem}.json", result)
-    plot(result, args.out / f"{stem}.png")
+    return _write(result, args.out, stem_of(args.task, args.budget, args.seed, methods, args.critic_obs))
+
+
+def _write(result: dict, out: Path, stem: str) -> dict:
+    B.write_json(out / f"{stem}.json", result)
+    plot(result, out / f"{stem}.png")
     print_report(result)
-    print(f"wrote {args.out / (stem + '.json')} and .png")
+    print(f"wrote {out / (stem + '.json')} and .png")
     return result
 
 

@@ -164,3 +164,35 @@ def test_improve_methods_and_critic_obs_name_the_run(tmp_path):
             == "improve-pick-place-v3-small-seed1-aloe-obs-state+time")
     with pytest.raises(SystemExit, match="--methods: 'dagger' is not one of aloe, awr, filtered, bc"):
         improve.main(["--budget", "smoke", "--methods", "aloe,dagger", "--out", str(tmp_path)])
+
+
+def test_improve_merge_joins_disjoint_method_runs(tmp_path):
+    from benchmarks import improve
+
+    start = {"success_rate": 0.2, "ci_low": 0.1, "ci_high": 0.3, "episodes": 10}
+    machine = {"date": "2026-11-24 13:04:59 UTC", "machine": "x86_64", "cpu_count": 2, "load_average_1min": 1.0,
+               "torch_threads": 1, "gpu": None, "torch": "2.13.0"}
+
+    def run(methods, rates, wall):
+        return {"benchmark": "improve", "task": "pick-place-v3", "budget": "full", "seed": 0, "seed_noise": 0.5,
+                "critic_obs": "state", "chunk_size": 5, "budget_settings": {"rounds": 1},
+                "machine": machine, "methods": methods, "skipped_methods": [],
+                "success": {m: [start, {**start, "success_rate": r}] for m, r in zip(methods, rates)},
+                "wall_seconds": wall}
+
+    a, b = run(["aloe", "bc"], [0.8, 0.7], 100.0), run(["filtered", "awr"], [0.6, 0.5], 120.0)
+    paths = []
+    for i, r in enumerate((a, b)):
+        paths.append(tmp_path / f"{i}.json")
+        paths[-1].write_text(json.dumps(r))
+    m = improve.main(["--merge", *map(str, paths), "--out", str(tmp_path / "out")])
+    assert m["methods"] == ["aloe", "awr", "filtered", "bc"] and m["wall_seconds"] == 120.0
+    assert [m["success"][k][1]["success_rate"] for k in m["methods"]] == [0.8, 0.5, 0.6, 0.7]
+    assert json.loads((tmp_path / "out" / "improve-pick-place-v3-full-seed0.json").read_text())["methods"] == m["methods"]
+    with pytest.raises(SystemExit, match="the runs differ in seed_noise: 0.5 vs 1.0"):
+        improve.merge([a, {**b, "seed_noise": 1.0}])
+    with pytest.raises(SystemExit, match="a method appears in more than one run"):
+        improve.merge([a, a])
+    other_start = {k: [{**start, "success_rate": 0.3}] + v[1:] for k, v in b["success"].items()}
+    with pytest.raises(SystemExit, match="round 0"):
+        improve.merge([a, {**b, "success": other_start}])
