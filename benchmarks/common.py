@@ -1,5 +1,6 @@
 """Shared pieces of the benchmarks: OPE metrics (pure functions), bootstrap intervals, AUROC,
-the machine description written into every result, and small output helpers.
+the machine description written into every result, critic overrides (`--critic-set`), and
+small output helpers.
 
 Metrics follow the Deep OPE benchmark (Fu et al. 2021), for candidate policies i with true
 values V_i and estimates Vhat_i:
@@ -162,6 +163,33 @@ def resolve_device(name: str) -> str:
 
 
 # --------------------------------------------------------------------------- output
+# --------------------------------------------------------------------------- critic overrides
+def parse_critic_overrides(pairs: list[str] | None) -> dict:
+    """`--critic-set KEY=VALUE` pairs -> {CriticConfig field: value}, values parsed as JSON numbers
+    or booleans where they parse: ["ensemble=5", "aggregate=mean-std"] -> {"ensemble": 5,
+    "aggregate": "mean-std"}."""
+    import dataclasses
+
+    from aloe_cli.critic import CriticConfig
+    from aloe_cli.policy import parse_value
+
+    names = {f.name for f in dataclasses.fields(CriticConfig)}
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in names:
+            raise SystemExit(f"--critic-set: expected KEY=VALUE with KEY a CriticConfig field, got {pair!r}")
+        out[key] = parse_value(value)
+    return out
+
+
+def overrides_suffix(overrides: dict | None) -> str:
+    """The part of a run's file stem that names its critic overrides, in the order given:
+    {"ensemble": 5, "std_coef": 0.5} -> "-ensemble=5-std-coef=0.5"; none -> ""."""
+    return "".join(f"-{key.replace('_', '-')}={value}" for key, value in (overrides or {}).items())
+
+
 def write_json(path: Path, obj: dict) -> Path:
     """Write `obj` as indented JSON atomically (NaN written as null)."""
     path = Path(path)

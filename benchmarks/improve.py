@@ -112,7 +112,8 @@ def available_methods() -> list[str]:
 
 
 def run(task: str, budget_name: str, seed: int, out: Path, device: str = "cpu", progress=print,
-        seed_noise: float = 1.0, methods: list[str] | None = None, critic_obs: str = "state") -> dict:
+        seed_noise: float = 1.0, methods: list[str] | None = None, critic_obs: str = "state",
+        critic_overrides: dict | None = None) -> dict:
     from aloe_cli.critic import CriticConfig, fit_critic
     from aloe_cli.robot.experts import metaworld_expert
     from aloe_cli.robot.sim import SimRobot
@@ -123,7 +124,10 @@ def run(task: str, budget_name: str, seed: int, out: Path, device: str = "cpu", 
     device = B.resolve_device(device)
     machine = B.machine_info(device)
     t0 = time.perf_counter()
-    work = Path(out) / stem_of(task, budget_name, seed, methods, critic_obs)
+    overrides = dict(critic_overrides or {})
+    critic_settings = {"steps": budget.critic_steps, "chunk_size": H, "seed": seed, "device": device,
+                       "obs": critic_obs, **overrides}
+    work = Path(out) / stem_of(task, budget_name, seed, methods, critic_obs, overrides)
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
@@ -162,8 +166,7 @@ def run(task: str, budget_name: str, seed: int, out: Path, device: str = "cpu", 
                 scores = None
                 if m != "bc":
                     critic = work / m / f"critic{r}"
-                    fit_critic(store, critic, CriticConfig(steps=budget.critic_steps, chunk_size=H, seed=seed,
-                                                           device=device, obs=critic_obs), policy_spec=str(current))
+                    fit_critic(store, critic, CriticConfig(**critic_settings), policy_spec=str(current))
                     scores = work / m / f"scores{r}"
                     score(store, critic, scores, device=device)
                 nxt = work / m / f"round{r}"
@@ -174,6 +177,7 @@ def run(task: str, budget_name: str, seed: int, out: Path, device: str = "cpu", 
             robot.disconnect()
     return {"benchmark": "improve", "task": task, "budget": budget_name, "budget_settings": dataclasses.asdict(budget),
             "seed": seed, "seed_noise": seed_noise, "machine": machine, "chunk_size": H, "critic_obs": critic_obs,
+            "critic_overrides": overrides,
             "methods": methods, "skipped_methods": skipped, "success": curves, "wall_seconds": time.perf_counter() - t0}
 
 
@@ -181,7 +185,9 @@ def merge(results: list[dict]) -> dict:
     """One result from runs of disjoint method subsets with the same settings (e.g. two processes
     run with `--methods aloe,bc` and `--methods awr,filtered`). Their round 0 is the same weak
     start, so it must agree; wall time is the longest run's (they ran side by side)."""
-    same = ("task", "budget", "seed", "seed_noise", "critic_obs", "chunk_size", "budget_settings")
+    same = ("task", "budget", "seed", "seed_noise", "critic_obs", "critic_overrides", "chunk_size",
+            "budget_settings")
+    results = [{"critic_overrides": {}, **r} for r in results]  # runs from before --critic-set: none
     first = results[0]
     for r in results[1:]:
         for k in same:
@@ -201,13 +207,16 @@ def merge(results: list[dict]) -> dict:
                             for r in results]}
 
 
-def stem_of(task: str, budget: str, seed: int, methods: list[str] | None = None, critic_obs: str = "state") -> str:
-    """The run's file stem; a subset of the methods or another critic input is named in it."""
+def stem_of(task: str, budget: str, seed: int, methods: list[str] | None = None, critic_obs: str = "state",
+            critic_overrides: dict | None = None) -> str:
+    """The run's file stem; a subset of the methods, another critic input or critic overrides
+    (`--critic-set`) are named in it."""
     stem = f"improve-{task}-{budget}-seed{seed}"
     if methods and list(methods) != list(METHODS):
         stem += "-" + "+".join(methods)
     if critic_obs != "state":
         stem += "-obs-" + critic_obs.replace(",", "+")
+    stem += B.overrides_suffix(critic_overrides)
     return stem
 
 
@@ -258,6 +267,8 @@ def main(argv=None) -> dict:
                     help=f"comma-separated subset of {', '.join(METHODS)} (default: all)")
     ap.add_argument("--critic-obs", default="state",
                     help="the round critic's --obs (aloe and filtered), e.g. state,time")
+    ap.add_argument("--critic-set", action="append", metavar="KEY=VALUE",
+                    help="override a field of the round critic's CriticConfig, e.g. --critic-set ensemble=5")
     ap.add_argument("--out", type=Path, default=Path("results"))
     ap.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
                     help="instead of running: join the JSON of runs of disjoint --methods subsets into one "
@@ -266,19 +277,20 @@ def main(argv=None) -> dict:
     if args.merge:
         result = merge([json.loads(p.read_text()) for p in args.merge])
         return _write(result, args.out, stem_of(result["task"], result["budget"], result["seed"], result["methods"],
-                                                result.get("critic_obs", "state")))
+                                                result.get("critic_obs", "state"), result.get("critic_overrides")))
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise SystemExit(f"--methods: {unknown[0] if unknown else 'none given'!r} is not one of {', '.join(METHODS)}")
+    overrides = B.parse_critic_overrides(args.critic_set)
     from aloe_cli.robot.sim import metaworld_tasks
 
     if args.task not in metaworld_tasks():
         raise SystemExit(f"--task: unknown Meta-World task {args.task!r} (e.g. drawer-open-v3)")
     result = run(args.task, args.budget, args.seed, args.out, args.device,
                  progress=lambda m: print(m, file=sys.stderr, flush=True), seed_noise=args.seed_noise,
-                 methods=methods, critic_obs=args.critic_obs)
-    return _write(result, args.out, stem_of(args.task, args.budget, args.seed, methods, args.critic_obs))
+                 methods=methods, critic_obs=args.critic_obs, critic_overrides=overrides)
+    return _write(result, args.out, stem_of(args.task, args.budget, args.seed, methods, args.critic_obs, overrides))
 
 
 def _write(result: dict, out: Path, stem: str) -> dict:

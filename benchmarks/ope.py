@@ -334,8 +334,7 @@ def run(task: str, budget_name: str, seed: int, out: Path, workers: int = 1, dev
     budget = BUDGETS[budget_name]
     device = B.resolve_device(device)
     t_start = time.perf_counter()
-    name = f"ope-{task}-{budget_name}-seed{seed}"
-    work = Path(out) / name
+    work = Path(out) / stem_of(task, budget_name, seed, critic_overrides)
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
@@ -624,20 +623,10 @@ def plot(r: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def parse_overrides(pairs: list[str] | None) -> dict:
-    """--critic-set key=value pairs (values parsed as JSON numbers/booleans where they parse)."""
-    from aloe_cli.critic import CriticConfig
-    from aloe_cli.policy import parse_value
-
-    names = {f.name for f in dataclasses.fields(CriticConfig)}
-    out = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or key not in names:
-            raise SystemExit(f"--critic-set: expected KEY=VALUE with KEY a CriticConfig field, got {pair!r}")
-        out[key] = parse_value(value)
-    return out
+def stem_of(task: str, budget: str, seed: int, overrides: dict | None = None) -> str:
+    """The run's file stem; critic overrides are named in it, so a run with `--critic-set
+    ensemble=5` does not overwrite the default run."""
+    return f"ope-{task}-{budget}-seed{seed}" + B.overrides_suffix(overrides)
 
 
 def main(argv=None) -> dict:
@@ -666,10 +655,10 @@ def main(argv=None) -> dict:
 
     if args.task not in metaworld_tasks():
         raise SystemExit(f"--task: unknown Meta-World task {args.task!r} (e.g. drawer-open-v3)")
-    result = run(args.task, args.budget, args.seed, args.out, args.workers, args.device,
-                 parse_overrides(args.critic_set), args.d3rlpy_python, args.threads,
-                 progress=lambda m: print(m, file=sys.stderr, flush=True))
-    stem = f"ope-{args.task}-{args.budget}-seed{args.seed}"
+    overrides = B.parse_critic_overrides(args.critic_set)
+    result = run(args.task, args.budget, args.seed, args.out, args.workers, args.device, overrides,
+                 args.d3rlpy_python, args.threads, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    stem = stem_of(args.task, args.budget, args.seed, overrides)
     B.write_json(args.out / f"{stem}.json", result)
     plot(result, args.out / f"{stem}.png")
     print_report(result, args.markdown)

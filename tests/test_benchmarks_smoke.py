@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("metaworld")
 
-from benchmarks import ope, speed  # noqa: E402
+from benchmarks import common, ope, speed  # noqa: E402
 
 
 def _num(x) -> bool:
@@ -65,10 +65,13 @@ def test_ope_rejects_an_unknown_task(tmp_path):
         ope.main(["--task", "no-such-task", "--budget", "smoke", "--out", str(tmp_path)])
 
 
-def test_ope_critic_set_names_a_config_field():
-    assert ope.parse_overrides(["tau=0.05", "head=hlgauss"]) == {"tau": 0.05, "head": "hlgauss"}
+def test_critic_set_names_a_config_field():
+    assert common.parse_critic_overrides(["tau=0.05", "head=hlgauss"]) == {"tau": 0.05, "head": "hlgauss"}
+    assert common.parse_critic_overrides(["std-coef=0.5"]) == {"std_coef": 0.5}
     with pytest.raises(SystemExit, match="KEY a CriticConfig field, got 'nope=1'"):
-        ope.parse_overrides(["nope=1"])
+        common.parse_critic_overrides(["nope=1"])
+    with pytest.raises(SystemExit, match="KEY a CriticConfig field, got 'ensemble'"):
+        common.parse_critic_overrides(["ensemble"])
 
 
 def test_speed_smoke(tmp_path, capsys):
@@ -155,6 +158,14 @@ def test_improve_smoke(tmp_path):
     assert set(r["methods"]) | set(r["skipped_methods"]) == set(improve.METHODS)
 
 
+def test_ope_critic_overrides_name_the_run():
+    assert ope.stem_of("drawer-open-v3", "small", 0) == "ope-drawer-open-v3-small-seed0"
+    assert ope.stem_of("drawer-open-v3", "small", 0, {}) == "ope-drawer-open-v3-small-seed0"
+    overrides = common.parse_critic_overrides(["ensemble=5", "aggregate=mean-std", "std_coef=0.5"])
+    assert (ope.stem_of("pick-place-v3", "full", 2, overrides)
+            == "ope-pick-place-v3-full-seed2-ensemble=5-aggregate=mean-std-std-coef=0.5")
+
+
 def test_improve_methods_and_critic_obs_name_the_run(tmp_path):
     from benchmarks import improve
 
@@ -162,6 +173,8 @@ def test_improve_methods_and_critic_obs_name_the_run(tmp_path):
     assert improve.stem_of("drawer-open-v3", "small", 0, list(improve.METHODS)) == "improve-drawer-open-v3-small-seed0"
     assert (improve.stem_of("pick-place-v3", "small", 1, ["aloe"], "state,time")
             == "improve-pick-place-v3-small-seed1-aloe-obs-state+time")
+    assert (improve.stem_of("pick-place-v3", "small", 0, ["aloe"], "state", {"ensemble": 5, "aggregate": "mean-std"})
+            == "improve-pick-place-v3-small-seed0-aloe-ensemble=5-aggregate=mean-std")
     with pytest.raises(SystemExit, match="--methods: 'dagger' is not one of aloe, awr, filtered, bc"):
         improve.main(["--budget", "smoke", "--methods", "aloe,dagger", "--out", str(tmp_path)])
 
@@ -191,6 +204,9 @@ def test_improve_merge_joins_disjoint_method_runs(tmp_path):
     assert json.loads((tmp_path / "out" / "improve-pick-place-v3-full-seed0.json").read_text())["methods"] == m["methods"]
     with pytest.raises(SystemExit, match="the runs differ in seed_noise: 0.5 vs 1.0"):
         improve.merge([a, {**b, "seed_noise": 1.0}])
+    with pytest.raises(SystemExit, match="the runs differ in critic_overrides"):
+        improve.merge([a, {**b, "critic_overrides": {"ensemble": 5}}])
+    assert improve.merge([a, {**b, "critic_overrides": {}}])["critic_overrides"] == {}  # none recorded = none
     with pytest.raises(SystemExit, match="a method appears in more than one run"):
         improve.merge([a, a])
     other_start = {k: [{**start, "success_rate": 0.3}] + v[1:] for k, v in b["success"].items()}
