@@ -162,7 +162,6 @@ def resolve_device(name: str) -> str:
     return name
 
 
-# --------------------------------------------------------------------------- output
 # --------------------------------------------------------------------------- critic overrides
 def parse_critic_overrides(pairs: list[str] | None) -> dict:
     """`--critic-set KEY=VALUE` pairs -> {CriticConfig field: value}, values parsed as JSON numbers
@@ -190,6 +189,7 @@ def overrides_suffix(overrides: dict | None) -> str:
     return "".join(f"-{key.replace('_', '-')}={value}" for key, value in (overrides or {}).items())
 
 
+# --------------------------------------------------------------------------- output
 def write_json(path: Path, obj: dict) -> Path:
     """Write `obj` as indented JSON atomically (NaN written as null)."""
     path = Path(path)

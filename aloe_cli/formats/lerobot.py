@@ -104,19 +104,22 @@ def _load_info(root: Path) -> _Meta:
                  chunks, info.get("robot_type"))
 
 
+def _finite_number(value) -> bool:
+    """A finite int or float (numpy's too), not a bool, not null."""
+    return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+            and bool(np.isfinite(value)))
+
+
 def _index(value, path: Path, field: str, where: str = "") -> int:
     """A non-negative whole number read from metadata, or BadInput naming the file and field."""
-    ok = (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-          and np.isfinite(value) and value == int(value) and value >= 0)
-    if not ok:
+    if not (_finite_number(value) and value == int(value) and value >= 0):
         raise BadInput(f"{where}{'null' if value is None else repr(value)} is not a non-negative integer", path, field)
     return int(value)
 
 
 def _seconds(value, path: Path, field: str, where: str = "") -> float:
-    ok = (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-          and np.isfinite(value))
-    if not ok:
+    """A finite number of seconds read from metadata, or BadInput naming the file and field."""
+    if not _finite_number(value):
         raise BadInput(f"{where}{'null' if value is None else repr(value)} is not a number", path, field)
     return float(value)
 
