@@ -7,8 +7,9 @@ behaviour cloning (`policy.builtin.train_policy`), from scratch or fine-tuned fr
 - ``aloe`` (advantage-weighted maximum likelihood): w = clip(exp(A / beta), 0, w_max), A from the
   scores (the ALOE critic: Q of the logged chunk minus V of the evaluated policy);
 - ``awr``: the same weights with A = G_t - V_mc(o_t), the logged discounted return-to-go minus a
-  Monte-Carlo state value (`mc_value.py`) fitted on the store under the scores' reward and gamma:
-  the behaviour's own advantage, never the critic's policy-bootstrapped values;
+  Monte-Carlo state value (`mc_value.py`) fitted on the store under the scores' reward and gamma
+  (without scores: ``reward`` / ``gamma`` options, fit-critic's defaults otherwise): the
+  behaviour's own advantage, never the critic's policy-bootstrapped values; it needs no critic;
 - ``filtered``: behaviour cloning on the top fraction of chunks by advantage (weight 1, else 0);
 - ``conditioned`` (RECAP-style): every chunk has weight 1 and an indicator I = 1[A > the 70th
   percentile of the scores' advantages] (interventions forced to 1) as an extra policy input,
@@ -43,7 +44,8 @@ from .store import Store
 
 LINEAGE_KEY = "lineage"  # the policy.json block `aloe rounds` reads
 EXP_METHODS = ("aloe", "awr")  # methods whose weights are clip(exp(A / beta), 0, w_max)
-SCORED_METHODS = ("aloe", "awr", "filtered", "conditioned")  # methods that need --scores
+SCORED_METHODS = ("aloe", "awr", "filtered", "conditioned")  # methods that read --scores
+NEEDS_SCORES = ("aloe", "filtered", "conditioned")  # awr takes only the reward spec and gamma from them
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,8 @@ class MethodOptions:
     quantile: float = 0.7  # conditioned (and export's indicator): A above this quantile is positive
     indicator_dropout: float = 0.3  # conditioned: share of training chunks whose indicator is "unknown"
     value_steps: int = 2000  # awr: gradient steps of the Monte-Carlo value network
+    reward: str | None = None  # awr without scores: the reward kind; None = fit-critic's default (step-penalty)
+    gamma: float | None = None  # awr without scores: the discount; None = fit-critic's default (0.99)
 
     def validate(self) -> "MethodOptions":
         def positive(name: str, value) -> None:
@@ -73,12 +77,14 @@ class MethodOptions:
             raise BadInput(f"must be in [0, 1), got {self.indicator_dropout}", field="--indicator-dropout")
         if not isinstance(self.value_steps, int) or self.value_steps < 1:
             raise BadInput(f"must be an integer >= 1, got {self.value_steps}", field="--value-steps")
+        if self.gamma is not None and not (isinstance(self.gamma, (int, float)) and 0.0 < self.gamma <= 1.0):
+            raise BadInput(f"must be in (0, 1], got {self.gamma}", field="--gamma")
         return self
 
 
 # Options that only make sense for some methods: giving one to another method is bad input.
 APPLIES_TO = {"beta": EXP_METHODS, "w_max": EXP_METHODS, "top_fraction": ("filtered",),
-              "indicator_dropout": ("conditioned",), "value_steps": ("awr",)}
+              "indicator_dropout": ("conditioned",), "value_steps": ("awr",), "reward": ("awr",), "gamma": ("awr",)}
 
 
 def method_options(method: str, given: dict | None) -> MethodOptions:
@@ -92,7 +98,7 @@ def method_options(method: str, given: dict | None) -> MethodOptions:
         if allowed is not None and method not in allowed:
             raise BadInput(f"applies to --method {' or '.join(allowed)} only, not {method}",
                            field="--" + key.replace("_", "-"))
-    for key in ("beta", "w_max", "top_fraction", "quantile", "indicator_dropout"):  # numpy numbers -> JSON-able
+    for key in ("beta", "w_max", "top_fraction", "quantile", "indicator_dropout", "gamma"):  # numpy -> JSON-able
         if key in given and isinstance(given[key], (int, float, np.number)) and not isinstance(given[key], bool):
             given[key] = float(given[key])
     return MethodOptions(**given).validate()
@@ -326,15 +332,34 @@ def reward_of(scores: FrameScores) -> tuple[dict, float]:
     return spec, float(gamma)
 
 
-def mc_advantages(store: Store, scores: FrameScores, steps: int, device: str = "cpu",
-                  seed: int = 0) -> tuple[np.ndarray, dict]:
-    """A_t = G_t - V_mc(o_t) at every frame: the logged discounted return-to-go under the scores'
-    reward spec and gamma, minus a Monte-Carlo state value regressed on those returns."""
+def awr_reward(store: Store, scores: FrameScores | None, options: MethodOptions) -> tuple[dict, float, str]:
+    """The resolved reward spec and gamma of AWR's returns, and where they came from: the scores'
+    critic when there are scores (so AWR and ALOE weigh the same returns), else `options.reward` /
+    `options.gamma` with fit-critic's defaults for what is not given, resolved on the store."""
+    if scores is not None:
+        if options.reward is not None or options.gamma is not None:
+            given = "--reward" if options.reward is not None else "--gamma"
+            raise BadInput(f"comes from --scores (the reward and gamma its critic was fitted with); "
+                           f"give one or the other", field=given)
+        return (*reward_of(scores), "scores")
+    from .critic.config import CriticConfig
+    from .rewards import RewardSpec, resolve_rewards
+
+    d = CriticConfig()
+    spec = RewardSpec(options.reward or d.reward, d.t_norm, d.c_fail)
+    gamma = d.gamma if options.gamma is None else float(options.gamma)
+    return resolve_rewards(spec, store.episodes, str(store.root)), gamma, "options"
+
+
+def mc_advantages(store: Store, scores: FrameScores | None, steps: int, device: str = "cpu",
+                  seed: int = 0, options: MethodOptions = MethodOptions()) -> tuple[np.ndarray, dict]:
+    """A_t = G_t - V_mc(o_t) at every frame: the logged discounted return-to-go under the reward
+    spec and gamma of `awr_reward`, minus a Monte-Carlo state value regressed on those returns."""
     from . import chunks as C
     from .mc_value import ValueConfig, fit_mc_value
     from .rewards import frame_rewards
 
-    reward, gamma = reward_of(scores)
+    reward, gamma, source = awr_reward(store, scores, options)
     eps = store.episodes
     cols = [S.OBS_STATE] + ([S.REWARD] if reward["kind"] == "logged" else [])
     frames = store.load_frames(cols)
@@ -346,13 +371,14 @@ def mc_advantages(store: Store, scores: FrameScores, steps: int, device: str = "
     task_ids = np.repeat(np.array([vocab[t] for t in tasks], dtype=np.int64), lengths)
     cfg = ValueConfig(steps=steps, seed=seed, device=device)
     V, info = fit_mc_value(frames.columns[S.OBS_STATE], task_ids, G, cfg, num_tasks=len(vocab))
-    return G - V, {"reward": reward["kind"], "gamma": gamma, "value_config": cfg.to_dict(), **info}
+    return G - V, {"reward": reward["kind"], "gamma": gamma, "reward_from": source, "value_config": cfg.to_dict(),
+                   **info}
 
 
 def _awr(inp: MethodInput) -> Selection:
     """AWR: w = clip(exp(A_mc / beta), 0, w_max), A_mc = return-to-go - V_mc (no critic, no policy)."""
     o = inp.options
-    adv, value_info = mc_advantages(inp.store, inp.scores, o.value_steps, inp.device)
+    adv, value_info = mc_advantages(inp.store, inp.scores, o.value_steps, inp.device, options=o)
     beta = o.beta if o.beta is not None else W.default_beta(adv)
     w = W.exp_weights(adv, beta, o.w_max)
     positive = W.advantage_indicator(adv, inp.frame_interv, o.quantile)
@@ -373,7 +399,7 @@ def select(store: Store, method: str, scores: FrameScores | None, options: Metho
     """Run `method` on the store (and scores): the per-frame weights, advantages and indicators."""
     if method not in METHODS:
         raise BadInput(f"unknown method {method!r}; available: {', '.join(METHODS)}", field="--method")
-    if method in SCORED_METHODS and scores is None:
+    if method in NEEDS_SCORES and scores is None:
         raise BadInput(f"--method {method} needs the advantages of `aloe score` (--scores SCORES_DIR)",
                        field="--scores")
     frames = store.load_frames([S.IS_INTERVENTION])
@@ -398,7 +424,7 @@ def improve(store_path: str | os.PathLike, out: str | os.PathLike, method: str =
     `settings`: PolicyConfig fields to override (chunk_size, steps, batch_size, lr, seed, device,
     ...); `base`: a policy directory to fine-tune (its chunk size and network are kept; the new
     policy's round is the base's + 1); `scores`: a directory written by `aloe score` on this
-    store (needed by every method but bc); `options`: MethodOptions fields (beta, w_max, ...).
+    store (needed by every method but bc and awr); `options`: MethodOptions fields (beta, w_max, ...).
     The new policy.json records the lineage (round, base, store, scores, critic, method,
     settings, weight summary).
     """
@@ -409,7 +435,7 @@ def improve(store_path: str | os.PathLike, out: str | os.PathLike, method: str =
         raise BadInput(f"unknown method {method!r}; available: {', '.join(METHODS)}", field="--method")
     opts = method_options(method, options)
     settings = dict(settings or {})
-    if method in SCORED_METHODS and scores is None:
+    if method in NEEDS_SCORES and scores is None:
         raise BadInput(f"--method {method} needs the advantages of `aloe score` (--scores SCORES_DIR)",
                        field="--scores")
     base_doc = read_policy_json(base, "--policy") if base is not None else None

@@ -8,7 +8,8 @@
 2. Each round, for each method separately (its own store, which starts from the same seed
    data): roll the method's current policy out N episodes with the expert taking over on
    stall (`run_rollouts`, flagged interventions), fit the critic for the current policy
-   (ALOE, policy bootstrap), score the store's chunks (`aloe_cli.scoring.score`), and train
+   (ALOE, policy bootstrap; aloe and filtered only: awr's Monte-Carlo value needs none, and takes
+   the critic's reward and gamma), score the store's chunks (`aloe_cli.scoring.score`), and train
    the next policy with `aloe_cli.improve.improve(..., method=...)`, fine-tuning the current
    one; then measure success over the evaluation episodes (no takeover), with a Wilson interval.
 3. Methods compared on the same budget: aloe (advantage weights), awr (Monte-Carlo value),
@@ -90,13 +91,13 @@ def evaluate(task: str, policy_dir: Path, episodes: int, max_steps: int, seed: i
 
 
 def _improve(store: Path, out: Path, method: str, steps: int, seed: int, device: str, base: Path | None,
-             scores: Path | None) -> dict:
+             scores: Path | None, options: dict | None = None) -> dict:
     """Call aloe_cli.improve.improve with the arguments this version of it takes."""
     from aloe_cli.improve import improve
 
     params = inspect.signature(improve).parameters
     kw = {"method": method, "settings": {"chunk_size": H, "steps": steps, "seed": seed, "device": device},
-          "force": True}
+          "force": True, "options": options}
     if base is not None:
         kw["base" if "base" in params else "init"] = str(base)
         kw["settings"].pop("chunk_size")
@@ -163,14 +164,16 @@ def run(task: str, budget_name: str, seed: int, out: Path, device: str = "cpu", 
                              RolloutConfig(episodes=budget.episodes_per_round, max_steps=budget.max_steps,
                                            policy_id=f"{POLICY_ID}{r - 1}", intervene="expert-on-stall", seed=seed,
                                            commit_every=budget.episodes_per_round))
-                scores = None
-                if m != "bc":
+                scores, options = None, None
+                if m == "awr":  # no critic: the Monte-Carlo returns under the round critics' reward and gamma
+                    options = {"reward": critic_settings.get("reward"), "gamma": critic_settings.get("gamma")}
+                elif m != "bc":
                     critic = work / m / f"critic{r}"
                     fit_critic(store, critic, CriticConfig(**critic_settings), policy_spec=str(current))
                     scores = work / m / f"scores{r}"
                     score(store, critic, scores, device=device)
                 nxt = work / m / f"round{r}"
-                _improve(store, nxt, m, budget.policy_steps, seed + r, device, current, scores)
+                _improve(store, nxt, m, budget.policy_steps, seed + r, device, current, scores, options)
                 curves[m].append(evaluate(task, nxt, budget.eval_episodes, budget.max_steps, eval_seed))
                 current = nxt
         finally:

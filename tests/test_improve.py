@@ -170,6 +170,22 @@ def test_awr_uses_monte_carlo_advantages_not_the_critic(round1):
     assert sel.advantages[a == 1].mean() > sel.advantages[a == 0].mean() + 0.02  # moving is better
 
 
+def test_awr_needs_no_critic(round1, tmp_path):
+    """Without --scores AWR takes the reward and gamma as options; given the scores' critic's own, the
+    advantages are the same as with the scores. Unset, they are fit-critic's defaults."""
+    d, _ = round1
+    store = Store.open(d / "store")
+    scores = load_scores(d / "scores", store)
+    with_scores = select(store, "awr", scores, MethodOptions(value_steps=300))
+    no_critic = select(store, "awr", None, MethodOptions(value_steps=300, reward="sparse", gamma=GAMMA))
+    np.testing.assert_allclose(no_critic.advantages, with_scores.advantages, atol=1e-6)
+    assert with_scores.info["value"]["reward_from"] == "scores" and no_critic.info["value"]["reward_from"] == "options"
+    r = run(d, "awr", "r1-awr-nocritic", base=d / "r0", scores=False, steps=20, value_steps=300)
+    assert r["value"]["reward"] == "step-penalty" and r["value"]["gamma"] == 0.99  # CriticConfig's defaults
+    lineage = json.loads((d / "r1-awr-nocritic" / S.POLICY_FILE).read_text())["lineage"]
+    assert lineage["scores"] is None and lineage["critic"] is None and lineage["method"] == "awr"
+
+
 def test_strided_scores_weight_every_frame_by_the_previous_scored_chunk(loop, tmp_path):
     d = loop
     score(d / "store", d / "critic", tmp_path / "s3", stride=3, device="cpu")
@@ -325,6 +341,14 @@ def test_improve_bad_input(loop, cli, tmp_path):
         (["--method", "awr", "--scores", d / "scores", "--w-max", -1], "Error: --w-max: must be a number > 0, got -1.0"),
         (["--method", "filtered", "--scores", d / "scores", "--top-fraction", 1.5],
          "Error: --top-fraction: must be in (0, 1], got 1.5"),
+        (["--method", "aloe", "--scores", d / "scores", "--gamma", 0.9],
+         "Error: --gamma: applies to --method awr only, not aloe"),
+        (["--method", "awr", "--scores", d / "scores", "--gamma", 0.9],
+         "Error: --gamma: comes from --scores (the reward and gamma its critic was fitted with); give one or the "
+         "other"),
+        (["--method", "awr", "--gamma", 1.5], "Error: --gamma: must be in (0, 1], got 1.5"),
+        (["--method", "awr", "--reward", "dense"],
+         "Error: --reward: unknown reward 'dense'; choose one of step-penalty, sparse, logged"),
     ]
     for args, message in cases:
         r = cli(*base, *args)

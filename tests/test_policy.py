@@ -543,7 +543,8 @@ def test_improve_cli_bad_input(cli, tmp_path):
     init = tmp_path / "init"
     assert cli("improve", store, "--out", init, "--chunk-size", 2, "--steps", 1, "--device", "cpu").exit_code == 0
     cases = [
-        (["--method", "awr"], "Error: --scores: --method awr needs the advantages of `aloe score` (--scores SCORES_DIR)"),
+        (["--method", "filtered"], "Error: --scores: --method filtered needs the advantages of `aloe score` (--scores "
+                                   "SCORES_DIR)"),
         (["--method", "dagger"], "Error: --method: unknown method 'dagger'; available: aloe, awr, filtered, "
                                  "conditioned, bc"),
         (["--out", tmp_path / "taken"], f"Error: {tmp_path / 'taken'}: --out: already exists; pass --force to replace it"),

@@ -10,7 +10,7 @@ import typer
 from ._common import BetaOpt, TopFractionOpt, WMaxOpt, DeviceOpt, JsonOpt, StoreArg, command, emit, err, fmt
 
 METHOD_HELP = ("aloe: weights clip(exp(A/beta), 0, w_max) from --scores; awr: the same with a Monte-Carlo "
-               "advantage; filtered: BC on the top fraction by advantage; conditioned: RECAP-style advantage "
+               "advantage (no critic needed); filtered: BC on the top fraction by advantage; conditioned: RECAP-style advantage "
                "indicator as an input; bc: behaviour cloning on everything.")
 
 
@@ -44,14 +44,20 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option("--out", help="Policy directory to write.", show_default=False)],
         method: Annotated[str, typer.Option("--method", help=METHOD_HELP)] = "bc",
         scores: Annotated[Optional[Path], typer.Option(
-            "--scores", help="Scores directory of `aloe score` on this store (every method but bc).",
-            show_default=False)] = None,
+            "--scores", help="Scores directory of `aloe score` on this store (every method but bc; awr takes "
+            "only its reward and gamma).", show_default=False)] = None,
         policy: Annotated[Optional[Path], typer.Option(
             "--policy", "--init", help="Base policy directory to fine-tune (default: train from scratch).",
             show_default=False)] = None,
         beta: BetaOpt = None,
         w_max: WMaxOpt = None,
         top_fraction: TopFractionOpt = None,
+        reward: Annotated[Optional[str], typer.Option(
+            "--reward", help="awr without --scores: step-penalty, sparse or logged (default: fit-critic's, "
+            "step-penalty).", show_default=False)] = None,
+        gamma: Annotated[Optional[float], typer.Option(
+            "--gamma", help="awr without --scores: discount per frame (default: fit-critic's, 0.99).",
+            show_default=False)] = None,
         round_name: Annotated[Optional[str], typer.Option(
             "--round-name", help="Name recorded in the lineage (default: the --out folder's name).",
             show_default=False)] = None,
@@ -86,7 +92,7 @@ def register(app: typer.Typer) -> None:
         settings = {"chunk_size": chunk_size, "steps": steps, "batch_size": batch_size, "lr": lr, "obs": obs}
         settings = {k: v for k, v in settings.items() if v is not None}
         settings.update(seed=seed, device=device)
-        options = {"beta": beta, "w_max": w_max, "top_fraction": top_fraction}
+        options = {"beta": beta, "w_max": w_max, "top_fraction": top_fraction, "reward": reward, "gamma": gamma}
         bar = Progress(TextColumn("[bold]improve {task.fields[method]}"), BarColumn(), MofNCompleteColumn(),
                        TextColumn("loss {task.fields[loss]}  val {task.fields[val]}"), TimeRemainingColumn(),
                        console=err, transient=True)
