@@ -10,8 +10,8 @@ import typer
 from ._common import BetaOpt, TopFractionOpt, WMaxOpt, DeviceOpt, JsonOpt, StoreArg, command, emit, err, fmt
 
 METHOD_HELP = ("aloe: weights clip(exp(A/beta), 0, w_max) from --scores; awr: the same with a Monte-Carlo "
-               "advantage (no critic needed); filtered: BC on the top fraction by advantage; conditioned: RECAP-style advantage "
-               "indicator as an input; bc: behaviour cloning on everything.")
+               "advantage (no critic needed); filtered: BC on the top fraction by advantage; conditioned: "
+               "RECAP-style advantage indicator as an input; bc: behaviour cloning on everything.")
 
 
 def weights_lines(d: dict, indicator: bool = False) -> list[str]:
