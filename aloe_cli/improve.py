@@ -477,6 +477,9 @@ def improve(store_path: str | os.PathLike, out: str | os.PathLike, method: str =
     for key in ("beta", "beta_rule"):
         if selection.info and key in selection.info:
             settings_used[key] = selection.info[key]
+    if method == "awr":  # the reward and gamma its returns were computed with, resolved
+        value = selection.info["value"]
+        settings_used.update(reward=value["reward"], gamma=value["gamma"], reward_from=value["reward_from"])
     settings_used["training"] = {k: getattr(config, k) for k in ("chunk_size", "steps", "batch_size", "lr", "seed")}
     lineage = {
         "round": 0 if base_doc is None else int(base_round) + 1,

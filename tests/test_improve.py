@@ -184,6 +184,8 @@ def test_awr_needs_no_critic(round1, tmp_path):
     assert r["value"]["reward"] == "step-penalty" and r["value"]["gamma"] == 0.99  # CriticConfig's defaults
     lineage = json.loads((d / "r1-awr-nocritic" / S.POLICY_FILE).read_text())["lineage"]
     assert lineage["scores"] is None and lineage["critic"] is None and lineage["method"] == "awr"
+    assert (lineage["settings"]["reward"], lineage["settings"]["gamma"]) == ("step-penalty", 0.99)
+    assert lineage["settings"]["reward_from"] == "options"
 
 
 def test_strided_scores_weight_every_frame_by_the_previous_scored_chunk(loop, tmp_path):
