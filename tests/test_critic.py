@@ -124,9 +124,12 @@ def test_truncated_tails_are_not_targets_and_terminal_tails_are(tmp_path):
 def test_fit_critic_cli_writes_a_critic(world, cli, tmp_path):
     d, spec = world
     r = cli("fit-critic", d / "store", "--out", tmp_path / "c", "--policy", spec, "--reward", "sparse",
-            "--gamma", "0.9", "--samples", "1", "--steps", "300", "--hidden", "32", "--json")
+            "--gamma", "0.9", "--samples", "1", "--steps", "300", "--hidden", "32", "--ensemble", "3",
+            "--aggregate", "mean-std", "--std-coef", "0.5", "--json")
     assert r.exit_code == 0, r
     out = json.loads(r.stdout)
+    recorded = json.loads((tmp_path / "c" / "critic.json").read_text())["config"]
+    assert (recorded["ensemble"], recorded["aggregate"], recorded["std_coef"]) == (3, "mean-std", 0.5)
     assert out["steps"] == 300 and out["chunk_size"] == 2 and out["bootstrap"] == "policy"
     files = sorted(p.name for p in (tmp_path / "c").iterdir())
     assert files == ["checkpoint.pt", "critic.json", "critic.safetensors", "metrics.jsonl"]
@@ -161,6 +164,8 @@ def test_bad_input(world, cli, tmp_path):
          "Error: --chunk-size: 3 is longer than the policy's chunks (2 actions)"),
         (("fit-critic", d / "store", "--out", tmp_path / "o", "--policy", spec, "--aggregate", "max"),
          "Error: --aggregate: got 'max'; choose one of min, mean, mean-std"),
+        (("fit-critic", d / "store", "--out", tmp_path / "o", "--policy", spec, "--std-coef", "-1"),
+         "Error: --std-coef: must be a number >= 0, got -1.0"),
         (("fit-critic", d / "store", "--out", tmp_path / "o", "--policy", spec, "--episodes-filter",
           "policy_id == 'nobody'"),
          "Error: --episodes-filter: \"policy_id == 'nobody'\" selects no episode of 300"),

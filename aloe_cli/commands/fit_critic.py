@@ -56,6 +56,8 @@ def register(app: typer.Typer) -> None:
         ensemble: Annotated[int, typer.Option("--ensemble", help="M critic heads.")] = D.ensemble,
         aggregate: Annotated[str, typer.Option(
             "--aggregate", help="How heads combine: min, mean or mean-std.")] = D.aggregate,
+        std_coef: Annotated[float, typer.Option(
+            "--std-coef", help="mean-std: c in mean - c * std over the heads.")] = D.std_coef,
         samples: Annotated[int, typer.Option(
             "--samples", help="K policy chunks per bootstrap state.")] = D.samples,
         steps: Annotated[int, typer.Option("--steps", help="Gradient steps.")] = D.steps,
@@ -95,7 +97,7 @@ def register(app: typer.Typer) -> None:
 
         config = CriticConfig(
             chunk_size=chunk_size, bootstrap=bootstrap, reward=reward, t_norm=t_norm, c_fail=c_fail, gamma=gamma,
-            ensemble=ensemble, aggregate=aggregate, samples=samples, steps=steps, batch_size=batch_size, lr=lr,
+            ensemble=ensemble, aggregate=aggregate, std_coef=std_coef, samples=samples, steps=steps, batch_size=batch_size, lr=lr,
             tau=tau, hidden=hidden, layers=layers, head=head, chunk_encoder=chunk_encoder,
             val_fraction=val_fraction, checkpoint_every=checkpoint_every, seed=seed, device=device,
             episodes_filter=episodes_filter, obs=obs, augment=not no_augment)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 from ..errors import BadInput
@@ -85,6 +86,8 @@ class CriticConfig:
             raise BadInput(f"must be in (0, 1], got {self.tau}", field="--tau")
         if not self.lr > 0:
             raise BadInput(f"must be positive, got {self.lr}", field="--lr")
+        if not (math.isfinite(self.std_coef) and self.std_coef >= 0):
+            raise BadInput(f"must be a number >= 0, got {self.std_coef}", field="--std-coef")
         if not 0.0 <= self.val_fraction < 1.0:
             raise BadInput(f"must be in [0, 1), got {self.val_fraction}", field="--val-fraction")
         from ..vision import parse_obs
