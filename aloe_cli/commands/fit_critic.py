@@ -97,8 +97,8 @@ def register(app: typer.Typer) -> None:
 
         config = CriticConfig(
             chunk_size=chunk_size, bootstrap=bootstrap, reward=reward, t_norm=t_norm, c_fail=c_fail, gamma=gamma,
-            ensemble=ensemble, aggregate=aggregate, std_coef=std_coef, samples=samples, steps=steps, batch_size=batch_size, lr=lr,
-            tau=tau, hidden=hidden, layers=layers, head=head, chunk_encoder=chunk_encoder,
+            ensemble=ensemble, aggregate=aggregate, std_coef=std_coef, samples=samples, steps=steps,
+            batch_size=batch_size, lr=lr, tau=tau, hidden=hidden, layers=layers, head=head, chunk_encoder=chunk_encoder,
             val_fraction=val_fraction, checkpoint_every=checkpoint_every, seed=seed, device=device,
             episodes_filter=episodes_filter, obs=obs, augment=not no_augment)
         rank0 = int(os.environ.get("RANK", "0")) == 0
