@@ -351,10 +351,11 @@ def awr_reward(store: Store, scores: FrameScores | None, options: MethodOptions)
     return resolve_rewards(spec, store.episodes, str(store.root)), gamma, "options"
 
 
-def mc_advantages(store: Store, scores: FrameScores | None, steps: int, device: str = "cpu",
-                  seed: int = 0, options: MethodOptions = MethodOptions()) -> tuple[np.ndarray, dict]:
+def mc_advantages(store: Store, scores: FrameScores | None, options: MethodOptions, device: str = "cpu",
+                  seed: int = 0) -> tuple[np.ndarray, dict]:
     """A_t = G_t - V_mc(o_t) at every frame: the logged discounted return-to-go under the reward
-    spec and gamma of `awr_reward`, minus a Monte-Carlo state value regressed on those returns."""
+    spec and gamma of `awr_reward`, minus a Monte-Carlo state value regressed on those returns
+    (`options.value_steps` gradient steps)."""
     from . import chunks as C
     from .mc_value import ValueConfig, fit_mc_value
     from .rewards import frame_rewards
@@ -369,7 +370,7 @@ def mc_advantages(store: Store, scores: FrameScores | None, steps: int, device: 
     tasks = eps[S.TASK].fillna("").astype(str).to_numpy()
     vocab = {t: i + 1 for i, t in enumerate(sorted(set(tasks)))}
     task_ids = np.repeat(np.array([vocab[t] for t in tasks], dtype=np.int64), lengths)
-    cfg = ValueConfig(steps=steps, seed=seed, device=device)
+    cfg = ValueConfig(steps=options.value_steps, seed=seed, device=device)
     V, info = fit_mc_value(frames.columns[S.OBS_STATE], task_ids, G, cfg, num_tasks=len(vocab))
     return G - V, {"reward": reward["kind"], "gamma": gamma, "reward_from": source, "value_config": cfg.to_dict(),
                    **info}
@@ -378,7 +379,7 @@ def mc_advantages(store: Store, scores: FrameScores | None, steps: int, device: 
 def _awr(inp: MethodInput) -> Selection:
     """AWR: w = clip(exp(A_mc / beta), 0, w_max), A_mc = return-to-go - V_mc (no critic, no policy)."""
     o = inp.options
-    adv, value_info = mc_advantages(inp.store, inp.scores, o.value_steps, inp.device, options=o)
+    adv, value_info = mc_advantages(inp.store, inp.scores, o, inp.device)
     beta = o.beta if o.beta is not None else W.default_beta(adv)
     w = W.exp_weights(adv, beta, o.w_max)
     positive = W.advantage_indicator(adv, inp.frame_interv, o.quantile)
