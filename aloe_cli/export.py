@@ -18,7 +18,8 @@ terminated episode), ``next.success`` (when every episode has an outcome), ``int
 LeRobot's DAgger recorder writes it), the LeRobot index columns, and three per-frame columns:
 
 - ``aloe.advantage`` (float32): the advantage of the chunk starting at the frame (the scores'; for
-  ``--method awr`` the Monte-Carlo one);
+  ``--method awr`` the Monte-Carlo one, which needs no scores: its reward and gamma are then
+  ``--reward`` / ``--gamma``, as in `aloe improve`);
 - ``aloe.weight`` (float32): that chunk's training weight under ``--method`` (1 for bc and
   conditioned; 0 outside the top fraction for filtered);
 - ``aloe.advantage_positive`` (bool): RECAP's indicator (A above the 70th percentile, or a human's).
@@ -165,14 +166,14 @@ def export(store_path: str | os.PathLike, scores_dir: str | os.PathLike | None, 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .improve import load_scores, method_options, select
+    from .improve import METHODS, load_scores, method_options, select
 
     if to not in FORMATS:
         raise BadInput(f"unknown format {to!r}; available: {', '.join(FORMATS)}", field="--to")
     opts = method_options(method, options)
-    if scores_dir is None:
-        raise BadInput("the export's per-frame advantages come from `aloe score` (--scores SCORES_DIR)",
-                       field="--scores")
+    if scores_dir is None and method in METHODS and method != "awr":
+        raise BadInput(f"--method {method} takes its per-frame advantages from `aloe score` (--scores SCORES_DIR); "
+                       f"only awr computes its own", field="--scores")
     out_dir = Path(out_dir)
     if out_dir.exists() and not (out_dir.is_dir() and not any(out_dir.iterdir())) and not force:
         raise BadInput("already exists; pass --force to replace it", out_dir, "OUT_DIR")
@@ -184,7 +185,7 @@ def export(store_path: str | os.PathLike, scores_dir: str | os.PathLike | None, 
     if fps is None or not fps > 0:
         raise BadInput("the store records no frame rate; pass --fps", store.root / S.MANIFEST_FILE, "fps")
     fps_out = int(round(fps)) if abs(fps - round(fps)) < 1e-6 else float(fps)
-    scores = load_scores(scores_dir, store)
+    scores = None if scores_dir is None else load_scores(scores_dir, store)
     sel = select(store, method, scores, opts, device)
     n_frames = int(eps[S.LENGTH].sum())
     weight = np.ones(n_frames, np.float32) if sel.weights is None else np.asarray(sel.weights, np.float32)
@@ -369,7 +370,7 @@ def export(store_path: str | os.PathLike, scores_dir: str | os.PathLike | None, 
         (tmp / INFO_PATH).write_text(json.dumps(info, indent=4))
         summary = {
             "out": str(out_dir), "format": to, "codebase_version": CODEBASE_VERSION, "store": str(store.root),
-            "store_fingerprint": store.fingerprint, "scores": str(scores.path), "method": method,
+            "store_fingerprint": store.fingerprint, "scores": None if scores is None else str(scores.path), "method": method,
             "episodes": len(rows), "frames": g, "tasks": len(tasks), "data_files": data_files,
             "features": list(feats), "dropped_columns": dropped,
             "outcomes": "next.success" if has_success else "not exported (some episodes have no outcome)",

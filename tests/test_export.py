@@ -224,6 +224,26 @@ def test_awr_export_uses_monte_carlo_advantages(scored, tmp_path):
                                rtol=1e-4)
 
 
+def test_awr_export_needs_no_scores(scored, tmp_path):
+    """awr's Monte-Carlo advantages need no critic: without --scores they take fit-critic's default
+    reward and gamma, the ones this fixture's critic was fitted with, so the columns are the same."""
+    d = scored
+    opts = {"w_max": 5.0, "value_steps": 300}
+    with_scores = export(d / "store", d / "scores", tmp_path / "with", method="awr", options=opts)
+    without = export(d / "store", None, tmp_path / "without", method="awr", options=opts)
+    a, b = data_table(tmp_path / "with"), data_table(tmp_path / "without")
+    for col in (S.EXPORT_ADVANTAGE, S.EXPORT_WEIGHT):
+        np.testing.assert_allclose(b[col], a[col], atol=1e-6)
+    assert b[S.EXPORT_POSITIVE].tolist() == a[S.EXPORT_POSITIVE].tolist()
+    assert without["scores"] is None and without["value"]["reward_from"] == "options"
+    assert with_scores["value"]["reward_from"] == "scores"
+    meta = json.loads((tmp_path / "without" / "meta" / "aloe.json").read_text())
+    assert meta["scores"] is None and meta["value"]["gamma"] == 0.99
+    other = export(d / "store", None, tmp_path / "sparse", method="awr", options={**opts, "reward": "sparse"})
+    assert other["value"]["reward"] == "sparse"
+    assert not np.allclose(data_table(tmp_path / "sparse")[S.EXPORT_ADVANTAGE], a[S.EXPORT_ADVANTAGE])
+
+
 # ---------------------------------------------------------------- read back by aloe
 
 def check_same_episodes(store_path, back_path):
@@ -309,7 +329,18 @@ def test_export_bad_input(exported, cli, tmp_path):
         ([d / "store", tmp_path / "new", "--scores", d / "scores", "--to", "rlds"],
          "Error: --to: unknown format 'rlds'; available: lerobot"),
         ([d / "store", tmp_path / "new"],
-         "Error: --scores: the export's per-frame advantages come from `aloe score` (--scores SCORES_DIR)"),
+         "Error: --scores: --method aloe takes its per-frame advantages from `aloe score` (--scores SCORES_DIR); "
+         "only awr computes its own"),
+        ([d / "store", tmp_path / "new", "--method", "bc"],
+         "Error: --scores: --method bc takes its per-frame advantages from `aloe score` (--scores SCORES_DIR); "
+         "only awr computes its own"),
+        ([d / "store", tmp_path / "new", "--method", "dagger"],
+         "Error: --method: unknown method 'dagger'; available: aloe, awr, filtered, conditioned, bc"),
+        ([d / "store", tmp_path / "new", "--scores", d / "scores", "--method", "awr", "--gamma", 0.9],
+         "Error: --gamma: comes from --scores (the reward and gamma its critic was fitted with); give one or "
+         "the other"),
+        ([d / "store", tmp_path / "new", "--method", "aloe", "--scores", d / "scores", "--reward", "sparse"],
+         "Error: --reward: applies to --method awr only, not aloe"),
         ([d / "store", tmp_path / "new", "--scores", d / "scores", "--method", "dagger"],
          "Error: --method: unknown method 'dagger'; available: aloe, awr, filtered, conditioned, bc"),
         ([d / "store", tmp_path / "new", "--scores", d / "scores", "--w-max", 0],

@@ -92,3 +92,9 @@ WMaxOpt = Annotated[Optional[float], typer.Option(
     "--w-max", help="aloe/awr weight clip (default 20).", show_default=False)]
 TopFractionOpt = Annotated[Optional[float], typer.Option(
     "--top-fraction", help="filtered: share of chunks kept (default 0.3).", show_default=False)]
+AwrRewardOpt = Annotated[Optional[str], typer.Option(
+    "--reward", help="awr without --scores: step-penalty, sparse or logged (default: fit-critic's, "
+    "step-penalty).", show_default=False)]
+AwrGammaOpt = Annotated[Optional[float], typer.Option(
+    "--gamma", help="awr without --scores: discount per frame (default: fit-critic's, 0.99).",
+    show_default=False)]

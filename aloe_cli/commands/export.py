@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import BetaOpt, TopFractionOpt, WMaxOpt, DeviceOpt, JsonOpt, StoreArg, command, emit, err
+from ._common import AwrGammaOpt, AwrRewardOpt, BetaOpt, TopFractionOpt, WMaxOpt, DeviceOpt, JsonOpt, StoreArg, command, emit, err
 from .improve import weights_lines
 
 
@@ -17,7 +17,8 @@ def register(app: typer.Typer) -> None:
         store: StoreArg,
         out: Annotated[Path, typer.Argument(help="Dataset folder to write.", show_default=False)],
         scores: Annotated[Optional[Path], typer.Option(
-            "--scores", help="Scores directory of `aloe score` on this store.", show_default=False)] = None,
+            "--scores", help="Scores directory of `aloe score` on this store (every method but awr, whose "
+            "advantages are Monte-Carlo).", show_default=False)] = None,
         to: Annotated[str, typer.Option("--to", help="Output format: lerobot (LeRobotDataset v3.0).")] = "lerobot",
         method: Annotated[str, typer.Option(
             "--method", help="How aloe.weight is computed: aloe, awr, filtered, conditioned or bc (as aloe improve).")
@@ -25,6 +26,8 @@ def register(app: typer.Typer) -> None:
         beta: BetaOpt = None,
         w_max: WMaxOpt = None,
         top_fraction: TopFractionOpt = None,
+        reward: AwrRewardOpt = None,
+        gamma: AwrGammaOpt = None,
         fps: Annotated[Optional[float], typer.Option(
             "--fps", help="Frame rate (default: the store's).", show_default=False)] = None,
         robot_type: Annotated[Optional[str], typer.Option(
@@ -39,6 +42,8 @@ def register(app: typer.Typer) -> None:
         they can weight their loss by aloe.weight or condition on aloe.advantage_positive.
 
         Example: aloe export store/ --scores scores/ --to lerobot exported/ --method aloe
+
+        Example, no critic: aloe export store/ exported/ --method awr
         """
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -54,7 +59,7 @@ def register(app: typer.Typer) -> None:
                 state["task"] = bar.add_task("frames", total=total)
             bar.update(state["task"], completed=done)
 
-        options = {"beta": beta, "w_max": w_max, "top_fraction": top_fraction}
+        options = {"beta": beta, "w_max": w_max, "top_fraction": top_fraction, "reward": reward, "gamma": gamma}
         try:
             result = export(store, scores, out, to=to, method=method, options=options, force=force, fps=fps,
                             robot_type=robot_type, device=resolve_device(device), progress=progress)

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import BetaOpt, TopFractionOpt, WMaxOpt, DeviceOpt, JsonOpt, StoreArg, command, emit, err, fmt
+from ._common import AwrGammaOpt, AwrRewardOpt, BetaOpt, TopFractionOpt, WMaxOpt, DeviceOpt, JsonOpt, StoreArg, command, emit, err, fmt
 
 METHOD_HELP = ("aloe: weights clip(exp(A/beta), 0, w_max) from --scores; awr: the same with a Monte-Carlo "
                "advantage (no critic needed); filtered: BC on the top fraction by advantage; conditioned: "
@@ -52,12 +52,8 @@ def register(app: typer.Typer) -> None:
         beta: BetaOpt = None,
         w_max: WMaxOpt = None,
         top_fraction: TopFractionOpt = None,
-        reward: Annotated[Optional[str], typer.Option(
-            "--reward", help="awr without --scores: step-penalty, sparse or logged (default: fit-critic's, "
-            "step-penalty).", show_default=False)] = None,
-        gamma: Annotated[Optional[float], typer.Option(
-            "--gamma", help="awr without --scores: discount per frame (default: fit-critic's, 0.99).",
-            show_default=False)] = None,
+        reward: AwrRewardOpt = None,
+        gamma: AwrGammaOpt = None,
         round_name: Annotated[Optional[str], typer.Option(
             "--round-name", help="Name recorded in the lineage (default: the --out folder's name).",
             show_default=False)] = None,
