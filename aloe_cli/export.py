@@ -370,7 +370,8 @@ def export(store_path: str | os.PathLike, scores_dir: str | os.PathLike | None, 
         (tmp / INFO_PATH).write_text(json.dumps(info, indent=4))
         summary = {
             "out": str(out_dir), "format": to, "codebase_version": CODEBASE_VERSION, "store": str(store.root),
-            "store_fingerprint": store.fingerprint, "scores": None if scores is None else str(scores.path), "method": method,
+            "store_fingerprint": store.fingerprint, "scores": None if scores is None else str(scores.path),
+            "method": method,
             "episodes": len(rows), "frames": g, "tasks": len(tasks), "data_files": data_files,
             "features": list(feats), "dropped_columns": dropped,
             "outcomes": "next.success" if has_success else "not exported (some episodes have no outcome)",

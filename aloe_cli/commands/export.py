@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import AwrGammaOpt, AwrRewardOpt, BetaOpt, TopFractionOpt, WMaxOpt, DeviceOpt, JsonOpt, StoreArg, command, emit, err
+from ._common import (AwrGammaOpt, AwrRewardOpt, BetaOpt, DeviceOpt, JsonOpt, StoreArg, TopFractionOpt, WMaxOpt,
+                      command, emit, err)
 from .improve import weights_lines
 
 

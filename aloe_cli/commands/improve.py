@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import AwrGammaOpt, AwrRewardOpt, BetaOpt, TopFractionOpt, WMaxOpt, DeviceOpt, JsonOpt, StoreArg, command, emit, err, fmt
+from ._common import (AwrGammaOpt, AwrRewardOpt, BetaOpt, DeviceOpt, JsonOpt, StoreArg, TopFractionOpt, WMaxOpt,
+                      command, emit, err, fmt)
 
 METHOD_HELP = ("aloe: weights clip(exp(A/beta), 0, w_max) from --scores; awr: the same with a Monte-Carlo "
                "advantage (no critic needed); filtered: BC on the top fraction by advantage; conditioned: "
