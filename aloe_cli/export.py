@@ -166,14 +166,14 @@ def export(store_path: str | os.PathLike, scores_dir: str | os.PathLike | None, 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .improve import METHODS, load_scores, method_options, select
+    from .improve import METHODS, OWN_ADVANTAGES, load_scores, method_options, select
 
     if to not in FORMATS:
         raise BadInput(f"unknown format {to!r}; available: {', '.join(FORMATS)}", field="--to")
     opts = method_options(method, options)
-    if scores_dir is None and method in METHODS and method != "awr":
+    if scores_dir is None and method in METHODS and method not in OWN_ADVANTAGES:
         raise BadInput(f"--method {method} takes its per-frame advantages from `aloe score` (--scores SCORES_DIR); "
-                       f"only awr computes its own", field="--scores")
+                       f"only {', '.join(OWN_ADVANTAGES)} computes its own", field="--scores")
     out_dir = Path(out_dir)
     if out_dir.exists() and not (out_dir.is_dir() and not any(out_dir.iterdir())) and not force:
         raise BadInput("already exists; pass --force to replace it", out_dir, "OUT_DIR")

@@ -46,6 +46,7 @@ LINEAGE_KEY = "lineage"  # the policy.json block `aloe rounds` reads
 EXP_METHODS = ("aloe", "awr")  # methods whose weights are clip(exp(A / beta), 0, w_max)
 SCORED_METHODS = ("aloe", "awr", "filtered", "conditioned")  # methods that read --scores
 NEEDS_SCORES = ("aloe", "filtered", "conditioned")  # awr takes only the reward spec and gamma from them
+OWN_ADVANTAGES = ("awr",)  # methods whose advantages are their own (Monte-Carlo), not the scores'
 
 
 @dataclass(frozen=True)
