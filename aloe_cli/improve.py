@@ -107,6 +107,13 @@ def method_options(method: str, given: dict | None) -> MethodOptions:
 
 # ---------------------------------------------------------------------------- scores
 
+def require_scores(method: str, scores) -> None:
+    """Raise BadInput (field --scores) when `method` reads advantages from scores and none were given."""
+    if method in NEEDS_SCORES and scores is None:
+        raise BadInput(f"--method {method} needs the advantages of `aloe score` (--scores SCORES_DIR)",
+                       field="--scores")
+
+
 @dataclass
 class FrameScores:
     """A scores directory joined to the store's frames (store order, as `Store.load_frames`)."""
@@ -401,9 +408,7 @@ def select(store: Store, method: str, scores: FrameScores | None, options: Metho
     """Run `method` on the store (and scores): the per-frame weights, advantages and indicators."""
     if method not in METHODS:
         raise BadInput(f"unknown method {method!r}; available: {', '.join(METHODS)}", field="--method")
-    if method in NEEDS_SCORES and scores is None:
-        raise BadInput(f"--method {method} needs the advantages of `aloe score` (--scores SCORES_DIR)",
-                       field="--scores")
+    require_scores(method, scores)
     frames = store.load_frames([S.IS_INTERVENTION])
     policy = np.repeat(store.episodes[S.POLICY_ID].fillna(S.UNKNOWN_POLICY_ID).astype(str).to_numpy(),
                        frames.lengths)
@@ -437,9 +442,7 @@ def improve(store_path: str | os.PathLike, out: str | os.PathLike, method: str =
         raise BadInput(f"unknown method {method!r}; available: {', '.join(METHODS)}", field="--method")
     opts = method_options(method, options)
     settings = dict(settings or {})
-    if method in NEEDS_SCORES and scores is None:
-        raise BadInput(f"--method {method} needs the advantages of `aloe score` (--scores SCORES_DIR)",
-                       field="--scores")
+    require_scores(method, scores)
     base_doc = read_policy_json(base, "--policy") if base is not None else None
     if base_doc is not None and "chunk_size" in settings and base_doc.get("chunk_size") != settings["chunk_size"]:
         raise BadInput(f"{settings['chunk_size']} differs from the --policy base's chunk size "
