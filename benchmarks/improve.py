@@ -15,6 +15,8 @@
 3. Methods compared on the same budget: aloe (advantage weights), awr (Monte-Carlo value),
    filtered (top advantages), bc (all data, DAgger-like). A method that this aloe does not
    offer is reported as skipped.
+4. A ceiling for reference: BC from scratch on as many noise-free expert episodes as the weak
+   start had noisy ones, measured on the same evaluation episodes (`bc_ceiling`).
 
 Writes OUT/improve-<task>-<budget>-seed<seed>.json and .png.
 """
@@ -144,6 +146,8 @@ def run(task: str, budget_name: str, seed: int, out: Path, device: str = "cpu", 
     _improve(seed_store, start, "bc", budget.policy_steps, seed, device, None, None)
     eval_seed = seed + 20_000
     start_eval = evaluate(task, start, budget.eval_episodes, budget.max_steps, eval_seed)
+    progress(f"[improve] {task}: the ceiling (BC on noise-free expert episodes)")
+    ceiling = bc_ceiling(task, work / "ceiling", budget, seed, device, eval_seed)
     offered = available_methods()
     wanted = list(methods or METHODS)
     methods = [m for m in wanted if m in offered]
@@ -181,7 +185,26 @@ def run(task: str, budget_name: str, seed: int, out: Path, device: str = "cpu", 
     return {"benchmark": "improve", "task": task, "budget": budget_name, "budget_settings": dataclasses.asdict(budget),
             "seed": seed, "seed_noise": seed_noise, "machine": machine, "chunk_size": H, "critic_obs": critic_obs,
             "critic_overrides": overrides,
-            "methods": methods, "skipped_methods": skipped, "success": curves, "wall_seconds": time.perf_counter() - t0}
+            "methods": methods, "skipped_methods": skipped, "success": curves, "ceiling": ceiling,
+            "wall_seconds": time.perf_counter() - t0}
+
+
+def bc_ceiling(task: str, work: Path, budget: Budget, seed: int, device: str, eval_seed: int) -> dict:
+    """What the policy class reaches on clean data: BC (from scratch, `policy_steps`) on `seed_episodes`
+    episodes of the noise-free expert, measured on the same evaluation episodes as the rounds. A
+    plateau well below it comes from the data and its weighting, not from the policy's capacity."""
+    from aloe_cli.robot.experts import metaworld_expert
+    from aloe_cli.robot.sim import SimRobot
+    from aloe_cli.rollout import RolloutConfig, run_rollouts
+
+    store = work / "store"
+    s = run_rollouts(SimRobot(task, seed=seed + 10_000, max_steps=budget.max_steps),
+                     metaworld_expert(task, noise=0.0, chunk_size=H, seed=seed), store,
+                     RolloutConfig(episodes=budget.seed_episodes, max_steps=budget.max_steps, policy_id="expert",
+                                   seed=seed + 10_000, commit_every=budget.seed_episodes))
+    _improve(store, work / "bc", "bc", budget.policy_steps, seed, device, None, None)
+    return {"expert_episodes": budget.seed_episodes, "expert_success_rate": s["successes"] / budget.seed_episodes,
+            "bc": evaluate(task, work / "bc", budget.eval_episodes, budget.max_steps, eval_seed)}
 
 
 def merge(results: list[dict]) -> dict:
@@ -230,6 +253,11 @@ def print_report(r: dict) -> None:
         rows.append([m] + [f"{e['success_rate']:.2f} [{e['ci_low']:.2f}, {e['ci_high']:.2f}]" for e in r["success"][m]])
     n = max((len(v) for v in r["success"].values()), default=0)
     print(B.format_table(["method"] + [f"round {i}" for i in range(n)], rows))
+    c = r.get("ceiling")
+    if c:
+        b = c["bc"]
+        print(f"ceiling: BC on {c['expert_episodes']} noise-free expert episodes ({c['expert_success_rate']:.0%} "
+              f"successful): {b['success_rate']:.2f} [{b['ci_low']:.2f}, {b['ci_high']:.2f}]")
     if r["skipped_methods"]:
         print(f"skipped (not offered by this aloe_cli.improve): {', '.join(r['skipped_methods'])}")
 
@@ -247,6 +275,8 @@ def plot(r: dict, path: Path) -> None:
         y = np.array([v["success_rate"] for v in e])
         ax.plot(x, y, marker="o", label=m)
         ax.fill_between(x, [v["ci_low"] for v in e], [v["ci_high"] for v in e], alpha=0.15)
+    if r.get("ceiling"):
+        ax.axhline(r["ceiling"]["bc"]["success_rate"], color="grey", ls="--", lw=1, label="BC on the clean expert")
     ax.set_xlabel("round")
     ax.set_ylabel("success rate")
     ax.set_ylim(0, 1)

@@ -156,6 +156,10 @@ def test_improve_smoke(tmp_path):
         for e in r["success"][m]:
             assert 0.0 <= e["ci_low"] <= e["success_rate"] <= e["ci_high"] <= 1.0
     assert set(r["methods"]) | set(r["skipped_methods"]) == set(improve.METHODS)
+    c = r["ceiling"]
+    assert c["expert_episodes"] == improve.BUDGETS["smoke"].seed_episodes and 0.0 <= c["expert_success_rate"] <= 1.0
+    assert 0.0 <= c["bc"]["ci_low"] <= c["bc"]["success_rate"] <= c["bc"]["ci_high"] <= 1.0
+    assert c["bc"]["episodes"] == improve.BUDGETS["smoke"].eval_episodes
 
 
 def test_ope_critic_overrides_name_the_run():
