@@ -17,6 +17,9 @@
    offer is reported as skipped.
 4. A ceiling for reference: BC from scratch on as many noise-free expert episodes as the weak
    start had noisy ones, measured on the same evaluation episodes (`bc_ceiling`).
+5. Every policy is measured twice on the same evaluation episodes: sampling its chunks (as
+   deployed by default; `success`) and deterministic, its flow integrated from zero noise
+   (`--policy-arg deterministic=true`; `success_deterministic`).
 
 Writes OUT/improve-<task>-<budget>-seed<seed>.json and .png.
 """
@@ -77,12 +80,15 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return centre - half, centre + half
 
 
-def evaluate(task: str, policy_dir: Path, episodes: int, max_steps: int, seed: int) -> dict:
+def evaluate(task: str, policy_dir: Path, episodes: int, max_steps: int, seed: int,
+             deterministic: bool = False) -> dict:
+    """Success over `episodes` evaluation episodes (no takeover) with a Wilson interval; the policy
+    samples its chunks, or with `deterministic` integrates its flow from zero noise."""
     from aloe_cli.policy import load_policy
     from aloe_cli.robot.sim import SimRobot
     from aloe_cli.rollout import RolloutConfig, run_rollouts
 
-    policy = load_policy(str(policy_dir), {"seed": seed})
+    policy = load_policy(str(policy_dir), {"seed": seed, **({"deterministic": True} if deterministic else {})})
     s = run_rollouts(SimRobot(task, seed=seed, max_steps=max_steps), policy, None,
                      RolloutConfig(episodes=episodes, max_steps=max_steps, seed=seed))
     if s.get("interrupted"):
@@ -145,13 +151,19 @@ def run(task: str, budget_name: str, seed: int, out: Path, device: str = "cpu", 
     start = work / "round0"
     _improve(seed_store, start, "bc", budget.policy_steps, seed, device, None, None)
     eval_seed = seed + 20_000
-    start_eval = evaluate(task, start, budget.eval_episodes, budget.max_steps, eval_seed)
+
+    def both(policy_dir: Path) -> tuple[dict, dict]:  # sampled chunks as deployed, and deterministic
+        return tuple(evaluate(task, policy_dir, budget.eval_episodes, budget.max_steps, eval_seed, d)
+                     for d in (False, True))
+
+    start_eval, start_det = both(start)
     progress(f"[improve] {task}: the ceiling (BC on noise-free expert episodes)")
     ceiling = bc_ceiling(task, work / "ceiling", budget, seed, device, eval_seed)
     offered = available_methods()
     wanted = list(methods or METHODS)
     methods = [m for m in wanted if m in offered]
     curves = {m: [start_eval] for m in methods}
+    curves_det = {m: [start_det] for m in methods}
     skipped = [m for m in wanted if m not in offered]
     for m in methods:
         store = work / m / "store"
@@ -178,14 +190,17 @@ def run(task: str, budget_name: str, seed: int, out: Path, device: str = "cpu", 
                     score(store, critic, scores, device=device)
                 nxt = work / m / f"round{r}"
                 _improve(store, nxt, m, budget.policy_steps, seed + r, device, current, scores, options)
-                curves[m].append(evaluate(task, nxt, budget.eval_episodes, budget.max_steps, eval_seed))
+                sampled, det = both(nxt)
+                curves[m].append(sampled)
+                curves_det[m].append(det)
                 current = nxt
         finally:
             robot.disconnect()
     return {"benchmark": "improve", "task": task, "budget": budget_name, "budget_settings": dataclasses.asdict(budget),
             "seed": seed, "seed_noise": seed_noise, "machine": machine, "chunk_size": H, "critic_obs": critic_obs,
             "critic_overrides": overrides,
-            "methods": methods, "skipped_methods": skipped, "success": curves, "ceiling": ceiling,
+            "methods": methods, "skipped_methods": skipped, "success": curves,
+            "success_deterministic": curves_det, "ceiling": ceiling,
             "wall_seconds": time.perf_counter() - t0}
 
 
@@ -204,7 +219,8 @@ def bc_ceiling(task: str, work: Path, budget: Budget, seed: int, device: str, ev
                                    seed=seed + 10_000, commit_every=budget.seed_episodes))
     _improve(store, work / "bc", "bc", budget.policy_steps, seed, device, None, None)
     return {"expert_episodes": budget.seed_episodes, "expert_success_rate": s["successes"] / budget.seed_episodes,
-            "bc": evaluate(task, work / "bc", budget.eval_episodes, budget.max_steps, eval_seed)}
+            **{key: evaluate(task, work / "bc", budget.eval_episodes, budget.max_steps, eval_seed, d)
+               for key, d in (("bc", False), ("bc_deterministic", True))}}
 
 
 def merge(results: list[dict]) -> dict:
@@ -227,8 +243,13 @@ def merge(results: list[dict]) -> dict:
         raise SystemExit(f"--merge: a method appears in more than one run ({', '.join(methods)})")
     order = sorted(methods, key=lambda m: METHODS.index(m) if m in METHODS else len(METHODS))
     success = {m: r["success"][m] for r in results for m in r["methods"]}
-    return {**first, "methods": order, "skipped_methods": sorted({m for r in results for m in r["skipped_methods"]}),
-            "success": {m: success[m] for m in order}, "wall_seconds": max(r["wall_seconds"] for r in results),
+    det = ({m: r["success_deterministic"][m] for r in results for m in r["methods"]}
+           if all("success_deterministic" in r for r in results) else None)
+    base = {k: v for k, v in first.items() if k != "success_deterministic"}
+    return {**base, "methods": order, "skipped_methods": sorted({m for r in results for m in r["skipped_methods"]}),
+            "success": {m: success[m] for m in order},
+            **({"success_deterministic": {m: det[m] for m in order}} if det is not None else {}),
+            "wall_seconds": max(r["wall_seconds"] for r in results),
             "merged_from": [{"methods": r["methods"], "date": r["machine"]["date"], "wall_seconds": r["wall_seconds"]}
                             for r in results]}
 
@@ -248,16 +269,22 @@ def stem_of(task: str, budget: str, seed: int, methods: list[str] | None = None,
 
 def print_report(r: dict) -> None:
     print(f"improvement rounds: {r['task']}, budget {r['budget']}, seed {r['seed']}; {B.machine_line(r['machine'])}")
-    rows = []
-    for m in r["methods"]:
-        rows.append([m] + [f"{e['success_rate']:.2f} [{e['ci_low']:.2f}, {e['ci_high']:.2f}]" for e in r["success"][m]])
     n = max((len(v) for v in r["success"].values()), default=0)
-    print(B.format_table(["method"] + [f"round {i}" for i in range(n)], rows))
+    for key, title in (("success", "chunks sampled (as deployed)"),
+                       ("success_deterministic", "deterministic (--policy-arg deterministic=true)")):
+        if key not in r:
+            continue
+        print(title)
+        rows = [[m] + [f"{e['success_rate']:.2f} [{e['ci_low']:.2f}, {e['ci_high']:.2f}]" for e in r[key][m]]
+                for m in r["methods"]]
+        print(B.format_table(["method"] + [f"round {i}" for i in range(n)], rows))
     c = r.get("ceiling")
     if c:
         b = c["bc"]
+        d = c.get("bc_deterministic")
         print(f"ceiling: BC on {c['expert_episodes']} noise-free expert episodes ({c['expert_success_rate']:.0%} "
-              f"successful): {b['success_rate']:.2f} [{b['ci_low']:.2f}, {b['ci_high']:.2f}]")
+              f"successful): {b['success_rate']:.2f} [{b['ci_low']:.2f}, {b['ci_high']:.2f}] sampled"
+              + (f", {d['success_rate']:.2f} deterministic" if d else ""))
     if r["skipped_methods"]:
         print(f"skipped (not offered by this aloe_cli.improve): {', '.join(r['skipped_methods'])}")
 
@@ -273,8 +300,11 @@ def plot(r: dict, path: Path) -> None:
         e = r["success"][m]
         x = np.arange(len(e))
         y = np.array([v["success_rate"] for v in e])
-        ax.plot(x, y, marker="o", label=m)
+        line, = ax.plot(x, y, marker="o", label=m)
         ax.fill_between(x, [v["ci_low"] for v in e], [v["ci_high"] for v in e], alpha=0.15)
+        if "success_deterministic" in r:
+            ax.plot(x, [v["success_rate"] for v in r["success_deterministic"][m]], ls=":", marker=".",
+                    color=line.get_color(), label=f"{m}, deterministic")
     if r.get("ceiling"):
         ax.axhline(r["ceiling"]["bc"]["success_rate"], color="grey", ls="--", lw=1, label="BC on the clean expert")
     ax.set_xlabel("round")

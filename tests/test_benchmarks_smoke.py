@@ -152,14 +152,16 @@ def test_improve_smoke(tmp_path):
     assert r["benchmark"] == "improve" and "bc" in r["methods"] and r["critic_obs"] == "state"
     _check_machine(r["machine"])
     for m in r["methods"]:
-        assert len(r["success"][m]) == improve.BUDGETS["smoke"].rounds + 1
-        for e in r["success"][m]:
-            assert 0.0 <= e["ci_low"] <= e["success_rate"] <= e["ci_high"] <= 1.0
+        for key in ("success", "success_deterministic"):
+            assert len(r[key][m]) == improve.BUDGETS["smoke"].rounds + 1
+            for e in r[key][m]:
+                assert 0.0 <= e["ci_low"] <= e["success_rate"] <= e["ci_high"] <= 1.0
     assert set(r["methods"]) | set(r["skipped_methods"]) == set(improve.METHODS)
     c = r["ceiling"]
     assert c["expert_episodes"] == improve.BUDGETS["smoke"].seed_episodes and 0.0 <= c["expert_success_rate"] <= 1.0
-    assert 0.0 <= c["bc"]["ci_low"] <= c["bc"]["success_rate"] <= c["bc"]["ci_high"] <= 1.0
-    assert c["bc"]["episodes"] == improve.BUDGETS["smoke"].eval_episodes
+    for key in ("bc", "bc_deterministic"):
+        assert 0.0 <= c[key]["ci_low"] <= c[key]["success_rate"] <= c[key]["ci_high"] <= 1.0
+        assert c[key]["episodes"] == improve.BUDGETS["smoke"].eval_episodes
 
 
 def test_ope_critic_overrides_name_the_run():
@@ -213,6 +215,12 @@ def test_improve_merge_joins_disjoint_method_runs(tmp_path):
     assert improve.merge([a, {**b, "critic_overrides": {}}])["critic_overrides"] == {}  # none recorded = none
     with pytest.raises(SystemExit, match="a method appears in more than one run"):
         improve.merge([a, a])
+    assert "success_deterministic" not in m  # runs from before it was measured
+    det_a = {**a, "success_deterministic": {k: [start, {**start, "success_rate": 0.9}] for k in a["methods"]}}
+    det_b = {**b, "success_deterministic": {k: [start, {**start, "success_rate": 0.4}] for k in b["methods"]}}
+    joined = improve.merge([det_a, det_b])
+    assert [joined["success_deterministic"][k][1]["success_rate"] for k in joined["methods"]] == [0.9, 0.4, 0.4, 0.9]
+    assert "success_deterministic" not in improve.merge([det_a, b])  # only where every run has it
     other_start = {k: [{**start, "success_rate": 0.3}] + v[1:] for k, v in b["success"].items()}
     with pytest.raises(SystemExit, match="round 0"):
         improve.merge([a, {**b, "success": other_start}])
