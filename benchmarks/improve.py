@@ -98,6 +98,11 @@ def evaluate(task: str, policy_dir: Path, episodes: int, max_steps: int, seed: i
     return {"success_rate": k / episodes, "ci_low": lo, "ci_high": hi, "episodes": episodes}
 
 
+def evaluate_both(task: str, policy_dir: Path, budget: Budget, seed: int) -> tuple[dict, dict]:
+    """`evaluate` on `budget.eval_episodes` episodes twice: chunks sampled (as deployed), then deterministic."""
+    return tuple(evaluate(task, policy_dir, budget.eval_episodes, budget.max_steps, seed, d) for d in (False, True))
+
+
 def _improve(store: Path, out: Path, method: str, steps: int, seed: int, device: str, base: Path | None,
              scores: Path | None, options: dict | None = None) -> dict:
     """Call aloe_cli.improve.improve with the arguments this version of it takes."""
@@ -151,12 +156,7 @@ def run(task: str, budget_name: str, seed: int, out: Path, device: str = "cpu", 
     start = work / "round0"
     _improve(seed_store, start, "bc", budget.policy_steps, seed, device, None, None)
     eval_seed = seed + 20_000
-
-    def both(policy_dir: Path) -> tuple[dict, dict]:  # sampled chunks as deployed, and deterministic
-        return tuple(evaluate(task, policy_dir, budget.eval_episodes, budget.max_steps, eval_seed, d)
-                     for d in (False, True))
-
-    start_eval, start_det = both(start)
+    start_eval, start_det = evaluate_both(task, start, budget, eval_seed)
     progress(f"[improve] {task}: the ceiling (BC on noise-free expert episodes)")
     ceiling = bc_ceiling(task, work / "ceiling", budget, seed, device, eval_seed)
     offered = available_methods()
@@ -190,7 +190,7 @@ def run(task: str, budget_name: str, seed: int, out: Path, device: str = "cpu", 
                     score(store, critic, scores, device=device)
                 nxt = work / m / f"round{r}"
                 _improve(store, nxt, m, budget.policy_steps, seed + r, device, current, scores, options)
-                sampled, det = both(nxt)
+                sampled, det = evaluate_both(task, nxt, budget, eval_seed)
                 curves[m].append(sampled)
                 curves_det[m].append(det)
                 current = nxt
@@ -218,9 +218,9 @@ def bc_ceiling(task: str, work: Path, budget: Budget, seed: int, device: str, ev
                      RolloutConfig(episodes=budget.seed_episodes, max_steps=budget.max_steps, policy_id="expert",
                                    seed=seed + 10_000, commit_every=budget.seed_episodes))
     _improve(store, work / "bc", "bc", budget.policy_steps, seed, device, None, None)
+    sampled, det = evaluate_both(task, work / "bc", budget, eval_seed)
     return {"expert_episodes": budget.seed_episodes, "expert_success_rate": s["successes"] / budget.seed_episodes,
-            **{key: evaluate(task, work / "bc", budget.eval_episodes, budget.max_steps, eval_seed, d)
-               for key, d in (("bc", False), ("bc_deterministic", True))}}
+            "bc": sampled, "bc_deterministic": det}
 
 
 def merge(results: list[dict]) -> dict:
