@@ -185,8 +185,10 @@ def parse_critic_overrides(pairs: list[str] | None) -> dict:
 
 def overrides_suffix(overrides: dict | None) -> str:
     """The part of a run's file stem that names its critic overrides, in the order given:
-    {"ensemble": 5, "std_coef": 0.5} -> "-ensemble=5-std-coef=0.5"; none -> ""."""
-    return "".join(f"-{key.replace('_', '-')}={value}" for key, value in (overrides or {}).items())
+    {"ensemble": 5, "std_coef": 0.5} -> "-ensemble=5-std-coef=0.5"; booleans as typed on the
+    command line ({"deterministic": True} -> "-deterministic=true"); none -> ""."""
+    return "".join(f"-{key.replace('_', '-')}={str(value).lower() if isinstance(value, bool) else value}"
+                   for key, value in (overrides or {}).items())
 
 
 # --------------------------------------------------------------------------- output

@@ -20,6 +20,10 @@
 5. Every policy is measured twice on the same evaluation episodes: sampling its chunks (as
    deployed by default; `success`) and deterministic, its flow integrated from zero noise
    (`--policy-arg deterministic=true`; `success_deterministic`).
+6. `--policy-arg KEY=VALUE` sets how the policy is deployed *within* the rounds, for every
+   method: its rollouts and the policy the round critic evaluates (bootstrap and V) get these
+   arguments. `--policy-arg deterministic=true` makes the rounds collect data with, and evaluate,
+   the deterministic policy. The evaluation still measures both ways.
 
 Writes OUT/improve-<task>-<budget>-seed<seed>.json and .png.
 """
@@ -127,7 +131,7 @@ def available_methods() -> list[str]:
 
 def run(task: str, budget_name: str, seed: int, out: Path, device: str = "cpu", progress=print,
         seed_noise: float = 1.0, methods: list[str] | None = None, critic_obs: str = "state",
-        critic_overrides: dict | None = None) -> dict:
+        critic_overrides: dict | None = None, policy_args: dict | None = None) -> dict:
     from aloe_cli.critic import CriticConfig, fit_critic
     from aloe_cli.robot.experts import metaworld_expert
     from aloe_cli.robot.sim import SimRobot
@@ -139,9 +143,10 @@ def run(task: str, budget_name: str, seed: int, out: Path, device: str = "cpu", 
     machine = B.machine_info(device)
     t0 = time.perf_counter()
     overrides = dict(critic_overrides or {})
+    policy_args = dict(policy_args or {})
     critic_settings = {"steps": budget.critic_steps, "chunk_size": H, "seed": seed, "device": device,
                        "obs": critic_obs, **overrides}
-    work = Path(out) / stem_of(task, budget_name, seed, methods, critic_obs, overrides)
+    work = Path(out) / stem_of(task, budget_name, seed, methods, critic_obs, overrides, policy_args)
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
@@ -176,7 +181,7 @@ def run(task: str, budget_name: str, seed: int, out: Path, device: str = "cpu", 
                 progress(f"[improve] {m} round {r}/{budget.rounds}")
                 from aloe_cli.policy import load_policy
 
-                run_rollouts(robot, load_policy(str(current), {"seed": seed + r}), store,
+                run_rollouts(robot, load_policy(str(current), {**policy_args, "seed": seed + r}), store,
                              RolloutConfig(episodes=budget.episodes_per_round, max_steps=budget.max_steps,
                                            policy_id=f"{POLICY_ID}{r - 1}", intervene="expert-on-stall", seed=seed,
                                            commit_every=budget.episodes_per_round))
@@ -185,7 +190,8 @@ def run(task: str, budget_name: str, seed: int, out: Path, device: str = "cpu", 
                     options = {"reward": critic_settings.get("reward"), "gamma": critic_settings.get("gamma")}
                 elif m != "bc":
                     critic = work / m / f"critic{r}"
-                    fit_critic(store, critic, CriticConfig(**critic_settings), policy_spec=str(current))
+                    fit_critic(store, critic, CriticConfig(**critic_settings), policy_spec=str(current),
+                               policy_args=policy_args or None)
                     scores = work / m / f"scores{r}"
                     score(store, critic, scores, device=device)
                 nxt = work / m / f"round{r}"
@@ -198,7 +204,7 @@ def run(task: str, budget_name: str, seed: int, out: Path, device: str = "cpu", 
             robot.disconnect()
     return {"benchmark": "improve", "task": task, "budget": budget_name, "budget_settings": dataclasses.asdict(budget),
             "seed": seed, "seed_noise": seed_noise, "machine": machine, "chunk_size": H, "critic_obs": critic_obs,
-            "critic_overrides": overrides,
+            "critic_overrides": overrides, "policy_args": policy_args,
             "methods": methods, "skipped_methods": skipped, "success": curves,
             "success_deterministic": curves_det, "ceiling": ceiling,
             "wall_seconds": time.perf_counter() - t0}
@@ -227,9 +233,9 @@ def merge(results: list[dict]) -> dict:
     """One result from runs of disjoint method subsets with the same settings (e.g. two processes
     run with `--methods aloe,bc` and `--methods awr,filtered`). Their round 0 is the same weak
     start, so it must agree; wall time is the longest run's (they ran side by side)."""
-    same = ("task", "budget", "seed", "seed_noise", "critic_obs", "critic_overrides", "chunk_size",
+    same = ("task", "budget", "seed", "seed_noise", "critic_obs", "critic_overrides", "policy_args", "chunk_size",
             "budget_settings")
-    results = [{"critic_overrides": {}, **r} for r in results]  # runs from before --critic-set: none
+    results = [{"critic_overrides": {}, "policy_args": {}, **r} for r in results]  # runs from before the options
     first = results[0]
     for r in results[1:]:
         for k in same:
@@ -255,22 +261,27 @@ def merge(results: list[dict]) -> dict:
 
 
 def stem_of(task: str, budget: str, seed: int, methods: list[str] | None = None, critic_obs: str = "state",
-            critic_overrides: dict | None = None) -> str:
-    """The run's file stem; a subset of the methods, another critic input or critic overrides
-    (`--critic-set`) are named in it."""
+            critic_overrides: dict | None = None, policy_args: dict | None = None) -> str:
+    """The run's file stem; a subset of the methods, another critic input, critic overrides
+    (`--critic-set`) or the rounds' policy arguments (`--policy-arg`, as "-policy-KEY=VALUE") are named in it."""
     stem = f"improve-{task}-{budget}-seed{seed}"
     if methods and list(methods) != list(METHODS):
         stem += "-" + "+".join(methods)
     if critic_obs != "state":
         stem += "-obs-" + critic_obs.replace(",", "+")
     stem += B.overrides_suffix(critic_overrides)
+    stem += B.overrides_suffix({f"policy_{k}": v for k, v in (policy_args or {}).items()})
     return stem
 
 
 def print_report(r: dict) -> None:
     print(f"improvement rounds: {r['task']}, budget {r['budget']}, seed {r['seed']}; {B.machine_line(r['machine'])}")
     n = max((len(v) for v in r["success"].values()), default=0)
-    for key, title in (("success", "chunks sampled (as deployed)"),
+    pargs = r.get("policy_args") or {}
+    if pargs:
+        print("the rounds roll out, and their critics evaluate, the policy with "
+              + " ".join(f"--policy-arg {k}={v}" for k, v in pargs.items()))
+    for key, title in (("success", "chunks sampled" + ("" if pargs else " (as deployed)")),
                        ("success_deterministic", "deterministic (--policy-arg deterministic=true)")):
         if key not in r:
             continue
@@ -332,6 +343,9 @@ def main(argv=None) -> dict:
                     help="the round critic's --obs (aloe and filtered), e.g. state,time")
     ap.add_argument("--critic-set", action="append", metavar="KEY=VALUE",
                     help="override a field of the round critic's CriticConfig, e.g. --critic-set ensemble=5")
+    ap.add_argument("--policy-arg", action="append", metavar="KEY=VALUE",
+                    help="how the policy is deployed within the rounds, for every method: its rollouts and the "
+                         "policy the round critic evaluates, e.g. --policy-arg deterministic=true")
     ap.add_argument("--out", type=Path, default=Path("results"))
     ap.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
                     help="instead of running: join the JSON of runs of disjoint --methods subsets into one "
@@ -340,20 +354,29 @@ def main(argv=None) -> dict:
     if args.merge:
         result = merge([json.loads(p.read_text()) for p in args.merge])
         return _write(result, args.out, stem_of(result["task"], result["budget"], result["seed"], result["methods"],
-                                                result.get("critic_obs", "state"), result.get("critic_overrides")))
+                                                result.get("critic_obs", "state"), result.get("critic_overrides"),
+                                                result.get("policy_args")))
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise SystemExit(f"--methods: {unknown[0] if unknown else 'none given'!r} is not one of {', '.join(METHODS)}")
     overrides = B.parse_critic_overrides(args.critic_set)
+    from aloe_cli.errors import BadInput
+    from aloe_cli.policy import parse_kv
+
+    try:
+        policy_args = parse_kv(args.policy_arg, "--policy-arg")
+    except BadInput as e:
+        raise SystemExit(str(e)) from None
     from aloe_cli.robot.sim import metaworld_tasks
 
     if args.task not in metaworld_tasks():
         raise SystemExit(f"--task: unknown Meta-World task {args.task!r} (e.g. drawer-open-v3)")
     result = run(args.task, args.budget, args.seed, args.out, args.device,
                  progress=lambda m: print(m, file=sys.stderr, flush=True), seed_noise=args.seed_noise,
-                 methods=methods, critic_obs=args.critic_obs, critic_overrides=overrides)
-    return _write(result, args.out, stem_of(args.task, args.budget, args.seed, methods, args.critic_obs, overrides))
+                 methods=methods, critic_obs=args.critic_obs, critic_overrides=overrides, policy_args=policy_args)
+    return _write(result, args.out, stem_of(args.task, args.budget, args.seed, methods, args.critic_obs, overrides,
+                                            policy_args))
 
 
 def _write(result: dict, out: Path, stem: str) -> dict:

@@ -147,9 +147,16 @@ def test_wilson_interval_by_hand():
 def test_improve_smoke(tmp_path):
     from benchmarks import improve
 
-    improve.main(["--task", "drawer-open-v3", "--budget", "smoke", "--out", str(tmp_path)])
-    r = json.loads((tmp_path / "improve-drawer-open-v3-smoke-seed0.json").read_text())
+    # the rounds deploy the deterministic policy: its rollouts and the policy its round critics evaluate
+    improve.main(["--task", "drawer-open-v3", "--budget", "smoke", "--policy-arg", "deterministic=true",
+                  "--out", str(tmp_path)])
+    stem = "improve-drawer-open-v3-smoke-seed0-policy-deterministic=true"
+    r = json.loads((tmp_path / f"{stem}.json").read_text())
     assert r["benchmark"] == "improve" and "bc" in r["methods"] and r["critic_obs"] == "state"
+    assert r["policy_args"] == {"deterministic": True}
+    critic = json.loads((tmp_path / stem / "aloe" / "critic1" / "critic.json").read_text())
+    assert critic["policy"]["args"] == {"deterministic": True}
+    assert critic["policy"]["spec"] == str(tmp_path / stem / "round0")
     _check_machine(r["machine"])
     for m in r["methods"]:
         for key in ("success", "success_deterministic"):
@@ -181,8 +188,12 @@ def test_improve_methods_and_critic_obs_name_the_run(tmp_path):
             == "improve-pick-place-v3-small-seed1-aloe-obs-state+time")
     assert (improve.stem_of("pick-place-v3", "small", 0, ["aloe"], "state", {"ensemble": 5, "aggregate": "mean-std"})
             == "improve-pick-place-v3-small-seed0-aloe-ensemble=5-aggregate=mean-std")
+    assert (improve.stem_of("pick-place-v3", "full", 0, None, "state", {}, {"deterministic": True})
+            == "improve-pick-place-v3-full-seed0-policy-deterministic=true")
     with pytest.raises(SystemExit, match="--methods: 'dagger' is not one of aloe, awr, filtered, bc"):
         improve.main(["--budget", "smoke", "--methods", "aloe,dagger", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--policy-arg.*expected key=value"):
+        improve.main(["--budget", "smoke", "--policy-arg", "deterministic", "--out", str(tmp_path)])
 
 
 def test_improve_merge_joins_disjoint_method_runs(tmp_path):
@@ -213,6 +224,8 @@ def test_improve_merge_joins_disjoint_method_runs(tmp_path):
     with pytest.raises(SystemExit, match="the runs differ in critic_overrides"):
         improve.merge([a, {**b, "critic_overrides": {"ensemble": 5}}])
     assert improve.merge([a, {**b, "critic_overrides": {}}])["critic_overrides"] == {}  # none recorded = none
+    with pytest.raises(SystemExit, match="the runs differ in policy_args"):
+        improve.merge([a, {**b, "policy_args": {"deterministic": True}}])
     with pytest.raises(SystemExit, match="a method appears in more than one run"):
         improve.merge([a, a])
     assert "success_deterministic" not in m  # runs from before it was measured
