@@ -183,12 +183,16 @@ def parse_critic_overrides(pairs: list[str] | None) -> dict:
     return out
 
 
+def cli_value(value) -> str:
+    """A parsed KEY=VALUE value as typed on the command line: True -> "true", 0.5 -> "0.5"."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def overrides_suffix(overrides: dict | None) -> str:
     """The part of a run's file stem that names its critic overrides, in the order given:
     {"ensemble": 5, "std_coef": 0.5} -> "-ensemble=5-std-coef=0.5"; booleans as typed on the
     command line ({"deterministic": True} -> "-deterministic=true"); none -> ""."""
-    return "".join(f"-{key.replace('_', '-')}={str(value).lower() if isinstance(value, bool) else value}"
-                   for key, value in (overrides or {}).items())
+    return "".join(f"-{key.replace('_', '-')}={cli_value(value)}" for key, value in (overrides or {}).items())
 
 
 # --------------------------------------------------------------------------- output

@@ -280,7 +280,7 @@ def print_report(r: dict) -> None:
     pargs = r.get("policy_args") or {}
     if pargs:
         print("the rounds roll out, and their critics evaluate, the policy with "
-              + " ".join(f"--policy-arg {k}={v}" for k, v in pargs.items()))
+              + " ".join(f"--policy-arg {k}={B.cli_value(v)}" for k, v in pargs.items()))
     for key, title in (("success", "chunks sampled" + ("" if pargs else " (as deployed)")),
                        ("success_deterministic", "deterministic (--policy-arg deterministic=true)")):
         if key not in r:
@@ -322,7 +322,7 @@ def plot(r: dict, path: Path) -> None:
     ax.set_ylabel("success rate")
     ax.set_ylim(0, 1.03)  # room for the ceiling's line at 1.0
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    pargs = "".join(f", {k}={v}" for k, v in (r.get("policy_args") or {}).items())
+    pargs = "".join(f", {k}={B.cli_value(v)}" for k, v in (r.get("policy_args") or {}).items())
     ax.set_title(f"improvement rounds on {r['task']} ({r['budget']}{pargs}, {r['machine']['date'][:10]})", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -144,7 +144,7 @@ def test_wilson_interval_by_hand():
     assert lo == pytest.approx(0.0, abs=1e-12) and hi == pytest.approx(0.5615, abs=1e-4)
 
 
-def test_improve_smoke(tmp_path):
+def test_improve_smoke(tmp_path, capsys):
     from benchmarks import improve
 
     # the rounds deploy the deterministic policy: its rollouts and the policy its round critics evaluate
@@ -157,6 +157,7 @@ def test_improve_smoke(tmp_path):
     critic = json.loads((tmp_path / stem / "aloe" / "critic1" / "critic.json").read_text())
     assert critic["policy"]["args"] == {"deterministic": True}
     assert critic["policy"]["spec"] == str(tmp_path / stem / "round0")
+    assert "critics evaluate, the policy with --policy-arg deterministic=true\n" in capsys.readouterr().out
     _check_machine(r["machine"])
     for m in r["methods"]:
         for key in ("success", "success_deterministic"):
