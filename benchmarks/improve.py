@@ -274,6 +274,13 @@ def stem_of(task: str, budget: str, seed: int, methods: list[str] | None = None,
     return stem
 
 
+def mean_after_start(curve: list[dict]) -> float:
+    """Mean success over the rounds after the weak start (round 0 left out): how high the method
+    kept the policy across the rounds, not just at the last one. NaN with no round after the start."""
+    rates = [e["success_rate"] for e in curve[1:]]
+    return sum(rates) / len(rates) if rates else math.nan
+
+
 def print_report(r: dict) -> None:
     print(f"improvement rounds: {r['task']}, budget {r['budget']}, seed {r['seed']}; {B.machine_line(r['machine'])}")
     n = max((len(v) for v in r["success"].values()), default=0)
@@ -287,8 +294,8 @@ def print_report(r: dict) -> None:
             continue
         print(title)
         rows = [[m] + [f"{e['success_rate']:.2f} [{e['ci_low']:.2f}, {e['ci_high']:.2f}]" for e in r[key][m]]
-                for m in r["methods"]]
-        print(B.format_table(["method"] + [f"round {i}" for i in range(n)], rows))
+                + [f"{mean_after_start(r[key][m]):.3f}"] for m in r["methods"]]
+        print(B.format_table(["method"] + [f"round {i}" for i in range(n)] + [f"mean 1-{n - 1}"], rows))
     c = r.get("ceiling")
     if c:
         b = c["bc"]

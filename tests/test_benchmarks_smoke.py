@@ -144,6 +144,14 @@ def test_wilson_interval_by_hand():
     assert lo == pytest.approx(0.0, abs=1e-12) and hi == pytest.approx(0.5615, abs=1e-4)
 
 
+def test_mean_after_start_by_hand():
+    from benchmarks.improve import mean_after_start
+
+    curve = [{"success_rate": r} for r in (0.3, 0.6, 0.9, 0.75)]
+    assert mean_after_start(curve) == pytest.approx(0.75)  # (0.6 + 0.9 + 0.75) / 3; round 0 left out
+    assert math.isnan(mean_after_start(curve[:1]))
+
+
 def test_improve_smoke(tmp_path, capsys):
     from benchmarks import improve
 
