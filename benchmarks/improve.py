@@ -329,7 +329,8 @@ def plot(r: dict, path: Path) -> None:
     ax.set_ylabel("success rate")
     ax.set_ylim(0, 1.03)  # room for the ceiling's line at 1.0
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    pargs = ",\nrounds with " + " ".join(f"{k}={B.cli_value(v)}" for k, v in r["policy_args"].items()) if r.get("policy_args") else ""
+    pargs = " ".join(f"{k}={B.cli_value(v)}" for k, v in (r.get("policy_args") or {}).items())
+    pargs = f",\nrounds with {pargs}" if pargs else ""
     ax.set_title(f"improvement rounds on {r['task']} ({r['budget']}{pargs}, {r['machine']['date'][:10]})", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
