@@ -92,7 +92,7 @@ def evaluate(task: str, policy_dir: Path, episodes: int, max_steps: int, seed: i
     from aloe_cli.robot.sim import SimRobot
     from aloe_cli.rollout import RolloutConfig, run_rollouts
 
-    policy = load_policy(str(policy_dir), {"seed": seed, **({"deterministic": True} if deterministic else {})})
+    policy = load_policy(str(policy_dir), {"seed": seed, "deterministic": deterministic})
     s = run_rollouts(SimRobot(task, seed=seed, max_steps=max_steps), policy, None,
                      RolloutConfig(episodes=episodes, max_steps=max_steps, seed=seed))
     if s.get("interrupted"):
@@ -191,7 +191,7 @@ def run(task: str, budget_name: str, seed: int, out: Path, device: str = "cpu", 
                 elif m != "bc":
                     critic = work / m / f"critic{r}"
                     fit_critic(store, critic, CriticConfig(**critic_settings), policy_spec=str(current),
-                               policy_args=policy_args or None)
+                               policy_args=policy_args)
                     scores = work / m / f"scores{r}"
                     score(store, critic, scores, device=device)
                 nxt = work / m / f"round{r}"
@@ -281,13 +281,18 @@ def mean_after_start(curve: list[dict]) -> float:
     return sum(rates) / len(rates) if rates else math.nan
 
 
+def policy_arg_pairs(r: dict) -> list[str]:
+    """The rounds' policy arguments of a result as typed: {"deterministic": True} -> ["deterministic=true"]."""
+    return [f"{k}={B.cli_value(v)}" for k, v in (r.get("policy_args") or {}).items()]
+
+
 def print_report(r: dict) -> None:
     print(f"improvement rounds: {r['task']}, budget {r['budget']}, seed {r['seed']}; {B.machine_line(r['machine'])}")
     n = max((len(v) for v in r["success"].values()), default=0)
-    pargs = r.get("policy_args") or {}
+    pargs = policy_arg_pairs(r)
     if pargs:
         print("the rounds roll out, and their critics evaluate, the policy with "
-              + " ".join(f"--policy-arg {k}={B.cli_value(v)}" for k, v in pargs.items()))
+              + " ".join(f"--policy-arg {p}" for p in pargs))
     for key, title in (("success", "chunks sampled" + ("" if pargs else " (as deployed)")),
                        ("success_deterministic", "deterministic (--policy-arg deterministic=true)")):
         if key not in r:
@@ -329,8 +334,8 @@ def plot(r: dict, path: Path) -> None:
     ax.set_ylabel("success rate")
     ax.set_ylim(0, 1.03)  # room for the ceiling's line at 1.0
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    pargs = " ".join(f"{k}={B.cli_value(v)}" for k, v in (r.get("policy_args") or {}).items())
-    pargs = f",\nrounds with {pargs}" if pargs else ""
+    pargs = policy_arg_pairs(r)
+    pargs = f",\nrounds with {' '.join(pargs)}" if pargs else ""
     ax.set_title(f"improvement rounds on {r['task']} ({r['budget']}{pargs}, {r['machine']['date'][:10]})", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
