@@ -17,7 +17,7 @@ behaviour cloning (`policy.builtin.train_policy`), from scratch or fine-tuned fr
 - ``bc``: plain behaviour cloning on everything (DAgger-like when the store holds takeovers).
 
 Defaults: beta = the standard deviation of the advantages (`weights.default_beta`: A / beta is a
-z-score, so w = exp(z)); w_max = 20; top fraction 0.3; indicator quantile 0.7, dropout 0.3.
+z-score, so w = exp(z)), or `beta_scale` times it (a relative temperature); w_max = 20; top fraction 0.3; indicator quantile 0.7, dropout 0.3.
 
 Scores are per chunk start, possibly every `--stride` frames. A frame without its own score row
 inherits the values of the latest scored chunk start before it in its episode (frame 0 of every
@@ -53,7 +53,8 @@ OWN_ADVANTAGES = ("awr",)  # methods whose advantages are their own (Monte-Carlo
 class MethodOptions:
     """Settings of the improvement methods (each applies to the methods named)."""
 
-    beta: float | None = None  # aloe, awr: temperature of exp(A / beta); None = std of the advantages
+    beta: float | None = None  # aloe, awr: temperature of exp(A / beta); None = beta_scale * std of the advantages
+    beta_scale: float = 1.0  # aloe, awr: the temperature relative to std(A) when beta is not given
     w_max: float = 20.0  # aloe, awr: weights are clipped to [0, w_max]
     top_fraction: float = 0.3  # filtered: share of chunks kept, those of largest advantage
     quantile: float = 0.7  # conditioned (and export's indicator): A above this quantile is positive
@@ -69,6 +70,10 @@ class MethodOptions:
 
         if self.beta is not None:
             positive("beta", self.beta)
+        positive("beta_scale", self.beta_scale)
+        if self.beta is not None and self.beta_scale != 1.0:
+            raise BadInput("give --beta (absolute) or --beta-scale (relative to std(A)), not both",
+                           field="--beta-scale")
         positive("w_max", self.w_max)
         if not 0 < self.top_fraction <= 1:
             raise BadInput(f"must be in (0, 1], got {self.top_fraction}", field="--top-fraction")
@@ -84,7 +89,7 @@ class MethodOptions:
 
 
 # Options that only make sense for some methods: giving one to another method is bad input.
-APPLIES_TO = {"beta": EXP_METHODS, "w_max": EXP_METHODS, "top_fraction": ("filtered",),
+APPLIES_TO = {"beta": EXP_METHODS, "beta_scale": EXP_METHODS, "w_max": EXP_METHODS, "top_fraction": ("filtered",),
               "indicator_dropout": ("conditioned",), "value_steps": ("awr",), "reward": ("awr",), "gamma": ("awr",)}
 
 
@@ -99,7 +104,7 @@ def method_options(method: str, given: dict | None) -> MethodOptions:
         if allowed is not None and method not in allowed:
             raise BadInput(f"applies to --method {' or '.join(allowed)} only, not {method}",
                            field="--" + key.replace("_", "-"))
-    for key in ("beta", "w_max", "top_fraction", "quantile", "indicator_dropout", "gamma"):  # numpy -> JSON-able
+    for key in ("beta", "beta_scale", "w_max", "top_fraction", "quantile", "indicator_dropout", "gamma"):  # -> JSON
         if key in given and isinstance(given[key], (int, float, np.number)) and not isinstance(given[key], bool):
             given[key] = float(given[key])
     return MethodOptions(**given).validate()
@@ -299,12 +304,12 @@ def _bc(inp: MethodInput) -> Selection:
 def _aloe(inp: MethodInput) -> Selection:
     """w = clip(exp(A / beta), 0, w_max) with the scores' advantages (beta over the scored chunks)."""
     o, s = inp.options, inp.scores
-    beta = o.beta if o.beta is not None else W.default_beta(s.advantage)
+    beta, rule = W.resolve_beta(s.advantage, o.beta, o.beta_scale)
     w = s.to_frames(W.exp_weights(s.advantage, beta, o.w_max))
     adv, positive, extra = _score_signals(inp)
     return Selection(weights=w, advantages=adv, positive=positive,
-                     info={"beta": float(beta), "beta_rule": "given" if o.beta is not None else "std of advantages",
-                           "w_max": o.w_max, "weights": _weights_info(w, inp, o.w_max), **extra})
+                     info={"beta": float(beta), "beta_rule": rule, "w_max": o.w_max,
+                           "weights": _weights_info(w, inp, o.w_max), **extra})
 
 
 def _filtered(inp: MethodInput) -> Selection:
@@ -388,11 +393,11 @@ def _awr(inp: MethodInput) -> Selection:
     """AWR: w = clip(exp(A_mc / beta), 0, w_max), A_mc = return-to-go - V_mc (no critic, no policy)."""
     o = inp.options
     adv, value_info = mc_advantages(inp.store, inp.scores, o, inp.device)
-    beta = o.beta if o.beta is not None else W.default_beta(adv)
+    beta, rule = W.resolve_beta(adv, o.beta, o.beta_scale)
     w = W.exp_weights(adv, beta, o.w_max)
     positive = W.advantage_indicator(adv, inp.frame_interv, o.quantile)
     return Selection(weights=w, advantages=adv, positive=positive, info={
-        "beta": float(beta), "beta_rule": "given" if o.beta is not None else "std of advantages", "w_max": o.w_max,
+        "beta": float(beta), "beta_rule": rule, "w_max": o.w_max,
         "weights": _weights_info(w, inp, o.w_max), "advantage": _adv_stats(adv, "monte-carlo"),
         "indicator": {"quantile": o.quantile, "threshold": float(np.quantile(adv, o.quantile)),
                       **_positive_summary(positive, inp)},

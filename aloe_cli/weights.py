@@ -7,7 +7,8 @@
 - `bc`: w = 1.
 
 Default beta: the standard deviation of the advantages (so A / beta is a z-score and
-w = exp(z)); a constant advantage (std 0) gives beta = 1.
+w = exp(z)); a constant advantage (std 0) gives beta = 1. A relative temperature
+`beta_scale` multiplies it: beta = beta_scale * std(A), so w = exp(z / beta_scale).
 """
 
 from __future__ import annotations
@@ -22,6 +23,18 @@ def default_beta(advantages: np.ndarray) -> float:
     a = np.asarray(advantages, dtype=np.float64)
     std = float(a.std()) if a.size else 0.0
     return std if std > 1e-12 else 1.0
+
+
+def resolve_beta(advantages: np.ndarray, beta: float | None = None, beta_scale: float = 1.0) -> tuple[float, str]:
+    """The temperature to use and how it was chosen: `beta` when given, else beta_scale * default_beta(A).
+
+    E.g. A = [-1, 1] (std 1) with beta_scale 0.25 -> (0.25, "0.25 x std of advantages")."""
+    if beta is not None:
+        return float(beta), "given"
+    if beta_scale <= 0:
+        raise ValueError(f"beta_scale must be > 0, got {beta_scale}")
+    rule = "std of advantages" if beta_scale == 1 else f"{beta_scale:g} x std of advantages"
+    return beta_scale * default_beta(advantages), rule
 
 
 def exp_weights(advantages: np.ndarray, beta: float, w_max: float) -> np.ndarray:

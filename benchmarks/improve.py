@@ -24,6 +24,9 @@
    method: its rollouts and the policy the round critic evaluates (bootstrap and V) get these
    arguments. `--policy-arg deterministic=true` makes the rounds collect data with, and evaluate,
    the deterministic policy. The evaluation still measures both ways.
+7. `--method-set KEY=VALUE` sets an option of `aloe improve` (an `aloe_cli.improve.MethodOptions`
+   field) for every compared method it applies to: `--method-set beta_scale=0.25` gives aloe and
+   awr the temperature 0.25 * std(A), and leaves filtered and bc as they are.
 
 Writes OUT/improve-<task>-<budget>-seed<seed>.json and .png.
 """
@@ -131,7 +134,8 @@ def available_methods() -> list[str]:
 
 def run(task: str, budget_name: str, seed: int, out: Path, device: str = "cpu", progress=print,
         seed_noise: float = 1.0, methods: list[str] | None = None, critic_obs: str = "state",
-        critic_overrides: dict | None = None, policy_args: dict | None = None) -> dict:
+        critic_overrides: dict | None = None, policy_args: dict | None = None,
+        method_set: dict | None = None) -> dict:
     from aloe_cli.critic import CriticConfig, fit_critic
     from aloe_cli.robot.experts import metaworld_expert
     from aloe_cli.robot.sim import SimRobot
@@ -144,9 +148,10 @@ def run(task: str, budget_name: str, seed: int, out: Path, device: str = "cpu", 
     t0 = time.perf_counter()
     overrides = dict(critic_overrides or {})
     policy_args = dict(policy_args or {})
+    method_set = dict(method_set or {})
     critic_settings = {"steps": budget.critic_steps, "chunk_size": H, "seed": seed, "device": device,
                        "obs": critic_obs, **overrides}
-    work = Path(out) / stem_of(task, budget_name, seed, methods, critic_obs, overrides, policy_args)
+    work = Path(out) / stem_of(task, budget_name, seed, methods, critic_obs, overrides, policy_args, method_set)
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
@@ -185,9 +190,9 @@ def run(task: str, budget_name: str, seed: int, out: Path, device: str = "cpu", 
                              RolloutConfig(episodes=budget.episodes_per_round, max_steps=budget.max_steps,
                                            policy_id=f"{POLICY_ID}{r - 1}", intervene="expert-on-stall", seed=seed,
                                            commit_every=budget.episodes_per_round))
-                scores, options = None, None
+                scores, options = None, method_options_for(m, method_set)
                 if m == "awr":  # no critic: the Monte-Carlo returns under the round critics' reward and gamma
-                    options = {"reward": critic_settings.get("reward"), "gamma": critic_settings.get("gamma")}
+                    options.update(reward=critic_settings.get("reward"), gamma=critic_settings.get("gamma"))
                 elif m != "bc":
                     critic = work / m / f"critic{r}"
                     fit_critic(store, critic, CriticConfig(**critic_settings), policy_spec=str(current),
@@ -204,10 +209,47 @@ def run(task: str, budget_name: str, seed: int, out: Path, device: str = "cpu", 
             robot.disconnect()
     return {"benchmark": "improve", "task": task, "budget": budget_name, "budget_settings": dataclasses.asdict(budget),
             "seed": seed, "seed_noise": seed_noise, "machine": machine, "chunk_size": H, "critic_obs": critic_obs,
-            "critic_overrides": overrides, "policy_args": policy_args,
+            "critic_overrides": overrides, "policy_args": policy_args, "method_set": method_set,
             "methods": methods, "skipped_methods": skipped, "success": curves,
             "success_deterministic": curves_det, "ceiling": ceiling,
             "wall_seconds": time.perf_counter() - t0}
+
+
+def method_options_for(method: str, method_set: dict) -> dict:
+    """The `--method-set` options that apply to `method` (`aloe_cli.improve.APPLIES_TO`; an option
+    that names no methods applies to all): {"beta_scale": 0.25} -> the same for aloe, {} for bc."""
+    from aloe_cli.improve import APPLIES_TO
+
+    return {k: v for k, v in method_set.items() if method in APPLIES_TO.get(k, (method,))}
+
+
+def parse_method_set(pairs: list[str] | None, methods: list[str]) -> dict:
+    """`--method-set KEY=VALUE` pairs -> {MethodOptions field: value}, each checked by
+    `aloe_cli.improve.method_options` for every method of `methods` it applies to; bad input exits
+    with one line naming --method-set. An option that applies to none of `methods` is an error."""
+    import dataclasses
+
+    from aloe_cli.errors import BadInput
+    from aloe_cli.improve import MethodOptions, method_options
+    from aloe_cli.policy import parse_kv
+
+    names = {f.name for f in dataclasses.fields(MethodOptions)}
+    try:
+        given = {k.replace("-", "_"): v for k, v in parse_kv(pairs, "--method-set").items()}
+    except BadInput as e:
+        raise SystemExit(str(e)) from None
+    for key in given:
+        if key not in names:
+            raise SystemExit(f"--method-set: {key!r} is not an option of aloe improve "
+                             f"(one of {', '.join(sorted(names))})")
+        if not any(key in method_options_for(m, given) for m in methods):
+            raise SystemExit(f"--method-set: {key} applies to none of --methods {','.join(methods)}")
+    for m in methods:
+        try:
+            method_options(m, method_options_for(m, given))
+        except BadInput as e:
+            raise SystemExit(f"--method-set: {e}") from None
+    return given
 
 
 def bc_ceiling(task: str, work: Path, budget: Budget, seed: int, device: str, eval_seed: int) -> dict:
@@ -233,9 +275,10 @@ def merge(results: list[dict]) -> dict:
     """One result from runs of disjoint method subsets with the same settings (e.g. two processes
     run with `--methods aloe,bc` and `--methods awr,filtered`). Their round 0 is the same weak
     start, so it must agree; wall time is the longest run's (they ran side by side)."""
-    same = ("task", "budget", "seed", "seed_noise", "critic_obs", "critic_overrides", "policy_args", "chunk_size",
-            "budget_settings")
-    results = [{"critic_overrides": {}, "policy_args": {}, **r} for r in results]  # runs from before the options
+    same = ("task", "budget", "seed", "seed_noise", "critic_obs", "critic_overrides", "policy_args", "method_set",
+            "chunk_size", "budget_settings")
+    results = [{"critic_overrides": {}, "policy_args": {}, "method_set": {}, **r}
+               for r in results]  # runs from before the options
     first = results[0]
     for r in results[1:]:
         for k in same:
@@ -261,9 +304,11 @@ def merge(results: list[dict]) -> dict:
 
 
 def stem_of(task: str, budget: str, seed: int, methods: list[str] | None = None, critic_obs: str = "state",
-            critic_overrides: dict | None = None, policy_args: dict | None = None) -> str:
+            critic_overrides: dict | None = None, policy_args: dict | None = None,
+            method_set: dict | None = None) -> str:
     """The run's file stem; a subset of the methods, another critic input, critic overrides
-    (`--critic-set`) or the rounds' policy arguments (`--policy-arg`, as "-policy-KEY=VALUE") are named in it."""
+    (`--critic-set`), the rounds' policy arguments (`--policy-arg`, as "-policy-KEY=VALUE") or
+    improvement options (`--method-set`, as "-method-KEY=VALUE") are named in it."""
     stem = f"improve-{task}-{budget}-seed{seed}"
     if methods and list(methods) != list(METHODS):
         stem += "-" + "+".join(methods)
@@ -271,6 +316,7 @@ def stem_of(task: str, budget: str, seed: int, methods: list[str] | None = None,
         stem += "-obs-" + critic_obs.replace(",", "+")
     stem += B.overrides_suffix(critic_overrides)
     stem += B.overrides_suffix({f"policy_{k}": v for k, v in (policy_args or {}).items()})
+    stem += B.overrides_suffix({f"method_{k}": v for k, v in (method_set or {}).items()})
     return stem
 
 
@@ -286,6 +332,11 @@ def policy_arg_pairs(r: dict) -> list[str]:
     return [f"{k}={B.cli_value(v)}" for k, v in (r.get("policy_args") or {}).items()]
 
 
+def method_set_pairs(r: dict) -> list[str]:
+    """A result's `--method-set` options as typed: {"beta_scale": 0.25} -> ["beta_scale=0.25"]."""
+    return [f"{k}={B.cli_value(v)}" for k, v in (r.get("method_set") or {}).items()]
+
+
 def print_report(r: dict) -> None:
     print(f"improvement rounds: {r['task']}, budget {r['budget']}, seed {r['seed']}; {B.machine_line(r['machine'])}")
     n = max((len(v) for v in r["success"].values()), default=0)
@@ -293,6 +344,10 @@ def print_report(r: dict) -> None:
     if pargs:
         print("the rounds roll out, and their critics evaluate, the policy with "
               + " ".join(f"--policy-arg {p}" for p in pargs))
+    ms = r.get("method_set") or {}
+    for pair, key in zip(method_set_pairs(r), ms):
+        applies = [m for m in r["methods"] if key in method_options_for(m, ms)]
+        print(f"the rounds improve with --method-set {pair} (applies to {', '.join(applies) or 'none of the methods'})")
     for key, title in (("success", "chunks sampled" + ("" if pargs else " (as deployed)")),
                        ("success_deterministic", "deterministic (--policy-arg deterministic=true)")):
         if key not in r:
@@ -335,7 +390,9 @@ def plot(r: dict, path: Path) -> None:
     ax.set_ylim(0, 1.03)  # room for the ceiling's line at 1.0
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     pargs = policy_arg_pairs(r)
-    pargs = f",\nrounds with {' '.join(pargs)}" if pargs else ""
+    notes = ([f"rounds with {' '.join(pargs)}"] if pargs else []) + (
+        [f"improve with {' '.join(method_set_pairs(r))}"] if r.get("method_set") else [])
+    pargs = ",\n" + "; ".join(notes) if notes else ""
     ax.set_title(f"improvement rounds on {r['task']} ({r['budget']}{pargs}, {r['machine']['date'][:10]})", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -360,6 +417,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--policy-arg", action="append", metavar="KEY=VALUE",
                     help="how the policy is deployed within the rounds, for every method: its rollouts and the "
                          "policy the round critic evaluates, e.g. --policy-arg deterministic=true")
+    ap.add_argument("--method-set", action="append", metavar="KEY=VALUE",
+                    help="an option of aloe improve for every method it applies to, e.g. --method-set "
+                         "beta_scale=0.25 (aloe and awr)")
     ap.add_argument("--out", type=Path, default=Path("results"))
     ap.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
                     help="instead of running: join the JSON of runs of disjoint --methods subsets into one "
@@ -369,7 +429,7 @@ def main(argv=None) -> dict:
         result = merge([json.loads(p.read_text()) for p in args.merge])
         return _write(result, args.out, stem_of(result["task"], result["budget"], result["seed"], result["methods"],
                                                 result.get("critic_obs", "state"), result.get("critic_overrides"),
-                                                result.get("policy_args")))
+                                                result.get("policy_args"), result.get("method_set")))
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
@@ -382,15 +442,17 @@ def main(argv=None) -> dict:
         policy_args = parse_kv(args.policy_arg, "--policy-arg")
     except BadInput as e:
         raise SystemExit(str(e)) from None
+    method_set = parse_method_set(args.method_set, methods)
     from aloe_cli.robot.sim import metaworld_tasks
 
     if args.task not in metaworld_tasks():
         raise SystemExit(f"--task: unknown Meta-World task {args.task!r} (e.g. drawer-open-v3)")
     result = run(args.task, args.budget, args.seed, args.out, args.device,
                  progress=lambda m: print(m, file=sys.stderr, flush=True), seed_noise=args.seed_noise,
-                 methods=methods, critic_obs=args.critic_obs, critic_overrides=overrides, policy_args=policy_args)
+                 methods=methods, critic_obs=args.critic_obs, critic_overrides=overrides, policy_args=policy_args,
+                 method_set=method_set)
     return _write(result, args.out, stem_of(args.task, args.budget, args.seed, methods, args.critic_obs, overrides,
-                                            policy_args))
+                                            policy_args, method_set))
 
 
 def _write(result: dict, out: Path, stem: str) -> dict:

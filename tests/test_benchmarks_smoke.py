@@ -6,6 +6,7 @@ programs run and what they write, not the numbers (those are in the README's tab
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -155,17 +156,23 @@ def test_mean_after_start_by_hand():
 def test_improve_smoke(tmp_path, capsys):
     from benchmarks import improve
 
-    # the rounds deploy the deterministic policy: its rollouts and the policy its round critics evaluate
+    # the rounds deploy the deterministic policy: its rollouts and the policy its round critics evaluate;
+    # aloe and awr improve with the temperature 0.5 * std(A), filtered and bc as they are
     improve.main(["--task", "drawer-open-v3", "--budget", "smoke", "--policy-arg", "deterministic=true",
-                  "--out", str(tmp_path)])
-    stem = "improve-drawer-open-v3-smoke-seed0-policy-deterministic=true"
+                  "--method-set", "beta_scale=0.5", "--out", str(tmp_path)])
+    stem = "improve-drawer-open-v3-smoke-seed0-policy-deterministic=true-method-beta-scale=0.5"
     r = json.loads((tmp_path / f"{stem}.json").read_text())
     assert r["benchmark"] == "improve" and "bc" in r["methods"] and r["critic_obs"] == "state"
-    assert r["policy_args"] == {"deterministic": True}
+    assert r["policy_args"] == {"deterministic": True} and r["method_set"] == {"beta_scale": 0.5}
     critic = json.loads((tmp_path / stem / "aloe" / "critic1" / "critic.json").read_text())
     assert critic["policy"]["args"] == {"deterministic": True}
     assert critic["policy"]["spec"] == str(tmp_path / stem / "round0")
-    assert "critics evaluate, the policy with --policy-arg deterministic=true\n" in capsys.readouterr().out
+    for m, rule in (("aloe", "0.5 x std of advantages"), ("awr", "0.5 x std of advantages"), ("bc", None)):
+        settings = json.loads((tmp_path / stem / m / "round1" / "policy.json").read_text())["lineage"]["settings"]
+        assert settings.get("beta_rule") == rule and settings.get("beta_scale") == (0.5 if rule else None)
+    out = capsys.readouterr().out
+    assert "critics evaluate, the policy with --policy-arg deterministic=true\n" in out
+    assert "the rounds improve with --method-set beta_scale=0.5 (applies to aloe, awr)\n" in out
     _check_machine(r["machine"])
     for m in r["methods"]:
         for key in ("success", "success_deterministic"):
@@ -203,6 +210,19 @@ def test_improve_methods_and_critic_obs_name_the_run(tmp_path):
         improve.main(["--budget", "smoke", "--methods", "aloe,dagger", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="--policy-arg.*expected key=value"):
         improve.main(["--budget", "smoke", "--policy-arg", "deterministic", "--out", str(tmp_path)])
+    assert (improve.stem_of("pick-place-v3", "full", 0, ["aloe", "awr"], method_set={"beta_scale": 0.25})
+            == "improve-pick-place-v3-full-seed0-aloe+awr-method-beta-scale=0.25")
+    assert improve.method_options_for("aloe", {"beta_scale": 0.25, "quantile": 0.8}) == {"beta_scale": 0.25,
+                                                                                       "quantile": 0.8}
+    assert improve.method_options_for("bc", {"beta_scale": 0.25, "quantile": 0.8}) == {"quantile": 0.8}
+    for argv, msg in ((["--method-set", "beta_scale=0"], "--method-set: --beta-scale: must be a number > 0, got 0.0"),
+                      (["--method-set", "temperature=1"], "--method-set: 'temperature' is not an option of aloe"),
+                      (["--methods", "bc,filtered", "--method-set", "beta_scale=0.5"],
+                       "--method-set: beta_scale applies to none of --methods bc,filtered"),
+                      (["--method-set", "beta_scale"], "--method-set: expected key=value")):
+        with pytest.raises(SystemExit, match=re.escape(msg)):
+            improve.main(["--budget", "smoke", *argv, "--out", str(tmp_path)])
+    assert not any(tmp_path.iterdir())  # refused before anything ran
 
 
 def test_improve_merge_joins_disjoint_method_runs(tmp_path):
@@ -235,6 +255,8 @@ def test_improve_merge_joins_disjoint_method_runs(tmp_path):
     assert improve.merge([a, {**b, "critic_overrides": {}}])["critic_overrides"] == {}  # none recorded = none
     with pytest.raises(SystemExit, match="the runs differ in policy_args"):
         improve.merge([a, {**b, "policy_args": {"deterministic": True}}])
+    with pytest.raises(SystemExit, match="the runs differ in method_set"):
+        improve.merge([a, {**b, "method_set": {"beta_scale": 0.25}}])
     with pytest.raises(SystemExit, match="a method appears in more than one run"):
         improve.merge([a, a])
     assert "success_deterministic" not in m  # runs from before it was measured

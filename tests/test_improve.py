@@ -23,7 +23,7 @@ from aloe_cli import schema as S
 from aloe_cli import weights as W
 from aloe_cli.critic import CriticConfig, fit_critic
 from aloe_cli.errors import BadInput, PolicyError
-from aloe_cli.improve import MethodOptions, improve, load_scores, select
+from aloe_cli.improve import MethodOptions, improve, load_scores, method_options, select
 from aloe_cli.policy import load_policy
 from aloe_cli.rounds import policy_fingerprint, rounds
 from aloe_cli.scoring import score
@@ -152,6 +152,11 @@ def test_weights_are_finite_clipped_and_the_ess_is_right(round1):
         W.effective_sample_size(sel.weights))
     # By intervention: the human spans (frames 1..2 of every 5th episode) are reported apart.
     assert set(s["mean_by_intervention"]) == {"False", "True"} and set(s["mean_by_policy_id"]) == {"beta"}
+    # A relative temperature: beta = 0.25 * std(A), so every weight is exp(4 z), clipped to w_max.
+    sel = select(store, "aloe", load_scores(d / "scores", store), method_options("aloe", {"beta_scale": 0.25}))
+    assert sel.info["beta"] == pytest.approx(0.25 * adv.std(), rel=1e-6)
+    assert sel.info["beta_rule"] == "0.25 x std of advantages"
+    np.testing.assert_allclose(sel.weights, np.minimum(np.exp(adv / (0.25 * adv.std())), 20.0), rtol=1e-5)
 
 
 def test_awr_uses_monte_carlo_advantages_not_the_critic(round1):
@@ -340,6 +345,11 @@ def test_improve_bad_input(loop, cli, tmp_path):
         (["--method", "filtered", "--scores", d / "scores", "--beta", 1],
          "Error: --beta: applies to --method aloe or awr only, not filtered"),
         (["--method", "aloe", "--scores", d / "scores", "--beta", 0], "Error: --beta: must be a number > 0, got 0.0"),
+        (["--method", "aloe", "--scores", d / "scores", "--beta-scale", 0],
+         "Error: --beta-scale: must be a number > 0, got 0.0"),
+        (["--method", "aloe", "--scores", d / "scores", "--beta", 1, "--beta-scale", 0.5],
+         "Error: --beta-scale: give --beta (absolute) or --beta-scale (relative to std(A)), not both"),
+        (["--method", "bc", "--beta-scale", 0.5], "Error: --beta-scale: applies to --method aloe or awr only, not bc"),
         (["--method", "awr", "--scores", d / "scores", "--w-max", -1], "Error: --w-max: must be a number > 0, got -1.0"),
         (["--method", "filtered", "--scores", d / "scores", "--top-fraction", 1.5],
          "Error: --top-fraction: must be in (0, 1], got 1.5"),

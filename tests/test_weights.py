@@ -23,6 +23,20 @@ def test_default_beta_is_std():
     assert W.default_beta(np.array([2.0, 2.0])) == 1.0
 
 
+def test_resolve_beta_by_hand():
+    # A = [-1, 1]: std 1. Given beta wins; else beta_scale * std: 0.25 -> 0.25, and w = exp(A / 0.25) = e^4 at A = 1.
+    a = np.array([-1.0, 1.0])
+    assert W.resolve_beta(a) == (1.0, "std of advantages")
+    assert W.resolve_beta(a, beta_scale=0.25) == (0.25, "0.25 x std of advantages")
+    assert W.resolve_beta(a, beta=3.0) == (3.0, "given")
+    # A = [0, 4]: std 2, scale 0.5 -> beta 1.
+    assert W.resolve_beta(np.array([0.0, 4.0]), beta_scale=0.5) == (1.0, "0.5 x std of advantages")
+    np.testing.assert_allclose(W.exp_weights(a, W.resolve_beta(a, beta_scale=0.25)[0], 100.0),
+                               [0.0183156, 54.59815], rtol=1e-5)
+    with pytest.raises(ValueError):
+        W.resolve_beta(a, beta_scale=0.0)
+
+
 def test_top_fraction():
     # 5 chunks, top 40% -> ceil(2.0) = 2 chunks: the ones with A = 9 and 7.
     w = W.top_fraction_weights(np.array([1.0, 9.0, 3.0, 7.0, 5.0]), 0.4)

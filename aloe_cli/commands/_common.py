@@ -88,6 +88,9 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
 # Improvement-method options shared by `aloe improve` and `aloe export`.
 BetaOpt = Annotated[Optional[float], typer.Option(
     "--beta", help="aloe/awr temperature (default: std of the advantages).", show_default=False)]
+BetaScaleOpt = Annotated[Optional[float], typer.Option(
+    "--beta-scale", help="aloe/awr temperature relative to std(A): beta = scale * std (default 1).",
+    show_default=False)]
 WMaxOpt = Annotated[Optional[float], typer.Option(
     "--w-max", help="aloe/awr weight clip (default 20).", show_default=False)]
 TopFractionOpt = Annotated[Optional[float], typer.Option(

@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import (AwrGammaOpt, AwrRewardOpt, BetaOpt, DeviceOpt, JsonOpt, StoreArg, TopFractionOpt, WMaxOpt,
-                      command, emit, err)
+from ._common import (AwrGammaOpt, AwrRewardOpt, BetaOpt, BetaScaleOpt, DeviceOpt, JsonOpt, StoreArg, TopFractionOpt,
+                      WMaxOpt, command, emit, err)
 from .improve import weights_lines
 
 
@@ -25,6 +25,7 @@ def register(app: typer.Typer) -> None:
             "--method", help="How aloe.weight is computed: aloe, awr, filtered, conditioned or bc (as aloe improve).")
         ] = "aloe",
         beta: BetaOpt = None,
+        beta_scale: BetaScaleOpt = None,
         w_max: WMaxOpt = None,
         top_fraction: TopFractionOpt = None,
         reward: AwrRewardOpt = None,
@@ -60,7 +61,7 @@ def register(app: typer.Typer) -> None:
                 state["task"] = bar.add_task("frames", total=total)
             bar.update(state["task"], completed=done)
 
-        options = {"beta": beta, "w_max": w_max, "top_fraction": top_fraction, "reward": reward, "gamma": gamma}
+        options = {"beta": beta, "beta_scale": beta_scale, "w_max": w_max, "top_fraction": top_fraction, "reward": reward, "gamma": gamma}
         try:
             result = export(store, scores, out, to=to, method=method, options=options, force=force, fps=fps,
                             robot_type=robot_type, device=resolve_device(device), progress=progress)

@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import (AwrGammaOpt, AwrRewardOpt, BetaOpt, DeviceOpt, JsonOpt, StoreArg, TopFractionOpt, WMaxOpt,
-                      command, emit, err, fmt)
+from ._common import (AwrGammaOpt, AwrRewardOpt, BetaOpt, BetaScaleOpt, DeviceOpt, JsonOpt, StoreArg, TopFractionOpt,
+                      WMaxOpt, command, emit, err, fmt)
 
 METHOD_HELP = ("aloe: weights clip(exp(A/beta), 0, w_max) from --scores; awr: the same with a Monte-Carlo "
                "advantage (no critic needed); filtered: BC on the top fraction by advantage; conditioned: "
@@ -51,6 +51,7 @@ def register(app: typer.Typer) -> None:
             "--policy", "--init", help="Base policy directory to fine-tune (default: train from scratch).",
             show_default=False)] = None,
         beta: BetaOpt = None,
+        beta_scale: BetaScaleOpt = None,
         w_max: WMaxOpt = None,
         top_fraction: TopFractionOpt = None,
         reward: AwrRewardOpt = None,
@@ -89,7 +90,7 @@ def register(app: typer.Typer) -> None:
         settings = {"chunk_size": chunk_size, "steps": steps, "batch_size": batch_size, "lr": lr, "obs": obs}
         settings = {k: v for k, v in settings.items() if v is not None}
         settings.update(seed=seed, device=device)
-        options = {"beta": beta, "w_max": w_max, "top_fraction": top_fraction, "reward": reward, "gamma": gamma}
+        options = {"beta": beta, "beta_scale": beta_scale, "w_max": w_max, "top_fraction": top_fraction, "reward": reward, "gamma": gamma}
         bar = Progress(TextColumn("[bold]improve {task.fields[method]}"), BarColumn(), MofNCompleteColumn(),
                        TextColumn("loss {task.fields[loss]}  val {task.fields[val]}"), TimeRemainingColumn(),
                        console=err, transient=True)
