@@ -215,13 +215,16 @@ def test_per_frame_columns_match_the_scores(exported, tmp_path, method):
 
 def test_awr_export_uses_monte_carlo_advantages(scored, tmp_path):
     d = scored
-    export(d / "store", d / "scores", tmp_path / "awr", method="awr", options={"w_max": 5.0, "value_steps": 300})
+    # with a relative temperature: beta = 0.5 * std of the Monte-Carlo advantages
+    summary = export(d / "store", d / "scores", tmp_path / "awr", method="awr",
+                     options={"w_max": 5.0, "value_steps": 300, "beta_scale": 0.5})
     df = data_table(tmp_path / "awr")
     adv, _, _ = expected_columns(d)
     assert not np.allclose(df[S.EXPORT_ADVANTAGE], adv)
-    beta = df[S.EXPORT_ADVANTAGE].to_numpy(np.float64).std()
+    beta = 0.5 * df[S.EXPORT_ADVANTAGE].to_numpy(np.float64).std()
     np.testing.assert_allclose(df[S.EXPORT_WEIGHT], np.minimum(np.exp(df[S.EXPORT_ADVANTAGE] / beta), 5.0),
                                rtol=1e-4)
+    assert summary["beta"] == pytest.approx(beta, rel=1e-5) and summary["beta_rule"] == "0.5 x std of advantages"
 
 
 def test_awr_export_needs_no_scores(scored, tmp_path):
