@@ -17,7 +17,8 @@ behaviour cloning (`policy.builtin.train_policy`), from scratch or fine-tuned fr
 - ``bc``: plain behaviour cloning on everything (DAgger-like when the store holds takeovers).
 
 Defaults: beta = the standard deviation of the advantages (`weights.default_beta`: A / beta is a
-z-score, so w = exp(z)), or `beta_scale` times it (a relative temperature); w_max = 20; top fraction 0.3; indicator quantile 0.7, dropout 0.3.
+z-score, so w = exp(z)), or `beta_scale` times it (a relative temperature); w_max = 20; top
+fraction 0.3; indicator quantile 0.7, dropout 0.3.
 
 Scores are per chunk start, possibly every `--stride` frames. A frame without its own score row
 inherits the values of the latest scored chunk start before it in its episode (frame 0 of every

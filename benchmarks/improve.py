@@ -392,8 +392,8 @@ def plot(r: dict, path: Path) -> None:
     pargs = policy_arg_pairs(r)
     notes = ([f"rounds with {' '.join(pargs)}"] if pargs else []) + (
         [f"improve with {' '.join(method_set_pairs(r))}"] if r.get("method_set") else [])
-    pargs = ",\n" + "; ".join(notes) if notes else ""
-    ax.set_title(f"improvement rounds on {r['task']} ({r['budget']}{pargs}, {r['machine']['date'][:10]})", fontsize=9)
+    notes = ",\n" + "; ".join(notes) if notes else ""
+    ax.set_title(f"improvement rounds on {r['task']} ({r['budget']}{notes}, {r['machine']['date'][:10]})", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -61,7 +61,8 @@ def register(app: typer.Typer) -> None:
                 state["task"] = bar.add_task("frames", total=total)
             bar.update(state["task"], completed=done)
 
-        options = {"beta": beta, "beta_scale": beta_scale, "w_max": w_max, "top_fraction": top_fraction, "reward": reward, "gamma": gamma}
+        options = {"beta": beta, "beta_scale": beta_scale, "w_max": w_max, "top_fraction": top_fraction,
+                   "reward": reward, "gamma": gamma}
         try:
             result = export(store, scores, out, to=to, method=method, options=options, force=force, fps=fps,
                             robot_type=robot_type, device=resolve_device(device), progress=progress)

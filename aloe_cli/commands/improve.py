@@ -90,7 +90,8 @@ def register(app: typer.Typer) -> None:
         settings = {"chunk_size": chunk_size, "steps": steps, "batch_size": batch_size, "lr": lr, "obs": obs}
         settings = {k: v for k, v in settings.items() if v is not None}
         settings.update(seed=seed, device=device)
-        options = {"beta": beta, "beta_scale": beta_scale, "w_max": w_max, "top_fraction": top_fraction, "reward": reward, "gamma": gamma}
+        options = {"beta": beta, "beta_scale": beta_scale, "w_max": w_max, "top_fraction": top_fraction,
+                   "reward": reward, "gamma": gamma}
         bar = Progress(TextColumn("[bold]improve {task.fields[method]}"), BarColumn(), MofNCompleteColumn(),
                        TextColumn("loss {task.fields[loss]}  val {task.fields[val]}"), TimeRemainingColumn(),
                        console=err, transient=True)
