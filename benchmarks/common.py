@@ -188,6 +188,11 @@ def cli_value(value) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
+def cli_pairs(mapping: dict | None) -> list[str]:
+    """KEY=VALUE pairs as typed on the command line: {"deterministic": True} -> ["deterministic=true"]."""
+    return [f"{key}={cli_value(value)}" for key, value in (mapping or {}).items()]
+
+
 def overrides_suffix(overrides: dict | None) -> str:
     """The part of a run's file stem that names its critic overrides, in the order given:
     {"ensemble": 5, "std_coef": 0.5} -> "-ensemble=5-std-coef=0.5"; booleans as typed on the

@@ -216,7 +216,8 @@ def test_improve_methods_and_critic_obs_name_the_run(tmp_path):
                                                                                        "quantile": 0.8}
     assert improve.method_options_for("bc", {"beta_scale": 0.25, "quantile": 0.8}) == {"quantile": 0.8}
     for argv, msg in ((["--method-set", "beta_scale=0"], "--method-set: --beta-scale: must be a number > 0, got 0.0"),
-                      (["--method-set", "temperature=1"], "--method-set: 'temperature' is not an option of aloe"),
+                      (["--method-set", "temperature=1"],
+                       "--method-set: options: unknown option 'temperature' (known: beta, beta_scale,"),
                       (["--methods", "bc,filtered", "--method-set", "beta_scale=0.5"],
                        "--method-set: beta_scale applies to none of --methods bc,filtered"),
                       (["--method-set", "beta_scale"], "--method-set: expected key=value")):
