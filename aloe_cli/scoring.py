@@ -78,7 +78,7 @@ def score_chunks(store: Store | str | os.PathLike, critic, policy=None, samples:
     K = int(samples or critic.config["config"].get("samples", 8))
     if K < 1:
         raise BadInput(f"must be at least 1, got {K}", field="--samples")
-    agg, c = critic.aggregate, critic.std_coef
+    agg, std_coef = critic.aggregate, critic.std_coef
 
     out: dict[str, list] = {k: [] for k in (S.EPISODE_ID, S.FRAME_INDEX, S.POLICY_ID, S.TASK, S.IS_INTERVENTION,
                                             S.Q, S.Q_STD, S.V, S.CHUNK_LEN)}
@@ -101,12 +101,12 @@ def score_chunks(store: Store | str | os.PathLike, critic, policy=None, samples:
         ims = {c: extra[c] for c in cam_cols} or None
         with torch.no_grad():
             qh = torch.as_tensor(critic.q_heads(feats, chunk[:, None], ims))[:, 0]  # (B, M)
-            out[S.Q].append(aggregate(qh, agg, c).numpy())
+            out[S.Q].append(aggregate(qh, agg, std_coef).numpy())
             out[S.Q_STD].append(qh.std(-1, unbiased=False).numpy())
             if policy is not None:
                 a = sample_checked(policy, {S.OBS_STATE: state, S.TASK: tasks, **extra}, K, spec)[:, :, :H]
                 qv = torch.as_tensor(critic.q_heads(feats, a, ims))  # (B, K, M)
-                out[S.V].append(aggregate(qv, agg, c).mean(1).numpy())
+                out[S.V].append(aggregate(qv, agg, std_coef).mean(1).numpy())
             else:
                 out[S.V].append(np.full(len(state), np.nan, np.float32))
         for k in pending:
@@ -136,8 +136,8 @@ def score_chunks(store: Store | str | os.PathLike, critic, policy=None, samples:
             pending["chunk"].append(action[win[sel]])
             pending["task"].append([task] * len(starts[sel]))
             pending["frame"].append(starts[sel])
-            for c, v in extra_ep.items():
-                pending[c].append(v[starts[sel]])
+            for col, v in extra_ep.items():
+                pending[col].append(v[starts[sel]])
             n_pending += len(starts[sel])
             if n_pending >= batch_size:
                 flush()

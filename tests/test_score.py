@@ -150,6 +150,52 @@ def test_bad_input(scored, cli, tmp_path):
 
 
 # --------------------------------------------------------------------------- by hand
+def test_extra_obs_columns_with_mean_minus_std(tmp_path):
+    """A critic fitted with an --obs extra column and mean - c * std scores each chunk as its own
+    heads give it: Q = mean - 0.5 std of the heads, V = the same over the policy's K = 1 chunk.
+    (score_chunks once reused the name of c for the extra columns' loop, and scored with the
+    column's name in place of 0.5.)"""
+    from aloe_cli.critic.net import aggregate
+    from aloe_cli.episode import Episode
+
+    rng = np.random.default_rng(3)
+    store = Store.open(tmp_path / "s", create=True)
+    with store.writer("chainworld", "test") as w:
+        for i in range(30):
+            ep = cw.rollout(rng, 6, 0.5, 20, 1)
+            w.add(Episode(state=ep.state, action=ep.action, source_key=f"ep{i}", success=ep.success,
+                          extras={"observation.embed": rng.normal(size=(len(ep), 2)).astype(np.float32)}))
+        w.commit()
+    store = Store.open(tmp_path / "s")
+    spec = cw.write_policy_module(tmp_path)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        cfg = CriticConfig(reward="sparse", gamma=GAMMA, chunk_size=2, samples=1, steps=30, batch_size=32, hidden=32,
+                           ensemble=3, aggregate="mean-std", std_coef=0.5, obs="state,embed", device="cpu")
+        fit_critic(store, tmp_path / "critic", cfg, spec, {"chunk_size": 2, "pattern": "1,0"})
+        critic = load_critic(tmp_path / "critic")
+        df = score_chunks(store, critic, stride=2, batch_size=16)
+    finally:
+        sys.path.remove(str(tmp_path))
+    eps = store.episodes.set_index(S.EPISODE_ID)
+    for ep_id, rows in df.groupby(S.EPISODE_ID, sort=False):
+        table = next(t for r, t in store.iter_episode_tables([ep_id]))
+        state = np.stack(table.column(S.OBS_STATE).to_numpy(zero_copy_only=False)).astype(np.float32)
+        action = np.stack(table.column(S.ACTION).to_numpy(zero_copy_only=False)).astype(np.float32)
+        embed = np.stack(table.column("observation.embed").to_numpy(zero_copy_only=False)).astype(np.float32)
+        T, t = len(state), rows[S.FRAME_INDEX].to_numpy()
+        assert T == eps.loc[ep_id, S.LENGTH] and (t == np.arange(0, T, 2)).all()
+        chunk = action[np.minimum(t[:, None] + np.arange(2), T - 1)]
+        feats = critic.features(state[t], {"observation.embed": embed[t]})
+        heads = torch.as_tensor(critic.q_heads(feats, chunk[:, None]))[:, 0]
+        np.testing.assert_allclose(rows[S.Q], aggregate(heads, "mean", 1.0) - 0.5 * heads.std(-1, unbiased=False),
+                                   atol=1e-5)
+        np.testing.assert_allclose(rows[S.Q_STD], heads.std(-1, unbiased=False), atol=1e-5)
+        mine = np.tile(np.array([1.0, 0.0], np.float32)[None, None, :, None], (len(t), 1, 1, 1))
+        v = aggregate(torch.as_tensor(critic.q_heads(feats, mine)), "mean-std", 0.5).mean(1)
+        np.testing.assert_allclose(rows[S.V], v, atol=1e-5)
+
+
 def test_episode_summary_by_hand(tmp_path):
     store = cw.make_store(tmp_path / "s", episodes=1, seed=0, T_max=60, p=0.0)  # never moves: 60 frames, no outcome
     eid = store.episodes[S.EPISODE_ID][0]
