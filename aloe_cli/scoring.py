@@ -4,7 +4,8 @@
   Q of the logged chunk (aggregated over the ensemble as the critic was trained), its spread
   across heads, V^pi(o_t) = mean over K policy chunks of aggregated Q, advantage Q - V and the
   advantage divided by the std of advantages within its task. Streams over the store one
-  episode table at a time and scores in batches: memory ~ batch, not store.
+  episode table at a time and scores in batches: memory ~ batch plus the returned columns
+  (about 60 bytes a chunk), not store.
 - `episode_summaries`: one row per episode (return under the critic's reward spec, V and Q at
   the start, extreme advantages, the largest fall of V, critical chunks, intervention spans).
 - `policy_value`: the mean of V^pi at the episodes' first frames with a bootstrap interval.
@@ -80,8 +81,19 @@ def score_chunks(store: Store | str | os.PathLike, critic, policy=None, samples:
         raise BadInput(f"must be at least 1, got {K}", field="--samples")
     agg, std_coef = critic.aggregate, critic.std_coef
 
-    out: dict[str, list] = {k: [] for k in (S.EPISODE_ID, S.FRAME_INDEX, S.POLICY_ID, S.TASK, S.IS_INTERVENTION,
-                                            S.Q, S.Q_STD, S.V, S.CHUNK_LEN)}
+    # Every output column is allocated once, at its final size, and filled in place: nothing
+    # long-lived is allocated while batches come and go, so the freed batch buffers are reused
+    # and the process stays at ~ batch memory (appending per-episode arrays fragmented the heap:
+    # +1.8 KB of RSS per chunk, 2.1x at 10x the chunks). Episode-level columns are repeated from
+    # one value per episode at the end.
+    eps = store.episodes
+    lengths = eps[S.LENGTH].to_numpy(dtype=np.int64)
+    per_episode = -(-lengths // stride)  # chunk starts 0, stride, ... < T
+    total = int(per_episode.sum())
+    frame_col, chunk_len_col = np.empty(total, np.int64), np.empty(total, np.int64)
+    interv_col = np.empty(total, bool)
+    q_col, q_std_col, v_col = (np.full(total, np.nan, np.float32) for _ in range(3))
+    scored = 0  # rows of q_col, q_std_col, v_col filled so far (batches are scored in store order)
     cam_obs = getattr(critic, "obs", None)
     extra_cols = list(cam_obs.extras) if cam_obs is not None else []
     cam_cols = list(cam_obs.images) if cam_obs is not None else []
@@ -90,7 +102,7 @@ def score_chunks(store: Store | str | os.PathLike, critic, policy=None, samples:
     n_pending = 0
 
     def flush() -> None:
-        nonlocal n_pending
+        nonlocal n_pending, scored
         if not n_pending:
             return
         state = np.concatenate(pending["state"])
@@ -99,25 +111,27 @@ def score_chunks(store: Store | str | os.PathLike, critic, policy=None, samples:
         extra = {c: np.concatenate(pending[c]) for c in extra_cols + cam_cols}  # --obs columns
         feats = critic.features(state, extra, np.concatenate(pending["frame"]), tasks)
         ims = {c: extra[c] for c in cam_cols} or None
+        rows = slice(scored, scored + len(state))
         with torch.no_grad():
             qh = torch.as_tensor(critic.q_heads(feats, chunk[:, None], ims))[:, 0]  # (B, M)
-            out[S.Q].append(aggregate(qh, agg, std_coef).numpy())
-            out[S.Q_STD].append(qh.std(-1, unbiased=False).numpy())
+            q_col[rows] = aggregate(qh, agg, std_coef).numpy()
+            q_std_col[rows] = qh.std(-1, unbiased=False).numpy()
             if policy is not None:
                 a = sample_checked(policy, {S.OBS_STATE: state, S.TASK: tasks, **extra}, K, spec)[:, :, :H]
                 qv = torch.as_tensor(critic.q_heads(feats, a, ims))  # (B, K, M)
-                out[S.V].append(aggregate(qv, agg, std_coef).mean(1).numpy())
-            else:
-                out[S.V].append(np.full(len(state), np.nan, np.float32))
+                v_col[rows] = aggregate(qv, agg, std_coef).mean(1).numpy()
+        scored += len(state)
         for k in pending:
             pending[k] = []
         n_pending = 0
 
-    eps = store.episodes
-    done_frames, total_frames = 0, int(eps[S.LENGTH].sum())
-    for row, table in store.iter_episode_tables(columns=[S.OBS_STATE, S.ACTION, S.IS_INTERVENTION] + extra_cols
-                                                + cam_cols):
+    done_frames, total_frames, pos = 0, int(lengths.sum()), 0
+    columns = [S.OBS_STATE, S.ACTION, S.IS_INTERVENTION] + extra_cols + cam_cols
+    for e, (row, table) in enumerate(store.iter_episode_tables(columns=columns)):
         T = table.num_rows
+        if T != lengths[e]:
+            raise BadInput(f"episode {row[S.EPISODE_ID]} has {T} frames but the episodes table says {lengths[e]}",
+                           store.root, S.LENGTH)
         extra_ep = {c: vectors(table.column(c)) for c in extra_cols}
         if cam_cols:
             from .vision import decode_batch
@@ -141,27 +155,27 @@ def score_chunks(store: Store | str | os.PathLike, critic, policy=None, samples:
             n_pending += len(starts[sel])
             if n_pending >= batch_size:
                 flush()
-        out[S.EPISODE_ID].append(np.full(len(starts), row[S.EPISODE_ID], dtype=object))
-        out[S.FRAME_INDEX].append(starts)
-        out[S.POLICY_ID].append(np.full(len(starts), row[S.POLICY_ID], dtype=object))
-        out[S.TASK].append(np.full(len(starts), row[S.TASK], dtype=object))
-        out[S.IS_INTERVENTION].append(interv[starts])
-        out[S.CHUNK_LEN].append(C.chunk_lengths(starts, end, H))
+        rows = slice(pos, pos + len(starts))
+        frame_col[rows], interv_col[rows] = starts, interv[starts]
+        chunk_len_col[rows] = C.chunk_lengths(starts, end, H)
+        pos += len(starts)
         done_frames += T
         if progress is not None:
             progress("score", done_frames, total_frames, {})
     flush()
-    cols = {k: (np.concatenate(v) if v else np.array([])) for k, v in out.items()}
+    def repeated(column: str) -> np.ndarray:  # one object per episode, referenced by each of its chunks
+        return np.repeat(eps[column].to_numpy(dtype=object), per_episode)
+
     df = pd.DataFrame({
-        S.EPISODE_ID: pd.Series(cols[S.EPISODE_ID], dtype=object),
-        S.FRAME_INDEX: cols[S.FRAME_INDEX].astype(np.int64),
-        S.POLICY_ID: pd.Series(cols[S.POLICY_ID], dtype=object),
-        S.TASK: pd.Series(cols[S.TASK], dtype=object),
-        S.IS_INTERVENTION: cols[S.IS_INTERVENTION].astype(bool),
-        S.Q: cols[S.Q].astype(np.float32),
-        S.Q_STD: cols[S.Q_STD].astype(np.float32),
-        S.V: cols[S.V].astype(np.float32),
-        S.CHUNK_LEN: cols[S.CHUNK_LEN].astype(np.int64),
+        S.EPISODE_ID: pd.Series(repeated(S.EPISODE_ID), dtype=object),
+        S.FRAME_INDEX: frame_col,
+        S.POLICY_ID: pd.Series(repeated(S.POLICY_ID), dtype=object),
+        S.TASK: pd.Series(repeated(S.TASK), dtype=object),
+        S.IS_INTERVENTION: interv_col,
+        S.Q: q_col,
+        S.Q_STD: q_std_col,
+        S.V: v_col,
+        S.CHUNK_LEN: chunk_len_col,
     })
     df[S.ADVANTAGE] = (df[S.Q] - df[S.V]).astype(np.float32)
     df[S.ADVANTAGE_NORM] = normalized_advantages(df[S.ADVANTAGE].to_numpy(), df[S.TASK].to_numpy())

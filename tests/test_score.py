@@ -147,6 +147,17 @@ def test_bad_input(scored, cli, tmp_path):
     r = cli("score", d / "store", "--critic", d / "critic", "--out", tmp_path / "o", "--stride", "0")
     assert r.exit_code == 2 and r.stderr.strip() == "Error: --stride: must be at least 1, got 0"
     assert not (tmp_path / "o").exists()
+    # An episodes table whose length disagrees with the episode's frames is named, not scored past.
+    bad = tmp_path / "bad-length"
+    shutil.copytree(d / "store", bad)
+    eps = pd.read_parquet(bad / S.EPISODES_FILE)
+    eps.loc[3, S.LENGTH] += 1
+    eps.to_parquet(bad / S.EPISODES_FILE, index=False)
+    r = cli("score", bad, "--critic", d / "critic", "--out", tmp_path / "o")
+    assert r.exit_code == 2 and r.stderr.strip().splitlines()[-1] == (  # after the progress bar's line
+        f"Error: {bad}: {S.LENGTH}: episode {eps.loc[3, S.EPISODE_ID]} has {eps.loc[3, S.LENGTH] - 1} frames but "
+        f"the episodes table says {eps.loc[3, S.LENGTH]}")
+    assert not (tmp_path / "o").exists()
 
 
 # --------------------------------------------------------------------------- by hand
