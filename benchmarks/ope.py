@@ -31,6 +31,10 @@ On one Meta-World task, in one run:
    the expert as the evaluated policy) for finding the injected chunks among the other chunk
    starts of the same episodes (starts that overlap an injected chunk are left out).
 
+`--log-candidate NAME=N` is a coverage probe, not the protocol: it also logs N episodes of
+candidate NAME (after BC is trained, so the rest of the run is unchanged), to measure how much
+of a policy's own data its estimate needs.
+
 Writes OUT/ope-<task>-<budget>-seed<seed>.json and .png; the store, policies and critics stay
 in OUT/ope-<task>-<budget>-seed<seed>/ for inspection.
 """
@@ -42,7 +46,6 @@ import dataclasses
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -165,6 +168,49 @@ def _stop_if_interrupted(summary: dict) -> None:
     """run_rollouts turns Ctrl-C/SIGTERM into a clean stop of that call; the benchmark stops too."""
     if summary.get("interrupted"):
         raise SystemExit(f"interrupted ({summary.get('signal')})")
+
+
+def log_candidates(task: str, budget: Budget, seed: int, store_path: Path, cands: list[dict],
+                   counts: dict[str, int]) -> dict:
+    """The coverage probe (`--log-candidate NAME=N`): append N episodes of each named candidate to
+    the logged store, from initial states of their own (robot seed + 20,000, apart from the logged
+    behaviours' and the truth's). Runs after the BC candidate is trained, so BC, the behaviours'
+    episodes and the truth are those of the run without the probe. Returns {name: counts}."""
+    from aloe_cli.policy import load_policy
+    from aloe_cli.robot.sim import SimRobot
+    from aloe_cli.rollout import RolloutConfig, run_rollouts
+
+    _quiet_warnings()
+    by_name = {c["name"]: c for c in cands}
+    robot = SimRobot(task, seed=seed + 20_000, max_steps=budget.max_steps)
+    robot.connect()
+    out = {}
+    try:
+        for name, n in counts.items():
+            cand = by_name[name]
+            cfg = RolloutConfig(episodes=n, max_steps=budget.max_steps, policy_id=f"candidate:{name}",
+                                seed=seed + 20_000, commit_every=n)
+            summary = run_rollouts(robot, load_policy(cand["spec"], cand["args"]), store_path, cfg)
+            _stop_if_interrupted(summary)
+            out[name] = {"episodes": summary["episodes"], "success_rate": summary["success_rate"],
+                         "frames": summary["frames"]}
+    finally:
+        robot.disconnect()
+    return out
+
+
+def parse_log_candidates(pairs: list[str] | None) -> dict[str, int]:
+    """`--log-candidate NAME=N` pairs -> {candidate: episodes}: ["slow-0.5=20"] -> {"slow-0.5": 20}.
+    NAME is a candidate other than bc (which is trained on the logs); N a positive integer."""
+    names = [name for name, _, _ in CANDIDATES if name != "bc"]
+    out = {}
+    for pair in pairs or []:
+        name, sep, n = pair.partition("=")
+        if not sep or name not in names or not n.isdigit() or int(n) < 1:
+            raise SystemExit(f"--log-candidate: expected NAME=N with NAME one of {', '.join(names)} and N a "
+                             f"positive integer, got {pair!r}")
+        out[name] = int(n)
+    return out
 
 
 # --------------------------------------------------------------------------- 2. candidates
@@ -326,7 +372,7 @@ def credit_assignment(adv: dict, injected: list, chunk: int = H) -> dict:
 # --------------------------------------------------------------------------- the run
 def run(task: str, budget_name: str, seed: int, out: Path, workers: int = 1, device: str = "cpu",
         critic_overrides: dict | None = None, d3rlpy_python: str | None = None, threads: int = 1,
-        progress=print) -> dict:
+        progress=print, log_candidate: dict | None = None) -> dict:
     from aloe_cli.critic import CriticConfig
     from aloe_cli.rewards import RewardSpec, resolve_rewards
     from aloe_cli.store import Store
@@ -334,7 +380,7 @@ def run(task: str, budget_name: str, seed: int, out: Path, workers: int = 1, dev
     budget = BUDGETS[budget_name]
     device = B.resolve_device(device)
     t_start = time.perf_counter()
-    work = Path(out) / stem_of(task, budget_name, seed, critic_overrides)
+    work = Path(out) / stem_of(task, budget_name, seed, critic_overrides, log_candidate)
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
@@ -348,6 +394,12 @@ def run(task: str, budget_name: str, seed: int, out: Path, workers: int = 1, dev
              f"{logged['seconds']:.0f} s; {len(logged['injected'])} injected harmful chunks; training the BC candidate")
     bc = train_bc(store_path, work / "bc", budget, seed, device)
     cands = candidate_specs(task, seed, work / "bc")
+    probe = {}
+    if log_candidate:
+        probe = log_candidates(task, budget, seed, store_path, cands, log_candidate)
+        store = Store.open(store_path)
+        added = ", ".join(f"{v['episodes']} episodes of {k}" for k, v in probe.items())
+        progress(f"[ope] coverage probe: logged {added}; {len(store.episodes)} episodes in all")
 
     overrides = dict(critic_overrides or {})
     base = CriticConfig(**({"steps": budget.critic_steps} if budget.critic_steps else {}), seed=seed, device=device,
@@ -445,7 +497,8 @@ def run(task: str, budget_name: str, seed: int, out: Path, workers: int = 1, dev
         "samples_per_state": K,
         "logged": {"episodes": int(len(store.episodes)), "frames": int(store.episodes["length"].sum()),
                    "behaviours": logged["counts"], "injected_chunks": len(logged["injected"]),
-                   "seconds": logged["seconds"]},
+                   "seconds": logged["seconds"], "candidates": probe},
+        "log_candidate": dict(log_candidate or {}),
         "bc_candidate": bc,
         "candidates": [{"name": c["name"], "spec": c["spec"], "args": c["args"], "deterministic": c["deterministic"]}
                        for c in cands],
@@ -515,25 +568,13 @@ def run_d3rlpy(python: str, store_path: Path, cands: list, reward: dict, base, w
                budget: Budget, threads: int) -> dict:
     """d3rlpy's FQE in its own interpreter (it pins an old gymnasium): see benchmarks/d3rlpy_fqe.py.
     Returns {"values": {candidate: per-state values} or None, "error", "seconds"}."""
-    import json
+    from .d3rlpy_fqe import run_job
 
-    t0 = time.perf_counter()
-    spec = work / "d3rlpy_job.json"
-    result_path = work / "d3rlpy_result.json"
-    spec.write_text(json.dumps({"store": str(store_path), "candidates": cands, "reward": reward, "gamma": base.gamma,
-                                "steps": base.steps, "batch_size": base.batch_size, "lr": base.lr,
-                                "hidden": base.hidden, "layers": base.layers, "seed": seed,
-                                "samples": base.samples, "device": base.device, "out": str(result_path)}))
-    repo = str(Path(__file__).resolve().parents[1])
-    env = dict(os.environ, PYTHONPATH=repo, OMP_NUM_THREADS=str(threads))
-    proc = subprocess.run([python, "-m", "benchmarks.d3rlpy_fqe", str(spec)], env=env, capture_output=True,
-                          text=True, cwd=repo)
-    seconds = time.perf_counter() - t0
-    if proc.returncode != 0 or not result_path.exists():
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        return {"values": None, "error": " | ".join(tail) or f"exit {proc.returncode}", "seconds": seconds}
-    out = json.loads(result_path.read_text())
-    out["seconds"] = seconds
+    out = run_job(python, {"store": str(store_path), "candidates": cands, "reward": reward, "gamma": base.gamma,
+                           "steps": base.steps, "batch_size": base.batch_size, "lr": base.lr, "hidden": base.hidden,
+                           "layers": base.layers, "seed": seed, "samples": base.samples, "device": base.device,
+                           "threads": threads}, work)
+    out.setdefault("values", None)
     return out
 
 
@@ -546,6 +587,9 @@ def print_report(r: dict, markdown: bool = False) -> None:
     lg = r["logged"]
     print(f"logged: {lg['episodes']} episodes, {lg['frames']} frames, {lg['injected_chunks']} injected harmful chunks; "
           f"reward step-penalty T_norm {r['reward'].get('t_norm_default')}, gamma {r['gamma']}; chunk H = {r['chunk_size']}")
+    for name, c in (lg.get("candidates") or {}).items():  # older JSON has no coverage probe
+        print(f"coverage probe (not the protocol): the logs include {c['episodes']} episodes of candidate {name} "
+              f"({c['frames']} frames, success {c['success_rate']:.2f})")
     ests = list(r["estimators"])
     rows = []
     for n in names:
@@ -623,10 +667,13 @@ def plot(r: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def stem_of(task: str, budget: str, seed: int, overrides: dict | None = None) -> str:
-    """The run's file stem; critic overrides are named in it, so a run with `--critic-set
-    ensemble=5` does not overwrite the default run."""
-    return f"ope-{task}-{budget}-seed{seed}" + B.overrides_suffix(overrides)
+def stem_of(task: str, budget: str, seed: int, overrides: dict | None = None,
+            log_candidate: dict | None = None) -> str:
+    """The run's file stem; critic overrides and the coverage probe are named in it, so a run with
+    `--critic-set ensemble=5` or `--log-candidate slow-0.5=20` does not overwrite the default run:
+    ("drawer-open-v3", "small", 0, {}, {"slow-0.5": 20}) -> "ope-drawer-open-v3-small-seed0-log-slow-0.5=20"."""
+    probe = "".join(f"-log-{name}={n}" for name, n in (log_candidate or {}).items())
+    return f"ope-{task}-{budget}-seed{seed}" + B.overrides_suffix(overrides) + probe
 
 
 def main(argv=None) -> dict:
@@ -642,6 +689,8 @@ def main(argv=None) -> dict:
                     help="override a CriticConfig field for every estimator, e.g. --critic-set tau=0.05")
     ap.add_argument("--d3rlpy-python", default=os.environ.get("ALOE_D3RLPY_PYTHON"),
                     help="a Python with d3rlpy installed (default $ALOE_D3RLPY_PYTHON); unset: d3rlpy is skipped")
+    ap.add_argument("--log-candidate", action="append", metavar="NAME=N",
+                    help="coverage probe: also log N episodes of candidate NAME (not part of the protocol)")
     ap.add_argument("--from-json", type=Path, default=None,
                     help="print the tables (and redraw the plot) of a finished run's JSON instead of running")
     ap.add_argument("--markdown", action="store_true", help="print the tables in GitHub markdown")
@@ -656,9 +705,11 @@ def main(argv=None) -> dict:
     if args.task not in metaworld_tasks():
         raise SystemExit(f"--task: unknown Meta-World task {args.task!r} (e.g. drawer-open-v3)")
     overrides = B.parse_critic_overrides(args.critic_set)
+    probe = parse_log_candidates(args.log_candidate)
     result = run(args.task, args.budget, args.seed, args.out, args.workers, args.device, overrides,
-                 args.d3rlpy_python, args.threads, progress=lambda m: print(m, file=sys.stderr, flush=True))
-    stem = stem_of(args.task, args.budget, args.seed, overrides)
+                 args.d3rlpy_python, args.threads, progress=lambda m: print(m, file=sys.stderr, flush=True),
+                 log_candidate=probe)
+    stem = stem_of(args.task, args.budget, args.seed, overrides, probe)
     B.write_json(args.out / f"{stem}.json", result)
     plot(result, args.out / f"{stem}.png")
     print_report(result, args.markdown)

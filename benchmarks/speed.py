@@ -199,6 +199,48 @@ def critic_training(store_path: Path, work: Path, budget: Budget, device: str) -
             "critic_dir": str(out)}
 
 
+def fqe_comparison(store_path: Path, work: Path, budget: Budget, device: str, d3rlpy_python: str | None) -> dict:
+    """aloe's one-step FQE in d3rlpy FQE's shape (H = 1, K = 1, one scalar head, the same batch, steps
+    and gamma) against d3rlpy's own FQE on the same store, each timed over its whole training step
+    (replay sampling, update, target update). d3rlpy's MLP gets as many hidden layers of the same
+    width as aloe's observation encoder and head together; both networks' parameter counts are
+    reported. d3rlpy runs in its own interpreter (`benchmarks.d3rlpy_fqe`); without one, only the
+    aloe side is measured."""
+    import torch
+
+    from aloe_cli.critic import CriticConfig, fit_critic, load_critic
+    from aloe_cli.rewards import RewardSpec, resolve_rewards
+    from aloe_cli.store import Store
+
+    from .d3rlpy_fqe import run_job
+
+    steps = budget.critic_steps
+    config = CriticConfig(bootstrap="policy", chunk_size=1, samples=1, ensemble=1, head="scalar", steps=steps,
+                          val_every=steps, device=device, log_every=max(1, min(100, steps // 4)))
+    out = work / "critic-fqe"
+    fit_critic(store_path, out, config, policy_spec=POLICY, policy_args={"chunk_size": 1})
+    cpu = torch.device(device).type == "cpu"
+    aloe = steady_rate(out / "metrics.jsonl", config.batch_size, cpu=cpu)
+    params = sum(p.numel() for p in load_critic(out, device="cpu").net.parameters())
+    result = {"aloe_fqe_samples_per_s": aloe, "aloe_fqe_parameters": int(params), "steps": steps,
+              "batch_size": config.batch_size, "hidden": config.hidden, "d3rlpy_layers": 2 * config.layers,
+              "d3rlpy": None}
+    if not d3rlpy_python:
+        result["d3rlpy_error"] = "not run: no --d3rlpy-python"
+        return result
+    reward = resolve_rewards(RewardSpec(), Store.open(store_path).episodes, str(store_path))
+    d3 = run_job(d3rlpy_python, {"mode": "speed", "store": str(store_path), "reward": reward, "gamma": config.gamma,
+                                 "steps": steps, "warmup": max(3, steps // 10), "batch_size": config.batch_size,
+                                 "hidden": config.hidden, "layers": 2 * config.layers, "seed": 0, "device": device,
+                                 "threads": torch.get_num_threads()}, work)
+    if "error" in d3:
+        result["d3rlpy_error"] = d3["error"]
+        return result
+    result["d3rlpy"] = d3
+    result["aloe_fqe_over_d3rlpy"] = aloe / d3["samples_per_s"]
+    return result
+
+
 def _fused_ok(dev) -> bool:
     import torch
 
@@ -305,7 +347,8 @@ def scoring_memory(stores: list[Path], critic_dir: Path, device: str) -> list[di
 
 
 # --------------------------------------------------------------------------- the run
-def run(budget_name: str, device: str, threads: int | None = None, progress=print) -> dict:
+def run(budget_name: str, device: str, threads: int | None = None, progress=print,
+        d3rlpy_python: str | None = None) -> dict:
     import torch
 
     from .bench_policy import synthetic_store
@@ -324,6 +367,8 @@ def run(budget_name: str, device: str, threads: int | None = None, progress=prin
         s1 = work / "store-1x"
         synthetic_store(s1, budget.store_episodes, 150, 39, 4)
         crit = critic_training(s1, work, budget, device)
+        progress("[speed] one-step FQE: aloe vs d3rlpy" + ("" if d3rlpy_python else " (no --d3rlpy-python: aloe only)"))
+        fqe = fqe_comparison(s1, work, budget, device, d3rlpy_python)
         progress("[speed] scoring")
         sc = scoring(s1, Path(crit["critic_dir"]), device)
         s10 = work / f"store-{budget.scale}x"
@@ -340,6 +385,7 @@ def run(budget_name: str, device: str, threads: int | None = None, progress=prin
         "machine": machine,
         "ingest": ing,
         "critic_training": crit,
+        "fqe_vs_d3rlpy": fqe,
         "scoring": sc,
         "scoring_memory": {"rows": mem, "memory_growth": mem[1]["peak_rss_mib"] / mem[0]["peak_rss_mib"]},
         "images": img,
@@ -364,6 +410,17 @@ def print_report(r: dict) -> None:
                  f"{c['floor_samples_per_s']:.0f} (same step, batch in memory)", f"{c['ratio_to_floor']:.2f}x"])
     rows.append(["", "", f"{c['bare_fwd_bwd_samples_per_s']:.0f} (bare forward+backward)",
                  f"{c['ratio_to_bare_fwd_bwd']:.2f}x"])
+    f = r.get("fqe_vs_d3rlpy")
+    if f:
+        d3 = f.get("d3rlpy")
+        rows.append([f"one-step FQE step (H 1, 1 scalar head, {f['aloe_fqe_parameters']:,} params)",
+                     f"{f['aloe_fqe_samples_per_s']:.0f} samples/s",
+                     f"{d3['samples_per_s']:.0f} (d3rlpy {d3['d3rlpy']} FQE, {f['d3rlpy_layers']}x{f['hidden']} MLP, "
+                     f"{d3['parameters']:,} params)" if d3 else f"d3rlpy FQE {f.get('d3rlpy_error', 'not run')}",
+                     f"{f['aloe_fqe_over_d3rlpy']:.2f}x" if d3 else "-"])
+        if d3:
+            rows.append([f"ALOE critic step (H {H}, K {c['samples_K']}) vs d3rlpy FQE", f"{c['full_samples_per_s']:.0f} samples/s",
+                         f"{d3['samples_per_s']:.0f} (d3rlpy FQE, H 1)", f"{c['full_samples_per_s'] / d3['samples_per_s']:.2f}x"])
     rows.append([f"score_chunks (K {s['K']})", f"{s['with_policy_chunks_per_s']:.0f} chunks/s",
                  f"{s['with_policy_floor_chunks_per_s']:.0f} (batched forward)", f"{s['with_policy_ratio_to_floor']:.2f}x"])
     rows.append(["score_chunks (Q only)", f"{s['q_only_chunks_per_s']:.0f} chunks/s",
@@ -396,12 +453,18 @@ def plot(r: dict, path: Path) -> None:
     labels = ["ingest 1x", f"ingest {r['budget_settings']['scale']}x", "critic step", "score (K)", "score (Q only)"]
     vals = [ing["ratio_1x"], ing["ratio_10x"], c["ratio_to_floor"], s["with_policy_ratio_to_floor"],
             s["q_only_ratio_to_floor"]]
-    fig, ax = plt.subplots(figsize=(6.5, 3.2))
-    ax.bar(labels, vals, color=["#4c72b0"] * 2 + ["#55a868"] + ["#c44e52"] * 2)
+    colours = ["#4c72b0"] * 2 + ["#55a868"] + ["#c44e52"] * 2
+    fqe = (r.get("fqe_vs_d3rlpy") or {}).get("aloe_fqe_over_d3rlpy")
+    if fqe is not None:  # a reference, not a floor: aloe's one-step FQE over d3rlpy's
+        labels.append("FQE / d3rlpy")
+        vals.append(fqe)
+        colours.append("#8172b2")
+    fig, ax = plt.subplots(figsize=(6.5 + 1.1 * (fqe is not None), 3.2))
+    ax.bar(labels, vals, color=colours)
     ax.axhline(1.0, color="0.5", lw=1)
     for i, v in enumerate(vals):
         ax.text(i, v, f"{v:.2f}", ha="center", va="bottom", fontsize=8)
-    ax.set_ylabel("throughput / floor")
+    ax.set_ylabel("throughput / floor" + (" or reference" if fqe is not None else ""))
     m = r["machine"]
     ax.set_title(f"aloe speed vs floors ({m['date'][:10]}, {m['cpu_count']} cores, {m['gpu'] or 'CPU'})", fontsize=9)
     fig.tight_layout()
@@ -416,8 +479,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--seed", type=int, default=0, help="unused beyond the fixed seeds; recorded")
     ap.add_argument("--out", type=Path, default=Path("results"))
+    ap.add_argument("--d3rlpy-python", default=os.environ.get("ALOE_D3RLPY_PYTHON"),
+                    help="a Python with d3rlpy installed (default $ALOE_D3RLPY_PYTHON); unset: d3rlpy's FQE is skipped")
     args = ap.parse_args(argv)
-    result = run(args.budget, args.device, args.threads, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    result = run(args.budget, args.device, args.threads, progress=lambda m: print(m, file=sys.stderr, flush=True),
+                 d3rlpy_python=args.d3rlpy_python)
     result["seed"] = args.seed
     B.write_json(args.out / f"speed-{args.budget}.json", result)
     plot(result, args.out / f"speed-{args.budget}.png")

@@ -4,9 +4,11 @@ The smoke budgets are tiny (a few episodes, tens of critic steps): these tests c
 programs run and what they write, not the numbers (those are in the README's tables).
 """
 
+import importlib.util
 import json
 import math
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -27,10 +29,18 @@ def _check_machine(m: dict) -> None:
 
 
 def test_ope_smoke(tmp_path, capsys):
-    ope.main(["--task", "drawer-open-v3", "--budget", "smoke", "--out", str(tmp_path)])
-    r = json.loads((tmp_path / "ope-drawer-open-v3-smoke-seed0.json").read_text())
-    assert (tmp_path / "ope-drawer-open-v3-smoke-seed0.png").stat().st_size > 1000
+    from aloe_cli.store import Store
+
+    # With the coverage probe: one more logged episode of a candidate, named in the stem.
+    ope.main(["--task", "drawer-open-v3", "--budget", "smoke", "--out", str(tmp_path), "--log-candidate", "slow-0.5=1"])
+    stem = "ope-drawer-open-v3-smoke-seed0-log-slow-0.5=1"
+    r = json.loads((tmp_path / f"{stem}.json").read_text())
+    assert (tmp_path / f"{stem}.png").stat().st_size > 1000
     assert r["benchmark"] == "ope" and r["task"] == "drawer-open-v3" and r["budget"] == "smoke"
+    assert r["log_candidate"] == {"slow-0.5": 1} and r["logged"]["candidates"]["slow-0.5"]["episodes"] == 1
+    policies = Store.open(tmp_path / stem / "store").episodes["policy_id"].tolist()
+    assert policies.count("candidate:slow-0.5") == 1 and len(policies) == r["logged"]["episodes"]
+    assert len(policies) == 1 + sum(b["episodes"] for b in r["logged"]["behaviours"].values())
     _check_machine(r["machine"])
     names = [c["name"] for c in r["candidates"]]
     assert len(names) >= 6 and "bc" in names
@@ -56,7 +66,8 @@ def test_ope_smoke(tmp_path, capsys):
     assert all(isinstance(v, bool) for v in r["targets"].values())
     out = capsys.readouterr().out
     assert "OPE benchmark: drawer-open-v3" in out and "regret@1" in out
-    again = ope.main(["--from-json", str(tmp_path / "ope-drawer-open-v3-smoke-seed0.json"), "--markdown"])
+    assert "coverage probe (not the protocol): the logs include 1 episodes of candidate slow-0.5" in out
+    again = ope.main(["--from-json", str(tmp_path / f"{stem}.json"), "--markdown"])
     assert again["estimators"].keys() == r["estimators"].keys()
     assert "| estimator | NAE [95% CI] | Spearman | regret@1 |" in capsys.readouterr().out
 
@@ -76,7 +87,10 @@ def test_critic_set_names_a_config_field():
 
 
 def test_speed_smoke(tmp_path, capsys):
-    speed.main(["--budget", "smoke", "--device", "cpu", "--threads", "1", "--out", str(tmp_path)])
+    # This interpreter as the d3rlpy one: without d3rlpy installed here (CI), the child fails and the
+    # run goes on, with the aloe side of the FQE comparison measured and the child's error recorded.
+    speed.main(["--budget", "smoke", "--device", "cpu", "--threads", "1", "--out", str(tmp_path),
+                "--d3rlpy-python", sys.executable])
     r = json.loads((tmp_path / "speed-smoke.json").read_text())
     assert (tmp_path / "speed-smoke.png").stat().st_size > 1000
     assert r["benchmark"] == "speed"
@@ -96,6 +110,13 @@ def test_speed_smoke(tmp_path, capsys):
     assert 0 < im["frames_share_of_image_step"] < 1
     out = capsys.readouterr().out
     assert "data-path overhead" in out and "critic step, 64x64 camera" in out and "PNG decode" in out
+    f = r["fqe_vs_d3rlpy"]
+    assert f["aloe_fqe_samples_per_s"] > 0 and f["aloe_fqe_parameters"] > 0 and f["d3rlpy_layers"] == 4
+    assert "one-step FQE step (H 1, 1 scalar head" in out
+    if importlib.util.find_spec("d3rlpy") is None:
+        assert f["d3rlpy"] is None and "No module named 'd3rlpy'" in f["d3rlpy_error"]
+    else:
+        assert f["d3rlpy"]["samples_per_s"] > 0 and f["aloe_fqe_over_d3rlpy"] > 0
 
 
 # ---------------------------------------------------------------------- pieces, by hand
@@ -185,6 +206,18 @@ def test_improve_smoke(tmp_path, capsys):
     for key in ("bc", "bc_deterministic"):
         assert 0.0 <= c[key]["ci_low"] <= c[key]["success_rate"] <= c[key]["ci_high"] <= 1.0
         assert c[key]["episodes"] == improve.BUDGETS["smoke"].eval_episodes
+
+
+def test_ope_log_candidate_pairs():
+    assert ope.parse_log_candidates(None) == {}
+    assert ope.parse_log_candidates(["slow-0.5=20", "noisy-1=5"]) == {"slow-0.5": 20, "noisy-1": 5}
+    for bad in ("bc=5", "slow-0.5", "slow-0.5=0", "slow-0.5=x", "nope=3"):
+        with pytest.raises(SystemExit, match=re.escape(f"--log-candidate: expected NAME=N with NAME one of expert, "
+                                                       f"noisy-0.5, noisy-1, noisy-2, slow-0.5, expert-then-noisy, "
+                                                       f"noisy-then-expert and N a positive integer, got {bad!r}")):
+            ope.parse_log_candidates([bad])
+    assert (ope.stem_of("drawer-open-v3", "small", 0, {"ensemble": 5}, {"slow-0.5": 20})
+            == "ope-drawer-open-v3-small-seed0-ensemble=5-log-slow-0.5=20")
 
 
 def test_ope_critic_overrides_name_the_run():
