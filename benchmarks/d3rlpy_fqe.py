@@ -2,9 +2,10 @@
 `benchmarks.ope`, its training speed for `benchmarks.speed`.
 
 `benchmarks.ope --d3rlpy-python PY` and `benchmarks.speed --d3rlpy-python PY` run
-``PY -m benchmarks.d3rlpy_fqe JOB.json`` (`run_job`) in a separate interpreter, because d3rlpy 2.8.1 pins gymnasium 1.0.0 while metaworld needs a newer one. The
-environment it was measured with (a venv that sees the project's packages and adds d3rlpy's
-own dependencies, minus its gymnasium pin, which d3rlpy runs without):
+``PY -m benchmarks.d3rlpy_fqe JOB.json`` (`run_job`) in a separate interpreter, because d3rlpy
+2.8.1 pins gymnasium 1.0.0 while metaworld needs a newer one. The environment it was measured
+with (a venv that sees the project's packages and adds d3rlpy's own dependencies, minus its
+gymnasium pin, which d3rlpy runs without):
 
     python -m venv /tmp/d3rlpy-venv
     echo "$(python -c 'import site; print(site.getsitepackages()[0])')" \
@@ -155,7 +156,8 @@ def run_job(python: str, job: dict, work: Path) -> dict:
     import subprocess
 
     t0 = time.perf_counter()
-    spec, out = Path(work) / f"d3rlpy_{job.get('mode', 'values')}_job.json", Path(work) / f"d3rlpy_{job.get('mode', 'values')}.json"
+    mode = job.get("mode", "values")
+    spec, out = Path(work) / f"d3rlpy_{mode}_job.json", Path(work) / f"d3rlpy_{mode}.json"
     spec.write_text(json.dumps({**job, "out": str(out)}))
     repo = str(Path(__file__).resolve().parents[1])
     env = dict(os.environ, PYTHONPATH=repo, OMP_NUM_THREADS=str(job.get("threads", 1)))

@@ -586,7 +586,8 @@ def print_report(r: dict, markdown: bool = False) -> None:
     print(f"OPE benchmark: {r['task']}, budget {r['budget']}, seed {r['seed']}; {B.machine_line(r['machine'])}")
     lg = r["logged"]
     print(f"logged: {lg['episodes']} episodes, {lg['frames']} frames, {lg['injected_chunks']} injected harmful chunks; "
-          f"reward step-penalty T_norm {r['reward'].get('t_norm_default')}, gamma {r['gamma']}; chunk H = {r['chunk_size']}")
+          f"reward step-penalty T_norm {r['reward'].get('t_norm_default')}, gamma {r['gamma']}; "
+          f"chunk H = {r['chunk_size']}")
     for name, c in (lg.get("candidates") or {}).items():  # older JSON has no coverage probe
         print(f"coverage probe (not the protocol): the logs include {c['episodes']} episodes of candidate {name} "
               f"({c['frames']} frames, success {c['success_rate']:.2f})")

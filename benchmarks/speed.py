@@ -118,7 +118,8 @@ def steady_rate(metrics_path: Path, batch: int, cpu: bool = False) -> float:
     thread, what other jobs on the machine do not change), else per second of wall time."""
     rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
     rows = [r for r in rows if "time/samples_per_s" in r]
-    (a, ra), (b, rb) = (rows[0]["step"], rows[0]["time/samples_per_s"]), (rows[-1]["step"], rows[-1]["time/samples_per_s"])
+    a, ra = rows[0]["step"], rows[0]["time/samples_per_s"]
+    b, rb = rows[-1]["step"], rows[-1]["time/samples_per_s"]
     if b <= a:
         return float(rb)
     if cpu:
@@ -395,6 +396,7 @@ def run(budget_name: str, device: str, threads: int | None = None, progress=prin
         "data_path_overhead<=15%": bool(crit["overhead_vs_floor"] <= 0.15),
         "ingest>=0.5x_floor": bool(min(ing["ratio_1x"], ing["ratio_10x"]) >= 0.5),
         "ingest_memory_flat(<=1.25x)": bool(ing["memory_growth"] <= 1.25),
+        "scoring_memory_flat(<=1.25x)": bool(result["scoring_memory"]["memory_growth"] <= 1.25),
     }
     return result
 
@@ -406,40 +408,51 @@ def print_report(r: dict) -> None:
     for row in ing["rows"]:
         rows.append([f"ingest {row['frames']} frames", f"{row['ingest_fps']:.0f} frames/s",
                      f"{row['floor_fps']:.0f} (h5py+pyarrow)", f"{row['ratio']:.2f}x"])
-    rows.append([f"critic step (batch {c['batch_size']}, K {c['samples_K']})", f"{c['full_samples_per_s']:.0f} samples/s",
+    full = f"{c['full_samples_per_s']:.0f} samples/s"
+    rows.append([f"critic step (batch {c['batch_size']}, K {c['samples_K']})", full,
                  f"{c['floor_samples_per_s']:.0f} (same step, batch in memory)", f"{c['ratio_to_floor']:.2f}x"])
     rows.append(["", "", f"{c['bare_fwd_bwd_samples_per_s']:.0f} (bare forward+backward)",
                  f"{c['ratio_to_bare_fwd_bwd']:.2f}x"])
     f = r.get("fqe_vs_d3rlpy")
     if f:
         d3 = f.get("d3rlpy")
+        if d3:
+            ref = (f"{d3['samples_per_s']:.0f} (d3rlpy {d3['d3rlpy']} FQE, {f['d3rlpy_layers']}x{f['hidden']} MLP, "
+                   f"{d3['parameters']:,} params)")
+        else:
+            ref = f"d3rlpy FQE {f.get('d3rlpy_error', 'not run')}"
         rows.append([f"one-step FQE step (H 1, 1 scalar head, {f['aloe_fqe_parameters']:,} params)",
-                     f"{f['aloe_fqe_samples_per_s']:.0f} samples/s",
-                     f"{d3['samples_per_s']:.0f} (d3rlpy {d3['d3rlpy']} FQE, {f['d3rlpy_layers']}x{f['hidden']} MLP, "
-                     f"{d3['parameters']:,} params)" if d3 else f"d3rlpy FQE {f.get('d3rlpy_error', 'not run')}",
+                     f"{f['aloe_fqe_samples_per_s']:.0f} samples/s", ref,
                      f"{f['aloe_fqe_over_d3rlpy']:.2f}x" if d3 else "-"])
         if d3:
-            rows.append([f"ALOE critic step (H {H}, K {c['samples_K']}) vs d3rlpy FQE", f"{c['full_samples_per_s']:.0f} samples/s",
-                         f"{d3['samples_per_s']:.0f} (d3rlpy FQE, H 1)", f"{c['full_samples_per_s'] / d3['samples_per_s']:.2f}x"])
+            rows.append([f"ALOE critic step (H {H}, K {c['samples_K']}) vs d3rlpy FQE", full,
+                         f"{d3['samples_per_s']:.0f} (d3rlpy FQE, H 1)",
+                         f"{c['full_samples_per_s'] / d3['samples_per_s']:.2f}x"])
     rows.append([f"score_chunks (K {s['K']})", f"{s['with_policy_chunks_per_s']:.0f} chunks/s",
-                 f"{s['with_policy_floor_chunks_per_s']:.0f} (batched forward)", f"{s['with_policy_ratio_to_floor']:.2f}x"])
+                 f"{s['with_policy_floor_chunks_per_s']:.0f} (batched forward)",
+                 f"{s['with_policy_ratio_to_floor']:.2f}x"])
     rows.append(["score_chunks (Q only)", f"{s['q_only_chunks_per_s']:.0f} chunks/s",
                  f"{s['q_only_floor_chunks_per_s']:.0f} (batched forward)", f"{s['q_only_ratio_to_floor']:.2f}x"])
     im = r["images"]
-    rows.append([f"critic step, 64x64 camera (batch {im['batch_size']}, CPU)", f"{im['image_samples_per_s']:.0f} samples/s",
-                 f"{im['state_samples_per_s']:.0f} (state only)", f"{im['image_over_state']:.3f}x"])
+    rows.append([f"critic step, 64x64 camera (batch {im['batch_size']}, CPU)",
+                 f"{im['image_samples_per_s']:.0f} samples/s", f"{im['state_samples_per_s']:.0f} (state only)",
+                 f"{im['image_over_state']:.3f}x"])
     print(B.format_table(["what", "aloe", "floor", "ratio"], rows))
     print()
     m = r["scoring_memory"]["rows"]
-    print(f"peak RSS: ingest {ing['rows'][0]['ingest_peak_rss_mib']:.0f} -> {ing['rows'][1]['ingest_peak_rss_mib']:.0f} "
-          f"MiB ({ing['memory_growth']:.2f}x at {r['budget_settings']['scale']}x the data); score_chunks "
-          f"{m[0]['peak_rss_mib']:.0f} -> {m[1]['peak_rss_mib']:.0f} MiB ({r['scoring_memory']['memory_growth']:.2f}x)")
-    print(f"data-path overhead of a critic step: {100 * c['overhead_vs_floor']:.1f}% over the same step on a batch in memory "
-          f"({c.get('timing', 'wall time')}); building a batch alone: {c.get('batch_build_ms', float('nan')):.2f} ms per "
-          f"step, {100 * c.get('batch_build_share', float('nan')):.1f}% of the step's {c.get('step_compute_ms', float('nan')):.1f} ms")
+    print(f"peak RSS: ingest {ing['rows'][0]['ingest_peak_rss_mib']:.0f} -> "
+          f"{ing['rows'][1]['ingest_peak_rss_mib']:.0f} MiB ({ing['memory_growth']:.2f}x at "
+          f"{r['budget_settings']['scale']}x the data); score_chunks {m[0]['peak_rss_mib']:.0f} -> "
+          f"{m[1]['peak_rss_mib']:.0f} MiB ({r['scoring_memory']['memory_growth']:.2f}x)")
+    nan = float("nan")
+    print(f"data-path overhead of a critic step: {100 * c['overhead_vs_floor']:.1f}% over the same step on a batch "
+          f"in memory ({c.get('timing', 'wall time')}); building a batch alone: {c.get('batch_build_ms', nan):.2f} ms "
+          f"per step, {100 * c.get('batch_build_share', nan):.1f}% of the step's "
+          f"{c.get('step_compute_ms', nan):.1f} ms")
     print(f"camera frames: indexing + random shift {100 * im['frames_share_of_image_step']:.1f}% of an image step; "
           f"PNG decode {im['decode_frames_per_s']:.0f} frames/s, once at load ({im['image_load_s']:.2f} s for "
-          f"{im['frames']} frames); decoding every step would add {100 * im['decode_every_step_would_add']:.1f}%")
+          f"{im['frames']} frames); decoding every step would add "
+          f"{100 * im['decode_every_step_would_add']:.1f}%")
     print("targets: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in r["targets"].items()))
 
 

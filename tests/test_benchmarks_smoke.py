@@ -101,6 +101,8 @@ def test_speed_smoke(tmp_path, capsys):
     for k in ("with_policy_chunks_per_s", "q_only_chunks_per_s", "with_policy_ratio_to_floor"):
         assert r["scoring"][k] > 0
     assert [m["chunks"] for m in r["scoring_memory"]["rows"]] == [8 * 150, 16 * 150]
+    assert set(r["targets"]) == {"data_path_overhead<=15%", "ingest>=0.5x_floor", "ingest_memory_flat(<=1.25x)",
+                                 "scoring_memory_flat(<=1.25x)"}
     assert all(isinstance(v, bool) for v in r["targets"].values())
     im = r["images"]
     assert im["frames"] == speed.BUDGETS["smoke"].image_episodes * speed.BUDGETS["smoke"].image_length
