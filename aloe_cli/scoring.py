@@ -163,6 +163,7 @@ def score_chunks(store: Store | str | os.PathLike, critic, policy=None, samples:
         if progress is not None:
             progress("score", done_frames, total_frames, {})
     flush()
+
     def repeated(column: str) -> np.ndarray:  # one object per episode, referenced by each of its chunks
         return np.repeat(eps[column].to_numpy(dtype=object), per_episode)
 

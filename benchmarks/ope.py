@@ -664,7 +664,8 @@ def plot(r: dict, path: Path) -> None:
         ax.axis("off")
     probe = "".join(f"; coverage probe: + {n} episodes of {name} in the logs"
                     for name, n in (r.get("log_candidate") or {}).items())
-    fig.suptitle(f"OPE on {r['task']} ({r['budget']}, seed {r['seed']}; {r['machine']['date'][:10]}{probe})", fontsize=9)
+    fig.suptitle(f"OPE on {r['task']} ({r['budget']}, seed {r['seed']}; {r['machine']['date'][:10]}{probe})",
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
