@@ -94,9 +94,10 @@ def speed(job: dict) -> dict:
     dataset, _, _ = mdp_dataset(job)
     d3rlpy.seed(int(job["seed"]))
     gen = torch.Generator().manual_seed(int(job["seed"]))
+    action_dim = dataset.episodes[0].actions.shape[1]
 
     def gaussian(x: torch.Tensor) -> torch.Tensor:
-        return (0.5 * torch.randn(x.shape[0], dataset.episodes[0].actions.shape[1], generator=gen)).to(x.device)
+        return (0.5 * torch.randn(x.shape[0], action_dim, generator=gen)).to(x.device)
 
     fqe = _fqe(job, dataset, gaussian)
     _fit(fqe, dataset, int(job["warmup"]))  # builds the networks; first steps

@@ -133,7 +133,6 @@ def log_data(task: str, budget: Budget, seed: int, store_path: Path) -> dict:
     """Run every behaviour into the store; returns {"counts", "injected": [(episode_id, frame)], "seconds"}."""
     from aloe_cli.robot.experts import metaworld_expert
     from aloe_cli.robot.sim import SimRobot
-    from aloe_cli.rollout import RolloutConfig, run_rollouts
 
     from .candidates import HarmfulChunkBehaviour
 
@@ -150,18 +149,30 @@ def log_data(task: str, budget: Budget, seed: int, store_path: Path) -> dict:
                                                last=max(11, min(50, budget.max_steps // 2)))
             else:
                 policy = metaworld_expert(task, chunk_size=H, seed=seed + 100 * i, **args)
-            cfg = RolloutConfig(episodes=n, max_steps=budget.max_steps, policy_id=pid, intervene=intervene,
-                                seed=seed, commit_every=max(n, 1))
-            summary = run_rollouts(robot, policy, store_path, cfg)
-            _stop_if_interrupted(summary)
-            counts[pid] = {"episodes": summary["episodes"], "success_rate": summary["success_rate"],
-                           "frames": summary["frames"], "intervention_frames": summary["intervention_frames"]}
+            summary = _log_episodes(robot, policy, store_path, n, budget, pid, seed, intervene)
+            counts[pid] = {**_counts(summary), "intervention_frames": summary["intervention_frames"]}
             if args is None:
                 ids = [r["episode_id"] for r in summary["per_episode"]]
                 injected += [(ids[e], int(f)) for e, f in policy.events]
     finally:
         robot.disconnect()
     return {"counts": counts, "injected": injected, "seconds": time.perf_counter() - t0}
+
+
+def _log_episodes(robot, policy, store_path: Path, n: int, budget: Budget, policy_id: str, seed: int,
+                  intervene: str = "none") -> dict:
+    """Roll `policy` out `n` times into the store (one commit); run_rollouts' summary."""
+    from aloe_cli.rollout import RolloutConfig, run_rollouts
+
+    cfg = RolloutConfig(episodes=n, max_steps=budget.max_steps, policy_id=policy_id, intervene=intervene,
+                        seed=seed, commit_every=max(n, 1))
+    summary = run_rollouts(robot, policy, store_path, cfg)
+    _stop_if_interrupted(summary)
+    return summary
+
+
+def _counts(summary: dict) -> dict:
+    return {"episodes": summary["episodes"], "success_rate": summary["success_rate"], "frames": summary["frames"]}
 
 
 def _stop_if_interrupted(summary: dict) -> None:
@@ -178,7 +189,6 @@ def log_candidates(task: str, budget: Budget, seed: int, store_path: Path, cands
     episodes and the truth are those of the run without the probe. Returns {name: counts}."""
     from aloe_cli.policy import load_policy
     from aloe_cli.robot.sim import SimRobot
-    from aloe_cli.rollout import RolloutConfig, run_rollouts
 
     _quiet_warnings()
     by_name = {c["name"]: c for c in cands}
@@ -188,12 +198,8 @@ def log_candidates(task: str, budget: Budget, seed: int, store_path: Path, cands
     try:
         for name, n in counts.items():
             cand = by_name[name]
-            cfg = RolloutConfig(episodes=n, max_steps=budget.max_steps, policy_id=f"candidate:{name}",
-                                seed=seed + 20_000, commit_every=n)
-            summary = run_rollouts(robot, load_policy(cand["spec"], cand["args"]), store_path, cfg)
-            _stop_if_interrupted(summary)
-            out[name] = {"episodes": summary["episodes"], "success_rate": summary["success_rate"],
-                         "frames": summary["frames"]}
+            policy = load_policy(cand["spec"], cand["args"])
+            out[name] = _counts(_log_episodes(robot, policy, store_path, n, budget, f"candidate:{name}", seed + 20_000))
     finally:
         robot.disconnect()
     return out

@@ -210,8 +210,6 @@ def fqe_comparison(store_path: Path, work: Path, budget: Budget, device: str, d3
     import torch
 
     from aloe_cli.critic import CriticConfig, fit_critic, load_critic
-    from aloe_cli.rewards import RewardSpec, resolve_rewards
-    from aloe_cli.store import Store
 
     from .d3rlpy_fqe import run_job
 
@@ -222,14 +220,15 @@ def fqe_comparison(store_path: Path, work: Path, budget: Budget, device: str, d3
     fit_critic(store_path, out, config, policy_spec=POLICY, policy_args={"chunk_size": 1})
     cpu = torch.device(device).type == "cpu"
     aloe = steady_rate(out / "metrics.jsonl", config.batch_size, cpu=cpu)
-    params = sum(p.numel() for p in load_critic(out, device="cpu").net.parameters())
+    critic = load_critic(out, device="cpu")
+    params = sum(p.numel() for p in critic.net.parameters())
     result = {"aloe_fqe_samples_per_s": aloe, "aloe_fqe_parameters": int(params), "steps": steps,
               "batch_size": config.batch_size, "hidden": config.hidden, "d3rlpy_layers": 2 * config.layers,
               "d3rlpy": None}
     if not d3rlpy_python:
         result["d3rlpy_error"] = "not run: no --d3rlpy-python"
         return result
-    reward = resolve_rewards(RewardSpec(), Store.open(store_path).episodes, str(store_path))
+    reward = critic.config["reward"]  # the reward spec fit_critic resolved on this store
     d3 = run_job(d3rlpy_python, {"mode": "speed", "store": str(store_path), "reward": reward, "gamma": config.gamma,
                                  "steps": steps, "warmup": max(3, steps // 10), "batch_size": config.batch_size,
                                  "hidden": config.hidden, "layers": 2 * config.layers, "seed": 0, "device": device,
