@@ -135,7 +135,7 @@ def available_methods() -> list[str]:
 def run(task: str, budget_name: str, seed: int, out: Path, device: str = "cpu", progress=print,
         seed_noise: float = 1.0, methods: list[str] | None = None, critic_obs: str = "state",
         critic_overrides: dict | None = None, policy_args: dict | None = None,
-        method_set: dict | None = None) -> dict:
+        method_set: dict | None = None, with_ceiling: bool = True) -> dict:
     from aloe_cli.critic import CriticConfig, fit_critic
     from aloe_cli.robot.experts import metaworld_expert
     from aloe_cli.robot.sim import SimRobot
@@ -167,8 +167,10 @@ def run(task: str, budget_name: str, seed: int, out: Path, device: str = "cpu", 
     _improve(seed_store, start, "bc", budget.policy_steps, seed, device, None, None)
     eval_seed = seed + 20_000
     start_eval, start_det = evaluate_both(task, start, budget, eval_seed)
-    progress(f"[improve] {task}: the ceiling (BC on noise-free expert episodes)")
-    ceiling = bc_ceiling(task, work / "ceiling", budget, seed, device, eval_seed)
+    ceiling = None
+    if with_ceiling:
+        progress(f"[improve] {task}: the ceiling (BC on noise-free expert episodes)")
+        ceiling = bc_ceiling(task, work / "ceiling", budget, seed, device, eval_seed)
     offered = available_methods()
     wanted = list(methods or METHODS)
     methods = [m for m in wanted if m in offered]
@@ -268,7 +270,8 @@ def bc_ceiling(task: str, work: Path, budget: Budget, seed: int, device: str, ev
 def merge(results: list[dict]) -> dict:
     """One result from runs of disjoint method subsets with the same settings (e.g. two processes
     run with `--methods aloe,bc` and `--methods awr,filtered`). Their round 0 is the same weak
-    start, so it must agree; wall time is the longest run's (they ran side by side)."""
+    start, so it must agree; wall time is the longest run's (they ran side by side). The ceiling is
+    the first one measured (the others ran with `--no-ceiling`, or measured the same)."""
     same = ("task", "budget", "seed", "seed_noise", "critic_obs", "critic_overrides", "policy_args", "method_set",
             "chunk_size", "budget_settings")
     results = [{"critic_overrides": {}, "policy_args": {}, "method_set": {}, **r}
@@ -292,6 +295,7 @@ def merge(results: list[dict]) -> dict:
     return {**base, "methods": order, "skipped_methods": sorted({m for r in results for m in r["skipped_methods"]}),
             "success": {m: success[m] for m in order},
             **({"success_deterministic": {m: det[m] for m in order}} if det is not None else {}),
+            "ceiling": next((r["ceiling"] for r in results if r.get("ceiling")), None),
             "wall_seconds": max(r["wall_seconds"] for r in results),
             "merged_from": [{"methods": r["methods"], "date": r["machine"]["date"], "wall_seconds": r["wall_seconds"]}
                             for r in results]}
@@ -404,6 +408,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--method-set", action="append", metavar="KEY=VALUE",
                     help="an option of aloe improve for every method it applies to, e.g. --method-set "
                          "beta_scale=0.25 (aloe and awr)")
+    ap.add_argument("--no-ceiling", dest="ceiling", action="store_false",
+                    help="skip the ceiling (BC on the clean expert): for all but one process of a split run, "
+                         "as --merge takes the ceiling of the run that measured it")
     ap.add_argument("--out", type=Path, default=Path("results"))
     ap.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
                     help="instead of running: join the JSON of runs of disjoint --methods subsets into one "
@@ -434,7 +441,7 @@ def main(argv=None) -> dict:
     result = run(args.task, args.budget, args.seed, args.out, args.device,
                  progress=lambda m: print(m, file=sys.stderr, flush=True), seed_noise=args.seed_noise,
                  methods=methods, critic_obs=args.critic_obs, critic_overrides=overrides, policy_args=policy_args,
-                 method_set=method_set)
+                 method_set=method_set, with_ceiling=args.ceiling)
     return _write(result, args.out, stem_of(args.task, args.budget, args.seed, methods, args.critic_obs, overrides,
                                             policy_args, method_set))
 

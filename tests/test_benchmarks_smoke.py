@@ -304,3 +304,15 @@ def test_improve_merge_joins_disjoint_method_runs(tmp_path):
     other_start = {k: [{**start, "success_rate": 0.3}] + v[1:] for k, v in b["success"].items()}
     with pytest.raises(SystemExit, match="round 0"):
         improve.merge([a, {**b, "success": other_start}])
+    ceiling = {"expert_episodes": 30, "bc": {**start, "success_rate": 1.0}}
+    assert improve.merge([{**a, "ceiling": None}, {**b, "ceiling": ceiling}])["ceiling"] == ceiling
+    assert improve.merge([a, b])["ceiling"] is None  # runs from before the ceiling
+
+
+def test_improve_no_ceiling_skips_it(tmp_path, capsys):
+    from benchmarks import improve
+
+    r = improve.main(["--budget", "smoke", "--methods", "bc", "--no-ceiling", "--out", str(tmp_path)])
+    assert r["ceiling"] is None and not (tmp_path / "improve-drawer-open-v3-smoke-seed0-bc" / "ceiling").exists()
+    assert json.loads((tmp_path / "improve-drawer-open-v3-smoke-seed0-bc.json").read_text())["ceiling"] is None
+    assert "ceiling:" not in capsys.readouterr().out
