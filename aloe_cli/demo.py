@@ -23,6 +23,10 @@ import pandas as pd
 
 from . import schema as S
 from .errors import BadInput
+from .outdirs import check_output
+
+SUMMARY_FILE = "demo.json"  # OUT/demo.json, written last: the summary `aloe demo --json` prints
+OUTPUTS = frozenset({"store", "policies", "critic", "scores", SUMMARY_FILE})  # what OUT holds
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,22 @@ class DemoConfig:
     improve_method: str = "aloe"  # aloe | awr | filtered | conditioned | bc
     eval_episodes: int = 30  # simulator episodes to measure v0 and v1
     score_samples: int = 8  # K policy samples per state when scoring
+
+    def check(self) -> None:
+        """Raise BadInput naming the option of the first invalid value, before anything runs."""
+        from .improve import check_method
+        from .robot.sim import metaworld_tasks
+
+        check_method(self.improve_method)
+        if not 0 <= self.seed < 2 ** 32:
+            raise BadInput(f"must be in [0, 2**32), got {self.seed}", field="--seed")
+        try:
+            tasks = metaworld_tasks()
+        except ImportError:  # the simulator names what is missing when it starts
+            tasks = None
+        if tasks is not None and self.task not in tasks:
+            raise BadInput(f"unknown Meta-World task {self.task!r} (e.g. drawer-open-v3; {len(tasks)} tasks)",
+                           field="--task")
 
     @classmethod
     def quick(cls, **overrides) -> "DemoConfig":
@@ -70,7 +90,8 @@ def measured_value(per_episode: list[dict], reward: dict, gamma: float, task: st
 
 def run_demo(config: DemoConfig = DemoConfig(), log: Callable[[str], None] = lambda s: None,
              force: bool = False) -> dict:
-    """Run the whole loop; returns a summary (also written to OUT/demo.json)."""
+    """Run the whole loop; returns a summary (also written to OUT/demo.json). `force` replaces an
+    earlier demo's OUT (and nothing else)."""
     import json
 
     import torch
@@ -84,12 +105,12 @@ def run_demo(config: DemoConfig = DemoConfig(), log: Callable[[str], None] = lam
     from .rollout import RolloutConfig, run_rollouts
     from .scoring import score
 
+    config.check()
     out = Path(config.out)
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise BadInput("already exists; pass --force to replace it", out, "--out")
+    check_output(out, "demo", "--out", replace=force, own_entries=OUTPUTS)
+    if out.exists():
         shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True)
     torch.manual_seed(config.seed)
     store, v0_dir, v1_dir = out / "store", out / "policies" / "v0", out / "policies" / "v1"
     critic_dir, scores_dir = out / "critic", out / "scores"
@@ -180,5 +201,5 @@ def run_demo(config: DemoConfig = DemoConfig(), log: Callable[[str], None] = lam
         "stage_seconds": timings,
         "config": asdict(config),
     }
-    (out / "demo.json").write_text(json.dumps(result, indent=2, default=str))
+    (out / SUMMARY_FILE).write_text(json.dumps(result, indent=2, default=str))
     return result

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import shutil
 import uuid
@@ -44,6 +45,7 @@ import numpy as np
 
 from . import schema as S
 from .errors import BadInput
+from .outdirs import check_output
 from .store import Store, vectors
 
 CODEBASE_VERSION = "v3.0"
@@ -175,14 +177,15 @@ def export(store_path: str | os.PathLike, scores_dir: str | os.PathLike | None, 
         raise BadInput(f"--method {method} takes its per-frame advantages from `aloe score` (--scores SCORES_DIR); "
                        f"only {', '.join(OWN_ADVANTAGES)} computes its own", field="--scores")
     out_dir = Path(out_dir)
-    if out_dir.exists() and not (out_dir.is_dir() and not any(out_dir.iterdir())) and not force:
-        raise BadInput("already exists; pass --force to replace it", out_dir, "OUT_DIR")
+    check_output(out_dir, "export", "OUT_DIR", replace=force)
     store = Store.open(store_path)
     eps = store.episodes
     if len(eps) == 0:
         raise BadInput("has no episodes to export", store.root)
+    if fps is not None and not (math.isfinite(fps) and fps > 0):
+        raise BadInput(f"must be a positive number, got {fps}", field="--fps")
     fps = fps if fps is not None else store.fps
-    if fps is None or not fps > 0:
+    if fps is None or not (math.isfinite(fps) and fps > 0):
         raise BadInput("the store records no frame rate; pass --fps", store.root / S.MANIFEST_FILE, "fps")
     fps_out = int(round(fps)) if abs(fps - round(fps)) < 1e-6 else float(fps)
     scores = None if scores_dir is None else load_scores(scores_dir, store)

@@ -41,6 +41,7 @@ import numpy as np
 from . import schema as S
 from . import weights as W
 from .errors import BadInput
+from .outdirs import check_output
 from .store import Store
 
 LINEAGE_KEY = "lineage"  # the policy.json block `aloe rounds` reads
@@ -94,9 +95,16 @@ APPLIES_TO = {"beta": EXP_METHODS, "beta_scale": EXP_METHODS, "w_max": EXP_METHO
               "indicator_dropout": ("conditioned",), "value_steps": ("awr",), "reward": ("awr",), "gamma": ("awr",)}
 
 
+def check_method(method: str) -> None:
+    if method not in METHODS:
+        raise BadInput(f"unknown method {method!r}; available: {', '.join(METHODS)}", field="--method")
+
+
 def method_options(method: str, given: dict | None) -> MethodOptions:
     """MethodOptions from the options the user gave (None values ignored), checked against the method."""
     given = {k: v for k, v in (given or {}).items() if v is not None}
+    if "beta" in given and "beta_scale" in given:
+        raise BadInput("give --beta (absolute) or --beta-scale (relative to std(A)), not both", field="--beta-scale")
     names = {f.name for f in dataclasses.fields(MethodOptions)}
     for key in given:
         if key not in names:
@@ -187,12 +195,18 @@ def load_scores(scores_dir: str | os.PathLike, store: Store) -> FrameScores:
     path = root / S.SCORES_CHUNKS_FILE
     cols = [S.EPISODE_ID, S.FRAME_INDEX, S.IS_INTERVENTION, S.ADVANTAGE]
     try:
-        have = set(pq.read_schema(path).names)
+        schema = pq.read_schema(path)
     except (OSError, pa.ArrowException) as e:
         raise BadInput(f"cannot be read as Parquet: {str(e).splitlines()[0]}", path) from None
+    kinds = {S.EPISODE_ID: ("a string", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t)),
+             S.FRAME_INDEX: ("an integer", pa.types.is_integer), S.IS_INTERVENTION: ("a bool", pa.types.is_boolean),
+             S.ADVANTAGE: ("a number", lambda t: pa.types.is_floating(t) or pa.types.is_integer(t))}
     for c in cols:
-        if c not in have:
+        if c not in schema.names:
             raise BadInput("missing column", path, c)
+        what, ok = kinds[c]
+        if not ok(schema.field(c).type):
+            raise BadInput(f"expected {what}, got {schema.field(c).type}", path, c)
     df = pd.read_parquet(path, columns=cols)
     lengths = store.episodes[S.LENGTH].to_numpy(dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
@@ -412,8 +426,7 @@ METHODS: dict[str, Callable[[MethodInput], Selection]] = {
 def select(store: Store, method: str, scores: FrameScores | None, options: MethodOptions,
            device: str = "cpu") -> Selection:
     """Run `method` on the store (and scores): the per-frame weights, advantages and indicators."""
-    if method not in METHODS:
-        raise BadInput(f"unknown method {method!r}; available: {', '.join(METHODS)}", field="--method")
+    check_method(method)
     require_scores(method, scores)
     frames = store.load_frames([S.IS_INTERVENTION])
     policy = np.repeat(store.episodes[S.POLICY_ID].fillna(S.UNKNOWN_POLICY_ID).astype(str).to_numpy(),
@@ -444,8 +457,7 @@ def improve(store_path: str | os.PathLike, out: str | os.PathLike, method: str =
     from .policy.builtin import PolicyConfig, read_policy_json, resolve_device, train_policy
     from .rounds import policy_fingerprint
 
-    if method not in METHODS:
-        raise BadInput(f"unknown method {method!r}; available: {', '.join(METHODS)}", field="--method")
+    check_method(method)
     opts = method_options(method, options)
     settings = dict(settings or {})
     require_scores(method, scores)
@@ -473,8 +485,7 @@ def improve(store_path: str | os.PathLike, out: str | os.PathLike, method: str =
         settings.update(advantage_conditioning=True, indicator_dropout=opts.indicator_dropout)
     config = PolicyConfig(**settings).validate(as_options=True)
     out = Path(out)
-    if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not force:
-        raise BadInput("already exists; pass --force to replace it", out, "--out")
+    check_output(out, "policy", "--out", replace=force)
     device = resolve_device(config.device)
     selection = select(store, method, frame_scores, opts, device)
 

@@ -22,6 +22,7 @@ import pandas as pd
 from . import chunks as C
 from . import schema as S
 from .errors import BadInput, PolicyError
+from .outdirs import check_output
 from .store import Store, vectors
 
 CRITICAL_Z = 2.0  # a chunk is critical when its advantage is this many task stds below V (ADVANTAGE_NORM <= -2)
@@ -62,6 +63,9 @@ def score_chunks(store: Store | str | os.PathLike, critic, policy=None, samples:
     if batch_size < 1:
         raise BadInput(f"must be at least 1, got {batch_size}", field="--batch-size")
     recorded = critic.config.get("policy") or {}
+    if policy_args and not policy_spec and policy is None:
+        raise BadInput("applies to the policy given with --policy; the critic's recorded policy is scored with its "
+                       f"recorded arguments {recorded.get('args') or {}}", field="--policy-arg")
     if q_only:
         policy, policy_spec, recorded = None, None, {}
     if policy is None:
@@ -76,7 +80,7 @@ def score_chunks(store: Store | str | os.PathLike, critic, policy=None, samples:
         if int(policy.chunk_size) < H:
             raise PolicyError(f"the policy's chunks have {policy.chunk_size} actions but the critic scores chunks "
                               f"of {H}", spec, "--policy")
-    K = int(samples or critic.config["config"].get("samples", 8))
+    K = int(samples if samples is not None else critic.config["config"].get("samples", 8))
     if K < 1:
         raise BadInput(f"must be at least 1, got {K}", field="--samples")
     agg, std_coef = critic.aggregate, critic.std_coef
@@ -390,17 +394,16 @@ def score(store: Store | str | os.PathLike, critic_dir: str | os.PathLike, out_d
 
     from .critic import load_critic
 
+    out_dir = Path(out_dir)
+    check_output(out_dir, "scores", "--out")
     store = store if isinstance(store, Store) else Store.open(store)
     critic = load_critic(critic_dir, device=device)
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise BadInput("exists and is not a directory", out_dir, "--out")
     chunks_df = score_chunks(store, critic, samples=samples, stride=stride, batch_size=batch_size,
                              policy_spec=policy_spec, policy_args=policy_args, progress=progress)
     episodes_df = episode_summaries(chunks_df, store, critic.config)
     summary = score_summary(chunks_df, episodes_df, critic, store, policy_spec)
     summary["stride"] = stride
-    summary["samples"] = int(samples or critic.config["config"].get("samples", 8))
+    summary["samples"] = int(samples if samples is not None else critic.config["config"].get("samples", 8))
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, table in ((S.SCORES_CHUNKS_FILE, chunks_table(chunks_df)),
                         (S.SCORES_EPISODES_FILE, episodes_table(episodes_df))):

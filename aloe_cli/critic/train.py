@@ -23,6 +23,7 @@ from .. import chunks as C
 from .. import schema as S
 from ..errors import BadInput
 from ..memory import keep_freed_memory
+from ..outdirs import check_output
 from ..rewards import RewardSpec, resolve_rewards, typical_lengths
 from ..store import Store
 from .config import (CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, SAMPLES_FILE, SAMPLES_META, WEIGHTS_FILE,
@@ -303,8 +304,7 @@ def fit_critic(store: Store | str | os.PathLike, out_dir: str | os.PathLike, con
 
     # ---- the output directory (nothing is written before the input is checked)
     ckpt_path = out_dir / CHECKPOINT_FILE
-    if out_dir.exists() and not out_dir.is_dir():
-        raise BadInput("exists and is not a directory", out_dir, "--out")
+    check_output(out_dir, "critic", "--out")
     if not resume and out_dir.exists() and any((out_dir / f).exists() for f in (CONFIG_FILE, CHECKPOINT_FILE)):
         raise BadInput("already holds a critic; pass --resume to continue it or choose another --out",
                        out_dir, "--out")

@@ -43,6 +43,7 @@ from torch import nn
 
 from .. import schema as S
 from ..errors import BadInput, PolicyError
+from ..outdirs import check_output
 from ..chunks import chunk_windows, frame_episode_end
 
 FORMAT_NAME = "aloe-flow-chunk-policy"
@@ -111,6 +112,8 @@ class PolicyConfig:
             raise BadInput(f"must be in [0, 1), got {self.val_fraction}", field=name_of("val_fraction"))
         if self.lr_schedule not in ("cosine", "constant"):
             raise BadInput(f"must be cosine or constant, got {self.lr_schedule!r}", field=name_of("lr_schedule"))
+        if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool) or not 0 <= self.seed < 2 ** 32:
+            raise BadInput(f"must be an integer in [0, 2**32), got {self.seed!r}", field=name_of("seed"))
         from ..vision import parse_obs
 
         if parse_obs(self.obs, name_of("obs")).time:
@@ -540,8 +543,7 @@ def train_policy(store, out_dir: str | os.PathLike, config: PolicyConfig = Polic
     """
     config = config.validate()
     out_dir = Path(out_dir)
-    if out_dir.exists() and not (out_dir.is_dir() and not any(out_dir.iterdir())) and not overwrite:
-        raise BadInput("already exists; pass --force to replace it", out_dir, "--out")
+    check_output(out_dir, "policy", "--out", replace=overwrite)
     device = resolve_device(config.device)
     init = None
     if init_from is not None:
@@ -568,6 +570,9 @@ def train_policy(store, out_dir: str | os.PathLike, config: PolicyConfig = Polic
         raise BadInput("has no episodes to train on", store.root)
     state_all, action_all = frames.columns[S.OBS_STATE], frames.columns[S.ACTION]
     D, A, H = state_all.shape[1], action_all.shape[1], config.chunk_size
+    if H > int(frames.lengths.max()):
+        raise BadInput(f"{H} is longer than the longest episode ({int(frames.lengths.max())} frames): every chunk "
+                       "would be mostly padding", field="--chunk-size")
     extra_dims = {c: int(frames.columns[c].shape[1]) for c in spec.extras}
     for c in spec.extras:
         if np.isnan(frames.columns[c]).any():

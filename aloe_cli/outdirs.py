@@ -1,0 +1,72 @@
+"""What kind of aloe directory a path is, and the check every writer makes before it writes.
+
+Each verb writes one kind of directory: a store, a critic, scores, a policy, an export or a demo.
+Before anything is written, a writer refuses an output that is a directory of another kind, or
+that lies inside an episode store; and a writer that replaces its output (`--force`) deletes only
+a directory of its own kind. A slip in `--out` cannot overwrite or delete a store or a critic.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from . import schema as S
+from .errors import BadInput
+
+
+def markers() -> dict[str, str]:
+    """{kind: the file that marks a directory of that kind}, most specific first."""
+    from .critic.config import CONFIG_FILE
+    from .demo import SUMMARY_FILE
+    from .export import ALOE_META_PATH
+
+    return {"store": S.MANIFEST_FILE, "critic": CONFIG_FILE, "policy": S.POLICY_FILE,
+            "scores": S.SCORES_SUMMARY_FILE, "export": ALOE_META_PATH, "demo": SUMMARY_FILE}
+
+
+def kind_of(path: str | os.PathLike) -> str | None:
+    """The kind of aloe directory `path` is ("store", "critic", ...), or None."""
+    p = Path(path)
+    if not p.is_dir():
+        return None
+    return next((kind for kind, marker in markers().items() if (p / marker).is_file()), None)
+
+
+def enclosing_store(path: str | os.PathLike) -> Path | None:
+    """The episode store that `path` lies inside (strictly below its root), or None."""
+    for parent in Path(path).resolve().parents:
+        if (parent / S.MANIFEST_FILE).is_file():
+            return parent
+    return None
+
+
+def check_output(path: str | os.PathLike, kind: str, option: str, replace: bool | None = None,
+                 own_entries: frozenset[str] = frozenset()) -> None:
+    """Raise BadInput naming `path` and `option` unless a `kind` writer may write there.
+
+    `replace`: None for a writer that only adds its files to the directory (scores, a critic);
+    False for one that needs it absent or empty; True for one that will delete it and write
+    anew (`--force`), which is allowed only on a directory of its own kind, an empty one, or one
+    holding nothing but `own_entries` (what a run of this writer cut short leaves behind).
+    """
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise BadInput("exists and is not a directory", p, option)
+    found = kind_of(p)
+    if found is not None and found != kind:
+        raise BadInput(f"is an aloe {found} directory ({markers()[found]}), not a {kind} directory; "
+                       f"choose another {option}", p, option)
+    store = enclosing_store(p)
+    if store is not None:
+        raise BadInput(f"lies inside the episode store {store}; write {kind} outputs outside it", p, option)
+    if replace is None or not p.exists():
+        return
+    entries = {e.name for e in p.iterdir()}
+    if not entries:
+        return
+    if not replace:
+        raise BadInput("already exists; pass --force to replace it", p, option)
+    if found != kind and not entries <= own_entries:
+        raise BadInput(f"holds files that are not an aloe {kind} directory; --force replaces only a {kind} "
+                       f"directory, so choose another {option}", p, option)
