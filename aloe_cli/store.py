@@ -29,6 +29,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import schema as S
@@ -129,6 +130,96 @@ class IngestResult:
         }
 
 
+# Entries of a store directory that are the store's own machinery, not content.
+_INTERNAL = frozenset({S.STAGING_DIR, S.LOCK_FILE, S.TXN_FILE, S.TXN_FILE + ".tmp"})
+
+
+def _is_count(x, minimum: int = 1) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= minimum
+
+
+def _check_manifest(m, path: Path) -> None:
+    """Raise StoreError naming the field when aloe.json's content is not a manifest this aloe can use."""
+    if not isinstance(m, dict):
+        raise StoreError(f"expected a JSON object, got {type(m).__name__}", path)
+    version = m.get("format_version")
+    if not _is_count(version):
+        raise StoreError("missing or not a positive integer", path, "format_version")
+    if version > S.FORMAT_VERSION:
+        raise StoreError(
+            f"store format {version} is newer than this aloe understands ({S.FORMAT_VERSION}); upgrade aloe",
+            path, "format_version")
+    for key in ("features", "ingests"):
+        if key not in m:
+            raise StoreError("missing", path, key)
+    fps = m.get("fps")
+    if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float))
+                            or not np.isfinite(fps) or fps <= 0):
+        raise StoreError(f"expected a positive number or null, got {fps!r}", path, "fps")
+    if not isinstance(m["ingests"], list) or not all(isinstance(i, dict) for i in m["ingests"]):
+        raise StoreError("expected a list of objects", path, "ingests")
+    features = m["features"]
+    if not isinstance(features, dict):
+        raise StoreError(f"expected an object, got {type(features).__name__}", path, "features")
+    for name in (S.OBS_STATE, S.ACTION):
+        if name not in features:
+            raise StoreError("missing", path, f"features.{name}")
+    for name, f in features.items():
+        where = f"features.{name}"
+        if not isinstance(f, dict) or not isinstance(f.get("dtype"), str):
+            raise StoreError("expected an object with a dtype", path, where)
+        shape = f.get("shape")
+        if f["dtype"] == "image" and shape is None:
+            continue
+        minimum = 1 if name in (S.OBS_STATE, S.ACTION) or f["dtype"] == "image" else 0
+        if not isinstance(shape, list) or not shape or not all(_is_count(d, minimum) for d in shape):
+            raise StoreError(f"expected a list of {'positive' if minimum else 'non-negative'} integers, "
+                             f"got {shape!r}", path, f"{where}.shape")
+
+
+def _episodes_frame(table: pa.Table, path: Path) -> pd.DataFrame:
+    """episodes.parquet as a DataFrame, once its columns, types, missing values and ids are checked."""
+    for f in S.EPISODES_SCHEMA:
+        if f.name not in table.column_names:
+            raise StoreError("missing column", path, f.name)
+        col = table.column(f.name)
+        if col.type != f.type:
+            try:
+                col = col.cast(f.type)
+            except pa.ArrowException:
+                raise StoreError(f"expected {f.type} values, got {col.type}", path, f.name) from None
+            table = table.set_column(table.column_names.index(f.name), f.name, col)
+        if not f.nullable and col.null_count:
+            row = int(np.flatnonzero(pc.is_null(col).to_numpy(zero_copy_only=False))[0])
+            raise StoreError(f"missing value (first in row {row})", path, f.name)
+    df = table.to_pandas()
+    for name in (S.LENGTH, S.ROW_GROUP):
+        negative = np.flatnonzero(df[name].to_numpy() < 0)
+        if len(negative):
+            raise StoreError(f"negative value {df[name].iloc[negative[0]]} in row {negative[0]}", path, name)
+    dup = df[S.EPISODE_ID].duplicated()
+    if dup.any():
+        row = int(np.flatnonzero(dup.to_numpy())[0])
+        eid = df[S.EPISODE_ID].iloc[row]
+        first = int(np.flatnonzero((df[S.EPISODE_ID] == eid).to_numpy())[0])
+        raise StoreError(f"episode id {eid!r} appears more than once (rows {first} and {row})", path, S.EPISODE_ID)
+    return df
+
+
+# The frame columns every frames file has (the first columns of S.frames_schema).
+_BASE_FRAME_COLUMNS = S.frames_schema(1, 1).names
+
+
+def _check_finite(a: np.ndarray, valid: np.ndarray | None, path: Path, eid: str, name: str) -> None:
+    """Raise StoreError when a loaded float column holds NaN or inf (null rows, where `valid` is False, may)."""
+    bad = ~np.isfinite(a)
+    if valid is not None:
+        bad[~valid] = False
+    if bad.any():
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise StoreError(f"episode {eid} contains NaN or inf (first at index {idx})", path, name)
+
+
 class Store:
     """An episode store on disk. Open with `Store.open(path)`; write with `store.writer(...)`."""
 
@@ -149,6 +240,9 @@ class Store:
         manifest_path = root / S.MANIFEST_FILE
         if not manifest_path.exists():
             if create:
+                if root.exists() and any(p.name not in _INTERNAL for p in root.iterdir()):
+                    raise StoreError(f"is not empty and is not an aloe store (no {S.MANIFEST_FILE}); "
+                                     "choose a new or empty directory", root)
                 return cls(root, None)
             if root.exists() and any(root.iterdir()):
                 raise StoreError(f"is not an aloe store (no {S.MANIFEST_FILE})", root)
@@ -157,16 +251,7 @@ class Store:
             manifest = json.loads(manifest_path.read_text())
         except (OSError, ValueError) as e:
             raise StoreError(f"cannot be parsed: {e}", manifest_path) from None
-        version = manifest.get("format_version")
-        if not isinstance(version, int):
-            raise StoreError("missing or not an integer", manifest_path, "format_version")
-        if version > S.FORMAT_VERSION:
-            raise StoreError(
-                f"store format {version} is newer than this aloe understands ({S.FORMAT_VERSION}); upgrade aloe",
-                manifest_path, "format_version")
-        for key in ("features", "ingests"):
-            if key not in manifest:
-                raise StoreError("missing", manifest_path, key)
+        _check_manifest(manifest, manifest_path)
         return cls(root, manifest)
 
     @property
@@ -211,13 +296,17 @@ class Store:
     def episodes(self) -> pd.DataFrame:
         if self._episodes is None:
             path = self.root / S.EPISODES_FILE
+            if self.manifest is not None and not path.exists() and self.manifest["ingests"]:
+                raise StoreError(f"missing, but {S.MANIFEST_FILE} lists {len(self.manifest['ingests'])} ingests",
+                                 path)
             if self.manifest is None or not path.exists():
                 self._episodes = S.EPISODES_SCHEMA.empty_table().to_pandas()
             else:
                 try:
-                    self._episodes = pq.read_table(path).to_pandas()
+                    table = pq.read_table(path)
                 except (OSError, pa.ArrowException) as e:
                     raise StoreError(f"cannot be read: {e}", path) from None
+                self._episodes = _episodes_frame(table, path)
         return self._episodes
 
     # ------------------------------------------------------------------ reading
@@ -243,12 +332,26 @@ class Store:
                             columns: list[str] | None = None) -> Iterator[tuple[pd.Series, pa.Table]]:
         """Yield (episode row, frames table) one episode at a time (one row group read each)."""
         rows = self._select(episode_ids)
+        needed = columns if columns is not None else _BASE_FRAME_COLUMNS
         files: dict[str, pq.ParquetFile] = {}
         for _, row in rows.iterrows():
             rel = row[S.FRAMES_FILE]
+            path = self.root / rel
             if rel not in files:
                 files[rel] = self._frames_file(rel)
-            yield row, files[rel].read_row_group(int(row[S.ROW_GROUP]), columns=columns)
+                names = set(files[rel].schema_arrow.names)
+                missing = [c for c in needed if c not in names]
+                if missing:
+                    raise StoreError("missing column", path, missing[0])
+            f, rg = files[rel], int(row[S.ROW_GROUP])
+            if rg >= f.num_row_groups:
+                raise StoreError(f"episode {row[S.EPISODE_ID]}: the episodes table says row group {rg}, but the "
+                                 f"file has {f.num_row_groups}", path, S.ROW_GROUP)
+            try:
+                table = f.read_row_group(rg, columns=columns)
+            except (OSError, pa.ArrowException) as e:
+                raise StoreError(f"cannot be read: {e}", path) from None
+            yield row, table
 
     def iter_episodes(self, episode_ids: Iterable[str] | None = None) -> Iterator[Episode]:
         """Yield stored episodes as `Episode` objects, one row group at a time."""
@@ -284,15 +387,31 @@ class Store:
         n = int(lengths.sum())
         out: dict[str, np.ndarray] = {}
         pos = 0
-        for _, t in self.iter_episode_tables(rows[S.EPISODE_ID], columns=columns):
+        for row, t in self.iter_episode_tables(rows[S.EPISODE_ID], columns=columns):
+            path, eid = self.root / row[S.FRAMES_FILE], row[S.EPISODE_ID]
+            if t.num_rows != row[S.LENGTH]:
+                raise StoreError(f"episode {eid} has {t.num_rows} frames but the episodes table says "
+                                 f"{row[S.LENGTH]}", path, S.LENGTH)
             for name in columns:
                 col = t.column(name)
                 if pa.types.is_list(col.type) or pa.types.is_fixed_size_list(col.type):
-                    a = vectors(col, self.features.get(name, {}).get("shape", [None])[0])
+                    dim = (self.features.get(name, {}).get("shape") or [None])[0]
+                    try:
+                        a = vectors(col, dim)
+                    except ValueError:
+                        raise StoreError(f"episode {eid} does not have {dim} numbers in every frame", path,
+                                         name) from None
+                    if dim is not None and a.shape[1] != dim:
+                        raise StoreError(f"has {a.shape[1]} numbers per frame but {S.MANIFEST_FILE} says {dim}",
+                                         path, name)
                 elif name == S.REWARD:
                     a = col.to_numpy(zero_copy_only=False).astype(np.float32)  # nulls -> nan
                 else:
                     a = col.to_numpy(zero_copy_only=False)
+                if a.dtype.kind == "f":
+                    nullable = col.null_count and name not in (S.OBS_STATE, S.ACTION)
+                    _check_finite(a, pc.is_valid(col).to_numpy(zero_copy_only=False) if nullable else None,
+                                  path, eid, name)
                 if name not in out:
                     out[name] = np.empty((n,) + a.shape[1:], dtype=a.dtype)
                 out[name][pos:pos + len(a)] = a
@@ -335,12 +454,32 @@ class _Lock:
         os.close(self.fd)
 
 
+def _read_journal(path: Path) -> dict:
+    """The journal of a committed write, checked before anything is renamed or deleted (it is left as it is)."""
+    keep = "it records an interrupted write; it was left in place"
+    try:
+        txn = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise StoreError(f"cannot be parsed ({keep}): {e}", path) from None
+
+    def inside(rel) -> bool:
+        return isinstance(rel, str) and bool(rel) and not os.path.isabs(rel) and ".." not in Path(rel).parts
+
+    ok = (isinstance(txn, dict) and isinstance(txn.get("id"), str) and inside(txn["id"]) and "/" not in txn["id"]
+          and isinstance(txn.get("renames"), list) and isinstance(txn.get("deletes"), list)
+          and all(isinstance(r, list) and len(r) == 2 and all(map(inside, r)) for r in txn["renames"])
+          and all(map(inside, txn["deletes"])))
+    if not ok:
+        raise StoreError(f"is not a journal this aloe wrote ({keep})", path)
+    return txn
+
+
 def _roll_forward(root: Path) -> None:
     """Finish a committed transaction from its journal (idempotent)."""
     txn_path = root / S.TXN_FILE
     if not txn_path.exists():
         return
-    txn = json.loads(txn_path.read_text())
+    txn = _read_journal(txn_path)
     for src, dst in txn["renames"]:
         s, d = root / src, root / dst
         if s.exists():
@@ -376,24 +515,27 @@ class StoreWriter:
         self.replace_hash = replace_hash
         self.txn_id = uuid.uuid4().hex[:12]
         self.created_root = not self.root.exists()
+        self.created_lock = not (self.root / S.LOCK_FILE).exists()
+        self.had_staging = (self.root / S.STAGING_DIR).exists()
         self.lock = _Lock(self.root)
         self.lock.__enter__()
         self._closed = False
+        self._committed = False
+        self.staging = self.root / S.STAGING_DIR / self.txn_id  # made by _stage() when first needed
         try:
-            # Sweep staging folders that crashed writers left (we hold the lock).
-            shutil.rmtree(self.root / S.STAGING_DIR, ignore_errors=True)
-            self.staging = self.root / S.STAGING_DIR / self.txn_id
-            self.staging.mkdir(parents=True)
+            self._read_store()
         except BaseException:
             self._release()
             raise
-        m = store.manifest
+
+    def _read_store(self) -> None:
+        store, m = self.store, self.store.manifest
         self.features: dict | None = None if m is None else json.loads(json.dumps(m["features"]))
         self.fps: float | None = None if m is None else m.get("fps")
         # Episodes being replaced (re-ingest of the same content with --force).
         self.replaced_ingests = []
-        if m is not None and replace_hash and content_hash:
-            self.replaced_ingests = [i for i in m["ingests"] if i.get("content_hash") == content_hash]
+        if m is not None and self.replace_hash and self.content_hash:
+            self.replaced_ingests = [i for i in m["ingests"] if i.get("content_hash") == self.content_hash]
         replaced_ids = {e for i in self.replaced_ingests for e in i["episode_ids"]}
         self.existing_ids = set(store.episodes[S.EPISODE_ID]) - replaced_ids
         self.rows: list[dict] = []
@@ -404,6 +546,14 @@ class StoreWriter:
         self._pq: pq.ParquetWriter | None = None
         self._schema: pa.Schema | None = None
         self.part_name = None
+
+    def _stage(self) -> Path:
+        """The staging folder, made on first use (so a write refused early leaves none)."""
+        if not self.staging.exists():
+            # Sweep staging folders that crashed writers left (we hold the lock).
+            shutil.rmtree(self.root / S.STAGING_DIR, ignore_errors=True)
+            self.staging.mkdir(parents=True)
+        return self.staging
 
     # -------------------------------------------------------------- features
     def _init_features(self, ep: Episode, names: dict[str, list[str]] | None) -> None:
@@ -482,7 +632,7 @@ class StoreWriter:
         table = pa.Table.from_pydict(cols, schema=schema)
         if self._pq is None:
             self.part_name = f"{S.FRAMES_DIR}/part-{_dt.datetime.now(_dt.timezone.utc):%Y%m%dT%H%M%S}-{self.txn_id}.parquet"
-            self._pq = pq.ParquetWriter(self.staging / "frames.parquet", schema, compression="zstd")
+            self._pq = pq.ParquetWriter(self._stage() / "frames.parquet", schema, compression="zstd")
         self._pq.write_table(table, row_group_size=max(T, 1))
         interv = int(ep.is_intervention.sum())
         terminated = ep.is_terminated
@@ -541,7 +691,7 @@ class StoreWriter:
         new_rows = pd.DataFrame(self.rows, columns=S.EPISODES_SCHEMA.names)
         episodes = pd.concat([keep, new_rows], ignore_index=True) if len(keep) else new_rows
         table = pa.Table.from_pandas(episodes, schema=S.EPISODES_SCHEMA, preserve_index=False)
-        pq.write_table(table, self.staging / S.EPISODES_FILE)
+        pq.write_table(table, self._stage() / S.EPISODES_FILE)
         # Frames files no longer referenced by any episode are deleted.
         live_files = set(episodes[S.FRAMES_FILE])
         old_files = set(old[S.FRAMES_FILE]) if len(old) else set()
@@ -578,6 +728,7 @@ class StoreWriter:
         os.replace(tmp, self.root / S.TXN_FILE)  # the commit point
         _fsync_dir(self.root)
         _crashpoint("after-journal")
+        self._committed = True
         _roll_forward(self.root)
         self.store.manifest = m
         self.store._episodes = None
@@ -598,6 +749,11 @@ class StoreWriter:
     def _release(self) -> None:
         if not self._closed:
             self._closed = True
+            if not self._committed:  # leave the directory's machinery as it was found
+                if not self.had_staging:
+                    shutil.rmtree(self.root / S.STAGING_DIR, ignore_errors=True)
+                if self.created_lock and self.store.manifest is None:  # never an existing store's lock: a
+                    (self.root / S.LOCK_FILE).unlink(missing_ok=True)  # waiting writer holds that inode open
             self.lock.__exit__(None, None, None)
             if self.created_root and not (self.root / S.MANIFEST_FILE).exists():
                 shutil.rmtree(self.root, ignore_errors=True)
