@@ -29,6 +29,7 @@ then exits 130). Nothing recorded is lost.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import threading
@@ -51,6 +52,7 @@ log = logging.getLogger("aloe.rollout")
 INTERVENE_MODES = ("none", "expert-on-stall", "keyboard", "teleop")
 LABEL_MODES = ("auto", "prompt")
 LABEL_ANSWERS = ("success", "failure", "discard")
+_STOPPED = object()  # what `_sample_threaded` returns when the run is stopped (a policy may return anything)
 
 
 @dataclass(frozen=True)
@@ -85,19 +87,28 @@ class RolloutConfig:
         if self.execute_steps is not None and not 1 <= self.execute_steps <= chunk_size:
             raise BadInput(f"must be between 1 and the policy's chunk size {chunk_size}, got {self.execute_steps}",
                            field="--execute-steps")
-        if self.fps is not None and self.fps <= 0:
-            raise BadInput(f"must be positive, got {self.fps}", field="--fps")
+        if self.fps is not None and not (math.isfinite(self.fps) and self.fps > 0):
+            raise BadInput(f"must be a finite number > 0, got {self.fps}", field="--fps")
+        if not 0 <= self.seed < 2 ** 32:  # numpy's (and so the simulator's) seed range
+            raise BadInput(f"must be >= 0, got {self.seed}" if self.seed < 0 else f"must be < 2**32, got {self.seed}",
+                           field="--seed")
         if self.intervene not in INTERVENE_MODES:
             raise BadInput(f"{self.intervene!r} is not one of {', '.join(INTERVENE_MODES)}", field="--intervene")
         if self.label not in LABEL_MODES:
             raise BadInput(f"{self.label!r} is not one of {', '.join(LABEL_MODES)}", field="--label")
-        if self.deadline_s <= 0 or self.policy_timeout_s < self.deadline_s:
+        if not (math.isfinite(self.deadline_s) and self.deadline_s > 0):
+            raise BadInput(f"must be a finite number > 0, got {self.deadline_s}", field="--deadline")
+        if not math.isfinite(self.policy_timeout_s):
+            raise BadInput(f"must be a finite number, got {self.policy_timeout_s}", field="--policy-timeout")
+        if self.policy_timeout_s < self.deadline_s:
             raise BadInput(f"need 0 < deadline ({self.deadline_s}) <= policy timeout ({self.policy_timeout_s})",
                            field="--deadline")
+        if not (math.isfinite(self.reset_time_s) and self.reset_time_s >= 0):
+            raise BadInput(f"must be a finite number >= 0, got {self.reset_time_s}", field="--reset-time")
         if self.commit_every < 1:
             raise BadInput(f"must be at least 1, got {self.commit_every}", field="--commit-every")
-        if self.max_delta is not None and self.max_delta <= 0:
-            raise BadInput(f"must be positive, got {self.max_delta}", field="--max-delta")
+        if self.max_delta is not None and not (math.isfinite(self.max_delta) and self.max_delta > 0):
+            raise BadInput(f"must be a finite number > 0, got {self.max_delta}", field="--max-delta")
 
 
 def make_intervention(mode: str, robot: Robot, config: RolloutConfig, keys=None) -> Teleoperator | None:
@@ -494,7 +505,8 @@ class _Session:
             raise RobotError(f"{self.robot.name}: {type(error).__name__}: {error}") from error
 
     def _request(self, obs: dict, frame: int, ev: dict) -> np.ndarray | None:
-        """One chunk (H, A) for `obs`; holds the robot when it is late; None when stopped."""
+        """One chunk (H, A) for `obs`; holds the robot when it is late; None when stopped (a policy that
+        returns None is bad output, not a stop)."""
         batch = {}
         for key, value in obs.items():
             if key == S.TASK:
@@ -504,13 +516,19 @@ class _Session:
         batch[S.FRAME_INDEX] = np.array([frame], dtype=np.int64)
         t0 = time.monotonic()
         out = self._sample_threaded(batch, t0, frame, ev) if self.worker else self._sample_inline(batch, t0, frame, ev)
-        if out is None:
+        if out is _STOPPED:
             return None
         self.latencies.append(time.monotonic() - t0)
-        out = np.asarray(out, dtype=np.float32)
-        if out.shape != (1, 1, self.H, self.A):
-            raise PolicyError(f"sample() returned shape {out.shape}, expected {(1, 1, self.H, self.A)}",
-                              self.name, "--policy")
+        want = (1, 1, self.H, self.A)
+        if out is None:
+            raise PolicyError(f"sample() returned None, expected an array of shape {want}", self.name, "--policy")
+        try:
+            out = np.asarray(out, dtype=np.float32)
+        except (TypeError, ValueError) as e:
+            raise PolicyError(f"sample() returned {type(out).__name__}, not an array of numbers: {e}",
+                              self.name, "--policy") from None
+        if out.shape != want:
+            raise PolicyError(f"sample() returned shape {out.shape}, expected {want}", self.name, "--policy")
         return out[0, 0]
 
     def _sample_threaded(self, batch: dict, t0: float, frame: int, ev: dict):
@@ -529,7 +547,7 @@ class _Session:
             except BaseException as e:
                 raise PolicyError(f"sample() raised {type(e).__name__}: {e}", self.name, "--policy") from e
             if self.stop.is_set():
-                return None
+                return _STOPPED
             waited = time.monotonic() - t0
             if not held and waited >= self.cfg.deadline_s:
                 self.robot.hold()

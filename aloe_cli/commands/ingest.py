@@ -53,12 +53,14 @@ def register(app: typer.Typer) -> None:
                 size = (w, h)
             except ValueError:
                 raise BadInput(f"{image_size!r} is not WxH", field="--image-size") from None
+            if w < 1 or h < 1:
+                raise BadInput(f"{image_size!r}: width and height must be at least 1", field="--image-size")
         options = ReadOptions(
             state_keys=[k.strip() for k in state_keys.split(",")] if state_keys else None,
             filter_key=filter_key, images=images, image_size=size, split=split)
         result = run_ingest(
             store, source, format, options=options, force=force,
-            success=parse_success(success, "--success", "--success") if success is not None else None,
+            success=parse_success(success, None, "--success") if success is not None else None,
             labels=labels, policy_id=policy_id, task=task)
         d = result.to_dict()
 

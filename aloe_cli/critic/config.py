@@ -84,8 +84,10 @@ class CriticConfig:
             raise BadInput(f"must be in (0, 1], got {self.gamma}", field="--gamma")
         if not 0.0 < self.tau <= 1.0:
             raise BadInput(f"must be in (0, 1], got {self.tau}", field="--tau")
-        if not self.lr > 0:
-            raise BadInput(f"must be positive, got {self.lr}", field="--lr")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise BadInput(f"must be a finite number > 0, got {self.lr}", field="--lr")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise BadInput(f"must be a number >= 0, got {self.weight_decay}", field="--weight-decay")
         if not (math.isfinite(self.std_coef) and self.std_coef >= 0):
             raise BadInput(f"must be a number >= 0, got {self.std_coef}", field="--std-coef")
         if not 0.0 <= self.val_fraction < 1.0:
@@ -95,6 +97,9 @@ class CriticConfig:
         parse_obs(self.obs)
         if self.layers < 1:
             raise BadInput(f"must be at least 1, got {self.layers}", field="--layers")
+        if not 0 <= self.seed < 2 ** 63:  # numpy needs >= 0, torch.manual_seed < 2**64 (plus 1000 per rank)
+            raise BadInput(f"must be >= 0, got {self.seed}" if self.seed < 0 else f"must be < 2**63, got {self.seed}",
+                           field="--seed")
 
 
 def _opt(name: str) -> str:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -103,31 +105,42 @@ def load_critic(critic_dir: str | os.PathLike, device: str = "cpu") -> Critic:
     from .net import CriticNet
     from .train import resolve_device
 
+    name = _device_name(device)  # before any file is read: a bad --device is the user's option, not the critic's
     critic_dir = Path(critic_dir)
     if not critic_dir.is_dir():
         raise BadInput("no such critic directory (run `aloe fit-critic` first)", critic_dir, "--critic")
-    for name in (CONFIG_FILE, WEIGHTS_FILE):
-        if not (critic_dir / name).exists():
-            raise BadInput(f"missing {name}: not a finished critic written by `aloe fit-critic`", critic_dir,
+    for fname in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (critic_dir / fname).exists():
+            raise BadInput(f"missing {fname}: not a finished critic written by `aloe fit-critic`", critic_dir,
                            "--critic")
+    where = critic_dir / CONFIG_FILE
     try:
-        config = json.loads((critic_dir / CONFIG_FILE).read_text())
+        config = json.loads(where.read_text())
     except (OSError, ValueError) as e:
-        raise BadInput(f"cannot be parsed: {e}", critic_dir / CONFIG_FILE) from None
+        raise BadInput(f"cannot be parsed: {e}", where) from None
+    if not isinstance(config, dict):
+        raise BadInput(f"expected a JSON object, got {type(config).__name__}", where)
     if config.get("format") != CRITIC_FORMAT:
-        raise BadInput(f"is not an aloe critic config (format {config.get('format')!r})",
-                       critic_dir / CONFIG_FILE, "format")
-    if int(config.get("version", 0)) > CRITIC_VERSION:
-        raise BadInput(f"critic format {config['version']} is newer than this aloe understands ({CRITIC_VERSION})",
-                       critic_dir / CONFIG_FILE, "version")
-    dev = resolve_device(device if isinstance(device, str) else str(device))
-    c = CriticConfig.from_dict(config["config"])
-    support = tuple(float(x) for x in config["value_support"])
-    norm = config["normalization"]
+        raise BadInput(f"is not an aloe critic config (format {config.get('format')!r})", where, "format")
+    version = config.get("version", 0)
+    if not _is_int(version):
+        raise BadInput(f"expected an integer, got {version!r}", where, "version")
+    if version > CRITIC_VERSION:
+        raise BadInput(f"critic format {version} is newer than this aloe understands ({CRITIC_VERSION})",
+                       where, "version")
+    c = _check_config(config, where)
+    support, norm = _check_fields(config, where)
+    if name.startswith("cuda:"):
+        dev = resolve_device("cuda", int(name[5:]))
+    else:
+        dev = resolve_device(name)
     support_n = tuple((x - norm["return_shift"]) / norm["return_scale"] for x in support)
-    net = CriticNet(int(config.get("obs_dim", config["state_dim"])), int(config["action_dim"]),
-                    int(config["chunk_size"]), c.ensemble, c.hidden, c.layers, c.head, c.bins, c.chunk_encoder,
-                    support_n, images={k: tuple(v) for k, v in (config.get("images") or {}).items()})
+    try:
+        net = CriticNet(int(config.get("obs_dim", config["state_dim"])), int(config["action_dim"]),
+                        int(config["chunk_size"]), c.ensemble, c.hidden, c.layers, c.head, c.bins, c.chunk_encoder,
+                        support_n, images={k: tuple(v) for k, v in (config.get("images") or {}).items()})
+    except (ValueError, TypeError, RuntimeError) as e:  # a combination of values no critic was fitted with
+        raise BadInput(f"cannot build the critic network: {type(e).__name__}: {e}", where, "config") from None
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -138,3 +151,121 @@ def load_critic(critic_dir: str | os.PathLike, device: str = "cpu") -> Critic:
         raise BadInput(f"cannot be loaded: {str(e).splitlines()[0]}", critic_dir / WEIGHTS_FILE) from None
     net.to(dev).eval()
     return Critic(net, config, dev, critic_dir)
+
+
+def _device_name(device) -> str:
+    """`device` checked against the critic's --device choices (cuda:N picks a GPU)."""
+    from .config import DEVICES
+
+    name = (device if isinstance(device, str) else str(device)).strip().lower()
+    if name in DEVICES or (name.startswith("cuda:") and name[5:].isdigit()):
+        return name
+    raise BadInput(f"{device!r} is not auto, cpu, cuda or cuda:N", field="--device")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# The `config` keys read by name when scoring (the others fall back to CriticConfig's defaults).
+_CONFIG_REQUIRED = ("aggregate", "std_coef", "ensemble", "gamma", "bootstrap")
+
+
+def _check_config(config: dict, where: Path) -> CriticConfig:
+    """critic.json's `config`: an object of CriticConfig fields of the right types and valid values."""
+    d = config.get("config")
+    if not isinstance(d, dict):
+        raise BadInput("missing" if d is None else f"expected an object, got {type(d).__name__}", where, "config")
+    for key in _CONFIG_REQUIRED:
+        if key not in d:
+            raise BadInput("missing", where, f"config.{key}")
+    for f in fields(CriticConfig):
+        if f.name not in d:
+            continue
+        value, kinds = d[f.name], str(f.type).replace(" ", "").split("|")
+        if value is None and "None" in kinds:
+            continue
+        ok = {"int": _is_int(value), "float": _is_int(value) or isinstance(value, float),
+              "str": isinstance(value, str), "bool": isinstance(value, bool)}.get(kinds[0], True)
+        if not ok:
+            raise BadInput(f"expected {'a number' if kinds[0] == 'float' else 'a ' + kinds[0]}, got {value!r}",
+                           where, f"config.{f.name}")
+    c = CriticConfig.from_dict(d)
+    try:
+        c.check()
+    except BadInput as e:  # the option's check, reported against the file (--head -> config.head)
+        field = "config." + (e.field or "").lstrip("-").replace("-", "_")
+        message = str(e)[len(e.field) + 2:] if e.field and str(e).startswith(e.field + ": ") else str(e)
+        raise BadInput(message, where, field) from None
+    return c
+
+
+def _check_fields(config: dict, where: Path) -> tuple[tuple[float, float], dict]:
+    """The top-level keys scoring reads; returns (value_support, normalization)."""
+    for key in ("chunk_size", "state_dim", "action_dim") + (("obs_dim",) if "obs_dim" in config else ()):
+        value = config.get(key)
+        if value is None:
+            raise BadInput("missing", where, key)
+        if not _is_int(value) or value < 1:
+            raise BadInput(f"expected an integer >= 1, got {value!r}", where, key)
+    if config.get("obs_dim", config["state_dim"]) < config["state_dim"]:
+        raise BadInput(f"is {config['obs_dim']}, smaller than state_dim {config['state_dim']}", where, "obs_dim")
+    support = config.get("value_support")
+    if support is None:
+        raise BadInput("missing", where, "value_support")
+    if not (isinstance(support, list) and len(support) == 2 and all(_is_number(x) for x in support)):
+        raise BadInput(f"expected [low, high] numbers, got {support!r}", where, "value_support")
+    norm = config.get("normalization")
+    if not isinstance(norm, dict):
+        raise BadInput("missing" if norm is None else f"expected an object, got {type(norm).__name__}",
+                       where, "normalization")
+    for key in ("return_shift", "return_scale"):
+        value = norm.get(key)
+        if value is None:
+            raise BadInput("missing", where, f"normalization.{key}")
+        if not _is_number(value) or (key == "return_scale" and value <= 0):
+            raise BadInput(f"expected a finite number{' > 0' if key == 'return_scale' else ''}, got {value!r}",
+                           where, f"normalization.{key}")
+    _check_reward(config.get("reward"), where)
+    for key in ("policy", "time_scale", "images"):
+        value = config.get(key)
+        if value is not None and not isinstance(value, dict):
+            raise BadInput(f"expected an object or null, got {value!r}", where, key)
+    for cam, hw in (config.get("images") or {}).items():
+        if not (isinstance(hw, list) and len(hw) == 2 and all(_is_int(v) and v >= 1 for v in hw)):
+            raise BadInput(f"expected [height, width], got {hw!r}", where, f"images.{cam}")
+    ts = config.get("time_scale")
+    if ts is not None and not (isinstance(ts.get("per_task"), dict) and _is_number(ts.get("default"))):
+        raise BadInput("expected {\"per_task\": {...}, \"default\": frames}", where, "time_scale")
+    spec = (config.get("policy") or {}).get("spec")
+    if spec is not None and not isinstance(spec, str):
+        raise BadInput(f"expected a string, got {spec!r}", where, "policy.spec")
+    store = config.get("store")
+    if not isinstance(store, dict) or not isinstance(store.get("fingerprint"), str):
+        raise BadInput("missing" if store is None else f"expected an object with a fingerprint, got {store!r}",
+                       where, "store")
+    return (float(support[0]), float(support[1])), norm
+
+
+def _check_reward(reward, where: Path) -> None:
+    """The resolved reward spec `fit_critic` recorded (see aloe_cli.rewards.resolve_rewards)."""
+    from ..rewards import REWARD_KINDS
+
+    if not isinstance(reward, dict):
+        raise BadInput("missing" if reward is None else f"expected an object, got {reward!r}", where, "reward")
+    kind = reward.get("kind")
+    if kind not in REWARD_KINDS:
+        raise BadInput(f"got {kind!r}; expected one of {', '.join(REWARD_KINDS)}", where, "reward.kind")
+    if kind != "step-penalty":
+        return
+    table = reward.get("t_norm")
+    if not (isinstance(table, dict) and all(_is_number(v) and v > 0 for v in table.values())):
+        raise BadInput(f"expected an object of task -> frames > 0, got {table!r}", where, "reward.t_norm")
+    for key in ("t_norm_default", "c_fail"):
+        value = reward.get(key)
+        if (value is not None or key == "t_norm_default") and not (_is_number(value) and value > 0):
+            raise BadInput(f"expected a number > 0, got {value!r}", where, f"reward.{key}")

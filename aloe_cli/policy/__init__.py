@@ -36,7 +36,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from .. import schema as S
-from ..errors import PolicyError
+from ..errors import AloeError, PolicyError
 
 
 @runtime_checkable
@@ -67,8 +67,14 @@ def observation_keys(policy) -> tuple[str, ...]:
     return tuple(getattr(policy, "observation_keys", None) or DEFAULT_OBSERVATION_KEYS)
 
 
+_NON_FINITE = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
+
+
 def parse_value(text: str):
-    """Parse a --policy-arg value: JSON numbers, booleans and null; anything else stays a string."""
+    """Parse a --policy-arg value: JSON numbers, booleans and null, and nan/inf (any case) as floats, so the
+    factory's own checks see a number; anything else stays a string."""
+    if text.strip().lower() in _NON_FINITE:
+        return float(text)
     try:
         value = json.loads(text)
     except ValueError:
@@ -179,8 +185,20 @@ def check_against_store(policy: ChunkPolicy, action_dim: int, spec: str, *, stat
 def sample_checked(policy: ChunkPolicy, observations: dict, num_samples: int, spec: str = "policy") -> np.ndarray:
     """Call `policy.sample` and check the result's shape and values."""
     batch = len(next(iter(observations.values())))
-    out = np.asarray(policy.sample(observations, num_samples), dtype=np.float32)
     want = (batch, num_samples, int(policy.chunk_size), int(policy.action_dim))
+    try:
+        raw = policy.sample(observations, num_samples)
+    except AloeError:  # already says what went wrong (as in `aloe rollout`)
+        raise
+    except Exception as e:  # the policy's own failure, in one line (KeyboardInterrupt and SystemExit go through)
+        raise PolicyError(f"sample() raised {type(e).__name__}: {e}", spec, "--policy") from e
+    if raw is None:
+        raise PolicyError(f"sample() returned None, expected an array of shape {want}", spec, "--policy")
+    try:
+        out = np.asarray(raw, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise PolicyError(f"sample() returned {type(raw).__name__}, not an array of numbers: {e}",
+                          spec, "--policy") from None
     if out.shape != want:
         raise PolicyError(f"sample() returned shape {out.shape}, expected {want}", spec, "--policy")
     if not np.isfinite(out).all():

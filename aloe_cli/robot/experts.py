@@ -28,6 +28,8 @@ and hands back. Its frames are recorded with ``is_intervention = True``.
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,12 +71,17 @@ class MetaWorldExpertPolicy:
     def __init__(self, task: str | None = None, noise: float = 0.0, chunk_size: int = 5, seed: int = 0,
                  epsilon: float = 0.0, speed: float = 1.0, noise_after: int | None = None,
                  noise_until: int | None = None):
+        for name, value in (("noise", noise), ("epsilon", epsilon), ("speed", speed)):
+            if not isinstance(value, numbers.Real) or isinstance(value, bool):
+                raise PolicyError(f"must be a number, got {value!r}", field=name)
         if chunk_size < 1:
             raise PolicyError(f"must be at least 1, got {chunk_size}", field="chunk_size")
-        if noise < 0:
-            raise PolicyError(f"must be >= 0, got {noise}", field="noise")
+        if not (math.isfinite(noise) and noise >= 0):
+            raise PolicyError(f"must be a finite number >= 0, got {noise}", field="noise")
         if not 0.0 <= epsilon <= 1.0:
             raise PolicyError(f"must be in [0, 1], got {epsilon}", field="epsilon")
+        if not (math.isfinite(speed) and speed > 0):
+            raise PolicyError(f"must be a finite number > 0, got {speed}", field="speed")
         if noise_after is not None and noise_until is not None:
             raise PolicyError("give noise_after or noise_until, not both", field="noise_after")
         self.task = task
