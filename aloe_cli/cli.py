@@ -33,5 +33,24 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """aloe: action-level off-policy evaluation for robot-learning logs."""
 
 
-def main() -> None:
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """The `aloe` entry point. A usage error (an unknown verb, a missing argument, an option that
+    does not parse) prints one `Error:` line naming the verb and exits 2, as bad input does."""
+    import sys
+
+    try:
+        code = app(args=argv, prog_name="aloe", standalone_mode=False)
+    except typer.Abort:
+        typer.echo("Error: aborted", err=True)
+        sys.exit(1)
+    except typer.TyperException as e:  # Typer's usage errors, bad parameters and file errors
+        ctx = getattr(e, "ctx", None)
+        if type(e).__name__ == "NoArgsIsHelpError":  # `aloe` alone: the help, as Typer shows it
+            e.show()
+            sys.exit(e.exit_code)
+        where = f"{ctx.command_path}: " if ctx is not None else ""
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        message = " ".join(e.format_message().split())
+        typer.echo(f"Error: {where}{message}{hint}", err=True)
+        sys.exit(e.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -566,9 +566,12 @@ def test_improve_cli_bad_input(cli, tmp_path):
     if not torch.cuda.is_available():
         r = cli("improve", store, "--out", tmp_path / "new", "--device", "cuda")
         assert r.exit_code == 2 and r.stderr == "Error: --device: CUDA is not available on this machine; use --device cpu\n"
-    assert (tmp_path / "taken" / "x").read_text() == "x"
     r = cli("improve", store, "--out", tmp_path / "taken", "--force", "--steps", 1, "--device", "cpu")
-    assert r.exit_code == 0 and (tmp_path / "taken" / S.POLICY_FILE).exists() and not (tmp_path / "taken" / "x").exists()
+    assert r.exit_code == 2 and "--force replaces only a policy directory" in r.stderr  # not a policy: kept
+    assert (tmp_path / "taken" / "x").read_text() == "x"
+    (init / "x").write_text("x")
+    r = cli("improve", store, "--out", init, "--force", "--chunk-size", 2, "--steps", 1, "--device", "cpu")
+    assert r.exit_code == 0 and (init / S.POLICY_FILE).exists() and not (init / "x").exists()  # a policy: replaced
 
 
 def test_flow_policy_module_shapes():

@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
         quick: Annotated[bool, typer.Option("--quick", help="A small budget (about a minute): every stage runs.")] = False,
         method: Annotated[str, typer.Option(
             "--method", help="Improvement method: aloe, awr, filtered, conditioned or bc.")] = "aloe",
-        force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
+        force: Annotated[bool, typer.Option("--force", help="Replace --out if it holds an earlier demo.")] = False,
         seed: SeedOpt = 0,
         json_out: JsonOpt = False,
     ) -> None:

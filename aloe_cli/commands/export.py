@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
         robot_type: Annotated[Optional[str], typer.Option(
             "--robot-type", help="robot_type recorded in meta/info.json.", show_default=False)] = None,
         device: DeviceOpt = "cpu",
-        force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+        force: Annotated[bool, typer.Option("--force", help="Replace OUT if it holds an earlier export.")] = False,
         json_out: JsonOpt = False,
     ) -> None:
         """Write the store with per-frame aloe.advantage, aloe.weight and aloe.advantage_positive columns.

@@ -14,23 +14,46 @@ from ._common import DeviceOpt, JsonOpt, PolicyArgOpt, PolicyOpt, SeedOpt, Store
 D = CriticConfig()  # the defaults live in one place
 
 
+class _Bar:
+    """`with _Bar(progress):` the bar appears on the first report (so bad input found before the work
+    starts prints nothing else), stays on screen when the work ends, and is cleared when it fails,
+    so the failure's Error: line stands alone."""
+
+    def __init__(self, bar):
+        self.bar = bar
+
+    def start(self) -> None:
+        if not self.bar.live.is_started:
+            self.bar.start()
+
+    def __enter__(self) -> "_Bar":
+        return self
+
+    def __exit__(self, kind, *_) -> None:
+        if self.bar.live.is_started:
+            self.bar.live.transient = kind is not None
+            self.bar.stop()
+
+
 def make_progress():
-    """A rich progress bar on stderr for fit_critic's `progress(phase, done, total, info)`."""
+    """A progress bar on stderr (a `_Bar`, used as a context) for fit_critic's and score's
+    `progress(phase, done, total, info)`."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                   TextColumn("{task.fields[extra]}"), console=err, transient=False)
+    bar = _Bar(Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        TextColumn("{task.fields[extra]}"), console=err, transient=False))
     tasks: dict[str, int] = {}
 
     def progress(phase: str, done: int, total: int, info: dict) -> None:
+        bar.start()
         if phase not in tasks:
-            tasks[phase] = bar.add_task(phase, total=total, extra="")
+            tasks[phase] = bar.bar.add_task(phase, total=total, extra="")
         extra = ""
         if "time/samples_per_s" in info:
             extra = f"{info['time/samples_per_s']:,.0f} samples/s  td {info.get('critic/td_mse', 0):.4g}"
             if "val/v_start" in info:
                 extra += f"  V(start) {info['val/v_start']:.3f}"
-        bar.update(tasks[phase], completed=done, total=total, extra=extra)
+        bar.bar.update(tasks[phase], completed=done, total=total, extra=extra)
 
     return bar, progress
 
@@ -104,14 +127,9 @@ def register(app: typer.Typer) -> None:
         rank0 = int(os.environ.get("RANK", "0")) == 0
         bar, progress = make_progress()
         show = rank0 and not json_out
-        if show:
-            bar.start()
-        try:
+        with bar:
             result = fit_critic(store, out, config, policy, parse_kv(policy_arg, "--policy-arg"),
                                 progress=progress if show else None, resume=resume)
-        finally:
-            if show:
-                bar.stop()
         if not rank0:
             return
 

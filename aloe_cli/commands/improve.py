@@ -73,7 +73,7 @@ def register(app: typer.Typer) -> None:
             "base's); cameras go through a small conv encoder trained from scratch.", show_default=False)] = None,
         seed: Annotated[int, typer.Option("--seed", help="Random seed (split, weights, batches, noise).")] = 0,
         device: DeviceOpt = "auto",
-        force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
+        force: Annotated[bool, typer.Option("--force", help="Replace --out if it holds a policy.")] = False,
         json_out: JsonOpt = False,
     ) -> None:
         """Train the next policy from the store's chunks, weighted by their advantages; write it to --out.

@@ -38,15 +38,10 @@ def register(app: typer.Typer) -> None:
         from .fit_critic import make_progress
 
         bar, progress = make_progress()
-        if not json_out:
-            bar.start()
-        try:
+        with bar:
             summary = score(store, critic, out, policy_spec=policy, policy_args=parse_kv(policy_arg, "--policy-arg"),
                             samples=samples, stride=stride, batch_size=batch_size, device=device,
                             progress=None if json_out else progress)
-        finally:
-            if not json_out:
-                bar.stop()
         if report:
             try:
                 from ..report import write_report
