@@ -12,7 +12,7 @@ from typing import Callable
 
 from .episode import Episode
 from .errors import BadInput
-from .formats import ReadOptions, detect_format, get_reader
+from .formats import ReadOptions, check_options_apply, detect_format, get_reader
 from .store import IngestResult, Store
 
 
@@ -99,6 +99,7 @@ def ingest(store_path: str | os.PathLike, source_path: str | os.PathLike, fmt: s
     fmt = fmt or detect_format(source)
     reader = get_reader(fmt)
     options = options or ReadOptions()
+    check_options_apply(reader, options)
     label_map = read_labels(labels) if labels else None
     store = Store.open(store_path, create=True)
     # What was read depends on the options too (--filter train vs valid, --state-keys, --images):

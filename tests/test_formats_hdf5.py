@@ -482,3 +482,18 @@ def test_minari_text_observations_are_not_state(cli, tmp_path):
         "achieved_goal", "desired_goal", "observation"]
     msg = bad(cli, tmp_path / "s2", ds_dir, "--state-keys", "mission")
     assert msg == f"{ds_dir / 'data' / 'main_data.hdf5'}: episode_0/observations/mission: is not numeric (dtype object)"
+
+
+def test_an_option_the_format_does_not_read_is_refused(cli, tmp_path, aloha_dir):
+    """`--split` is RLDS's, `--filter` robomimic's and Minari's: given to another format it would be
+    ignored and every episode ingested, so it is refused before the store is touched."""
+    src, aloha = tmp_path / "demo.hdf5", aloha_dir[0]
+    write_robomimic(src, lengths=(6, 5))
+    for argv, src_, message in (
+            (["--split", "val"], src, "Error: --split: applies to rlds sources, not robomimic"),
+            (["--filter", "train"], aloha, "Error: --filter: applies to robomimic, minari sources, not aloha"),
+            (["--state-keys", "qpos"], aloha,
+             "Error: --state-keys: applies to robomimic, lerobot, minari, rlds sources, not aloha")):
+        r = cli("ingest", tmp_path / "store", src_, *argv)
+        assert r.exit_code == 2 and r.stderr == message + "\n", r
+        assert not (tmp_path / "store").exists()

@@ -33,6 +33,21 @@ class ReadOptions:
     split: str | None = None  # RLDS split
 
 
+# ReadOptions field -> the `aloe ingest` option that sets it.
+OPTION_NAMES = {"state_keys": "--state-keys", "filter_key": "--filter", "images": "--images",
+                "image_size": "--image-size", "split": "--split"}
+
+
+def check_options_apply(reader: "Reader", options: ReadOptions) -> None:
+    """Raise BadInput naming the option when one given (not at its default) is one `reader` does not read,
+    rather than ignore it: `--split val` on a robomimic file would otherwise ingest every demo."""
+    default = ReadOptions()
+    for name, option in OPTION_NAMES.items():
+        if getattr(options, name) != getattr(default, name) and name not in reader.reads:
+            formats = [f for f in READERS if name in get_reader(f).reads]
+            raise BadInput(f"applies to {', '.join(formats)} sources, not {reader.name}", field=option)
+
+
 @dataclass
 class Source:
     """What a reader returns: metadata, then episodes streamed one at a time."""
@@ -46,6 +61,7 @@ class Source:
 
 class Reader(Protocol):
     name: str
+    reads: frozenset[str]  # the ReadOptions fields it uses
 
     def detect(self, path: Path) -> bool: ...
 

@@ -31,6 +31,7 @@ _EPISODE = re.compile(r"episode_(\d+)\.hdf5$")
 
 class AlohaReader:
     name = "aloha"
+    reads = frozenset({'images', 'image_size'})  # the ReadOptions it uses
 
     def _files(self, path: Path) -> list[Path]:
         if path.is_file():

@@ -544,6 +544,7 @@ def decode_video(path: Path, times: np.ndarray, fps: float, size: tuple[int, int
 
 class LeRobotReader:
     name = "lerobot"
+    reads = frozenset({'state_keys', 'images', 'image_size'})  # the ReadOptions it uses
 
     def detect(self, path: Path) -> bool:
         info = Path(path) / INFO

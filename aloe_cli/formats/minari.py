@@ -135,6 +135,7 @@ def dim_names(key: str, width: int) -> list[str]:
 
 class MinariReader:
     name = "minari"
+    reads = frozenset({'state_keys', 'filter_key', 'images', 'image_size'})  # the ReadOptions it uses
 
     def detect(self, path: Path) -> bool:
         if path.is_file():

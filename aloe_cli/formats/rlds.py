@@ -161,6 +161,7 @@ def _shards(root: Path, name: str, split: str) -> list[Path]:
 
 class RldsReader:
     name = "rlds"
+    reads = frozenset({'state_keys', 'images', 'image_size', 'split'})  # the ReadOptions it uses
 
     def detect(self, path: Path) -> bool:
         try:

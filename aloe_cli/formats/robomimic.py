@@ -48,6 +48,7 @@ def dim_names(key: str, width: int) -> list[str]:
 
 class RobomimicReader:
     name = "robomimic"
+    reads = frozenset({'state_keys', 'filter_key', 'images', 'image_size'})  # the ReadOptions it uses
 
     def detect(self, path: Path) -> bool:
         if path.suffix.lower() not in _SUFFIXES or not H.is_hdf5(path):
