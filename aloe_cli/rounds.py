@@ -37,12 +37,23 @@ def policy_fingerprint(policy_dir: str | os.PathLike) -> str | None:
     return h.hexdigest()[:16]
 
 
-def _doc(policy_dir: Path) -> dict | None:
+def _doc(policy_dir: Path) -> tuple[dict, str | None]:
+    """policy.json as an object, and what is wrong with it (None when nothing is)."""
     try:
         doc = json.loads((policy_dir / S.POLICY_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
+    except (OSError, ValueError) as e:
+        return {}, f"{S.POLICY_FILE} cannot be read: {' '.join(str(e).split())}"
+    if not isinstance(doc, dict):
+        return {}, f"{S.POLICY_FILE} is not a JSON object"
+    return doc, None
+
+
+def _obj(doc: dict, key: str, problems: list[str]) -> dict:
+    """doc[key] when it is an object (or absent); a note in `problems` when it is something else."""
+    value = doc.get(key)
+    if value is not None and not isinstance(value, dict):
+        problems.append(f"{S.POLICY_FILE}: {key} is not an object")
+    return value if isinstance(value, dict) else {}
 
 
 def _resolve(p) -> str:
@@ -55,10 +66,10 @@ def _resolve(p) -> str:
 def policy_row(policy_dir: str | os.PathLike) -> dict:
     """One table row for a policy directory (missing entries are None)."""
     policy_dir = Path(policy_dir)
-    doc = _doc(policy_dir) or {}
-    lin = doc.get("lineage") or {}
-    training = doc.get("training") or {}
-    weights = lin.get("weights") or {}
+    doc, problem = _doc(policy_dir)
+    problems = [problem] if problem else []
+    lin, training = _obj(doc, "lineage", problems), _obj(doc, "training", problems)
+    weights = _obj(lin, "weights", problems)
     base = lin.get("base_policy")
     if base is None:
         base = training.get("init_from")
@@ -70,7 +81,8 @@ def policy_row(policy_dir: str | os.PathLike) -> dict:
             base_status = "changed"
         else:
             base_status = "ok"
-    store = lin.get("store") or (doc.get("store") or {}).get("path")
+    recorded = _obj(doc, "store", problems)
+    store = lin.get("store") or recorded.get("path")
     return {
         "policy": _resolve(policy_dir),
         "round": lin.get("round"),
@@ -79,7 +91,7 @@ def policy_row(policy_dir: str | os.PathLike) -> dict:
         "base_policy": None if base is None else _resolve(base),
         "base_status": base_status,
         "store": None if store is None else _resolve(store),
-        "store_fingerprint": lin.get("store_fingerprint") or (doc.get("store") or {}).get("fingerprint"),
+        "store_fingerprint": lin.get("store_fingerprint") or recorded.get("fingerprint"),
         "scores": lin.get("scores"),
         "critic": lin.get("critic"),
         "settings": lin.get("settings"),
@@ -93,6 +105,7 @@ def policy_row(policy_dir: str | os.PathLike) -> dict:
         "created": lin.get("created"),
         "fingerprint": policy_fingerprint(policy_dir),
         "has_lineage": bool(lin),
+        "problem": "; ".join(problems) or None,  # a damaged policy.json: the row shows what could be read
     }
 
 

@@ -57,6 +57,8 @@ def score_chunks(store: Store | str | os.PathLike, critic, policy=None, samples:
     from .policy import check_against_store, load_policy, sample_checked
 
     store = store if isinstance(store, Store) else Store.open(store)
+    if len(store.episodes) == 0:
+        raise BadInput("has no episodes to score", store.root)
     check_critic_fits_store(critic, store)
     if stride < 1:
         raise BadInput(f"must be at least 1, got {stride}", field="--stride")

@@ -367,3 +367,20 @@ def test_improve_bad_input(loop, cli, tmp_path):
         assert r.exit_code == 2, (args, r)
         assert r.stderr == message + "\n", (args, r.stderr)
         assert not (tmp_path / "new").exists()
+
+
+def test_rounds_names_a_damaged_policy_json(round1, cli, tmp_path):
+    """`aloe rounds` lists what it can read and says, per policy, what is wrong with the rest."""
+    d, _ = round1
+    for name, text, problem in (("trunc", '{"lineage": {', "policy.json cannot be read"),
+                                ("list", "[]", "policy.json is not a JSON object"),
+                                ("lin", '{"lineage": "x", "training": 3}',
+                                 "policy.json: lineage is not an object; policy.json: training is not an object")):
+        p = tmp_path / name
+        shutil.copytree(d / "r1-aloe", p)
+        (p / S.POLICY_FILE).write_text(text)
+        row = rounds(p)["policies"][-1]
+        assert row["problem"].startswith(problem) and row["round"] is None
+        r = cli("rounds", p)
+        assert r.exit_code == 0 and f"warning: {p.resolve()}: {problem}" in " ".join(r.stderr.split()), r
+    assert rounds(d / "r1-aloe")["policies"][-1]["problem"] is None

@@ -133,6 +133,11 @@ def test_score_options(made, cli, tmp_path):
     line = refused(cli(*base, "--out", tmp_path / "s1", "--policy-arg", "deterministic=true"), "--policy-arg")
     assert "recorded policy" in line
     assert not (tmp_path / "s0").exists() and not (tmp_path / "s1").exists()
+    (tmp_path / "empty").mkdir()
+    manifest = json.loads((made / "store" / S.MANIFEST_FILE).read_text())
+    (tmp_path / "empty" / S.MANIFEST_FILE).write_text(json.dumps({**manifest, "ingests": []}))  # nothing ingested
+    refused(cli("score", tmp_path / "empty", "--critic", made / "critic", "--out", tmp_path / "s2"),
+            "has no episodes to score")
 
 
 def test_improve_and_export_options(made, cli, tmp_path):

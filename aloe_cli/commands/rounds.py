@@ -44,6 +44,8 @@ def register(app: typer.Typer) -> None:
                     note += f"  (rolled out: {ro['episodes']} episodes, success {_pct(ro['success_rate'])})"
                 typer.echo(f"  round {fmt(r['round'])}  {r['round_name'] or '-'}  {r['method'] or '-'}  "
                            f"{r['policy']}{note}")
+                if r.get("problem"):
+                    err.print(f"[yellow]warning:[/yellow] {r['policy']}: {r['problem']}")
             t = Table(title="improvement rounds")
             cols = ["#", "name", "method", "base", "ESS", "clip", "val loss"]
             if d["kind"] == "store":
