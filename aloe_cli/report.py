@@ -191,6 +191,11 @@ def load_scores(scores_dir: str | os.PathLike) -> Scores:
     root = Path(scores_dir)
     if not root.is_dir():
         raise BadInput("no such directory; run `aloe score` to write it", root)
+    from .outdirs import kind_of
+
+    kind = kind_of(root)
+    if kind not in (None, "scores"):
+        raise BadInput(f"is an aloe {kind} directory, not scores; run `aloe score` and pass its --out", root)
     episodes = _read_table(root / S.SCORES_EPISODES_FILE, EPISODE_COLUMNS)
     path = root / S.SCORES_EPISODES_FILE
     if episodes[S.EPISODE_ID].isna().any():

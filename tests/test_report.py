@@ -382,6 +382,12 @@ def test_bad_options(scores):
     with pytest.raises(BadInput) as e:
         write_report(root / "missing")
     assert str(e.value) == f"{root / 'missing'}: no such directory; run `aloe score` to write it"
+    store = root.parent / "store"
+    store.mkdir()
+    (store / S.MANIFEST_FILE).write_text("{}")  # a store's marker: report says what it is, not a missing column
+    with pytest.raises(BadInput) as e:
+        write_report(store)
+    assert str(e.value) == f"{store}: is an aloe store directory, not scores; run `aloe score` and pass its --out"
 
 
 # --------------------------------------------------------------------------- the CLI
