@@ -53,3 +53,17 @@ def test_a_failed_score_leaves_only_its_error_line(capsys, tmp_path):
                          tmp_path / "scores", "--device", "cpu")
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and err.startswith("Error: "), err
     assert not (tmp_path / "scores").exists()
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["ingest", "store", "src", "--task", ""], "--task"),
+    (["ingest", "store", "src", "--policy-id", " "], "--policy-id"),
+    (["fit-critic", "store", "--out", "c", "--obs", ""], "--obs"),
+    (["fit-critic", "store", "--out", "c", "--episodes-filter", ""], "--episodes-filter"),
+    (["score", "store", "--critic", "c", "--out", "s", "--policy", ""], "--policy"),
+])
+def test_an_empty_option_is_bad_input(cli, tmp_path, monkeypatch, argv, option):
+    monkeypatch.chdir(tmp_path)
+    r = cli(*argv)
+    assert r.exit_code == 2 and r.stderr == f"Error: {option}: must not be empty\n", r
+    assert not any(tmp_path.iterdir())

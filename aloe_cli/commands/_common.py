@@ -21,12 +21,17 @@ err = Console(stderr=True)
 def command(app: typer.Typer, name: str, **kwargs) -> Callable:
     """Register `fn` as a command whose library errors become `Error: ...` and an exit code.
 
-    Bad input exits 2, other failures 1, Ctrl-C 130. ALOE_DEBUG=1 prints the traceback.
+    Bad input exits 2, other failures 1, Ctrl-C 130. ALOE_DEBUG=1 prints the traceback. An option
+    given as an empty string (`--task ""`, a shell variable that was never set) is bad input: it
+    would otherwise be recorded as a name or read as "not given".
     """
 
     def deco(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def wrapper(*args, **kw):
+            for key, value in kw.items():
+                if isinstance(value, str) and not value.strip():
+                    fail(f"--{key.replace('_', '-')}: must not be empty", 2)
             try:
                 return fn(*args, **kw)
             except AloeError as e:
