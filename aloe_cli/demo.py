@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from . import schema as S
-from .errors import BadInput
+from .errors import BadInput, check_seed
 from .outdirs import check_output
 
 SUMMARY_FILE = "demo.json"  # OUT/demo.json, written last: the summary `aloe demo --json` prints
@@ -54,8 +54,7 @@ class DemoConfig:
         from .robot.sim import metaworld_tasks
 
         check_method(self.improve_method)
-        if not 0 <= self.seed < 2 ** 32:
-            raise BadInput(f"must be in [0, 2**32), got {self.seed}", field="--seed")
+        check_seed(self.seed)
         try:
             tasks = metaworld_tasks()
         except ImportError:  # the simulator names what is missing when it starts

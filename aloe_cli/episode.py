@@ -118,13 +118,20 @@ class Episode:
         )
 
 
+def first_non_finite(arr: np.ndarray, valid: np.ndarray | None = None) -> tuple[int, ...] | None:
+    """The index of the first NaN or inf in `arr` (rows where `valid` is False skipped), or None."""
+    bad = ~np.isfinite(arr)
+    if valid is not None:
+        bad[~valid] = False
+    return tuple(int(i) for i in np.argwhere(bad)[0]) if bad.any() else None
+
+
 def _check_finite(arr: np.ndarray, where: str, field_name: str) -> None:
     if not np.issubdtype(arr.dtype, np.number):
         try:
             arr = arr.astype(np.float64)
         except (TypeError, ValueError):
             raise BadInput(f"is not numeric (dtype {arr.dtype})", where, field_name) from None
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        idx = np.argwhere(bad)[0]
-        raise BadInput(f"contains NaN or inf (first at index {tuple(int(i) for i in idx)})", where, field_name)
+    idx = first_non_finite(arr)
+    if idx is not None:
+        raise BadInput(f"contains NaN or inf (first at index {idx})", where, field_name)

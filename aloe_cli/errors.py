@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 
 
@@ -34,3 +35,14 @@ class PolicyError(BadInput):
 
 class RobotError(AloeError):
     """A robot driver failed while running."""
+
+
+def check_seed(seed, limit: int = 2 ** 32, field: str = "--seed") -> None:
+    """Raise BadInput naming `field` unless `seed` is an integer in [0, limit): numpy's seeds (and so
+    the simulator's) must be below 2**32; torch's below 2**64 (2**63 leaves room for per-rank offsets)."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise BadInput(f"must be an integer, got {seed!r}", field=field)
+    if seed < 0:
+        raise BadInput(f"must be >= 0, got {seed}", field=field)
+    if seed >= limit:
+        raise BadInput(f"must be < 2**{limit.bit_length() - 1}, got {seed}", field=field)

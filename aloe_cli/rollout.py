@@ -43,7 +43,8 @@ import numpy as np
 
 from . import schema as S
 from .episode import Episode
-from .errors import AloeError, BadInput, PolicyError, RobotError
+from .errors import AloeError, BadInput, PolicyError, RobotError, check_seed
+from .policy import as_chunks
 from .robot import EpisodeStatus, Robot, Teleoperator, action_dim, action_limits, state_dim
 from .robot.safety import SafetyLimits, make_safe
 
@@ -89,9 +90,7 @@ class RolloutConfig:
                            field="--execute-steps")
         if self.fps is not None and not (math.isfinite(self.fps) and self.fps > 0):
             raise BadInput(f"must be a finite number > 0, got {self.fps}", field="--fps")
-        if not 0 <= self.seed < 2 ** 32:  # numpy's (and so the simulator's) seed range
-            raise BadInput(f"must be >= 0, got {self.seed}" if self.seed < 0 else f"must be < 2**32, got {self.seed}",
-                           field="--seed")
+        check_seed(self.seed)
         if self.intervene not in INTERVENE_MODES:
             raise BadInput(f"{self.intervene!r} is not one of {', '.join(INTERVENE_MODES)}", field="--intervene")
         if self.label not in LABEL_MODES:
@@ -519,17 +518,7 @@ class _Session:
         if out is _STOPPED:
             return None
         self.latencies.append(time.monotonic() - t0)
-        want = (1, 1, self.H, self.A)
-        if out is None:
-            raise PolicyError(f"sample() returned None, expected an array of shape {want}", self.name, "--policy")
-        try:
-            out = np.asarray(out, dtype=np.float32)
-        except (TypeError, ValueError) as e:
-            raise PolicyError(f"sample() returned {type(out).__name__}, not an array of numbers: {e}",
-                              self.name, "--policy") from None
-        if out.shape != want:
-            raise PolicyError(f"sample() returned shape {out.shape}, expected {want}", self.name, "--policy")
-        return out[0, 0]
+        return as_chunks(out, (1, 1, self.H, self.A), self.name)[0, 0]  # NaN is allowed: it holds the robot
 
     def _sample_threaded(self, batch: dict, t0: float, frame: int, ev: dict):
         """Real time: the policy runs in the worker; the robot holds from the deadline until it answers."""

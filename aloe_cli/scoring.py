@@ -39,6 +39,11 @@ def check_critic_fits_store(critic, store: Store) -> None:
                            f"{want}", where, name)
 
 
+def samples_per_state(critic, samples: int | None) -> int:
+    """K, the policy chunks per state for V: `samples` when given, else what the critic was fitted with."""
+    return int(samples if samples is not None else critic.config["config"].get("samples", 8))
+
+
 def score_chunks(store: Store | str | os.PathLike, critic, policy=None, samples: int | None = None,
                  stride: int = 1, batch_size: int = 1024, device: str | None = None,
                  policy_spec: str | None = None, policy_args: dict | None = None,
@@ -82,7 +87,7 @@ def score_chunks(store: Store | str | os.PathLike, critic, policy=None, samples:
         if int(policy.chunk_size) < H:
             raise PolicyError(f"the policy's chunks have {policy.chunk_size} actions but the critic scores chunks "
                               f"of {H}", spec, "--policy")
-    K = int(samples if samples is not None else critic.config["config"].get("samples", 8))
+    K = samples_per_state(critic, samples)
     if K < 1:
         raise BadInput(f"must be at least 1, got {K}", field="--samples")
     agg, std_coef = critic.aggregate, critic.std_coef
@@ -133,11 +138,8 @@ def score_chunks(store: Store | str | os.PathLike, critic, policy=None, samples:
 
     done_frames, total_frames, pos = 0, int(lengths.sum()), 0
     columns = [S.OBS_STATE, S.ACTION, S.IS_INTERVENTION] + extra_cols + cam_cols
-    for e, (row, table) in enumerate(store.iter_episode_tables(columns=columns)):
+    for row, table in store.iter_episode_tables(columns=columns):  # each of `lengths` frames, or refused
         T = table.num_rows
-        if T != lengths[e]:
-            raise BadInput(f"episode {row[S.EPISODE_ID]} has {T} frames but the episodes table says {lengths[e]}",
-                           store.root, S.LENGTH)
         extra_ep = {c: vectors(table.column(c)) for c in extra_cols}
         if cam_cols:
             from .vision import decode_batch
@@ -405,7 +407,7 @@ def score(store: Store | str | os.PathLike, critic_dir: str | os.PathLike, out_d
     episodes_df = episode_summaries(chunks_df, store, critic.config)
     summary = score_summary(chunks_df, episodes_df, critic, store, policy_spec)
     summary["stride"] = stride
-    summary["samples"] = int(samples if samples is not None else critic.config["config"].get("samples", 8))
+    summary["samples"] = samples_per_state(critic, samples)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, table in ((S.SCORES_CHUNKS_FILE, chunks_table(chunks_df)),
                         (S.SCORES_EPISODES_FILE, episodes_table(episodes_df))):

@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import schema as S
-from .episode import Episode
+from .episode import Episode, first_non_finite
 from .errors import BadInput, StoreError
 
 
@@ -212,11 +212,8 @@ _BASE_FRAME_COLUMNS = S.frames_schema(1, 1).names
 
 def _check_finite(a: np.ndarray, valid: np.ndarray | None, path: Path, eid: str, name: str) -> None:
     """Raise StoreError when a loaded float column holds NaN or inf (null rows, where `valid` is False, may)."""
-    bad = ~np.isfinite(a)
-    if valid is not None:
-        bad[~valid] = False
-    if bad.any():
-        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+    idx = first_non_finite(a, valid)
+    if idx is not None:
         raise StoreError(f"episode {eid} contains NaN or inf (first at index {idx})", path, name)
 
 
@@ -330,7 +327,8 @@ class Store:
 
     def iter_episode_tables(self, episode_ids: Iterable[str] | None = None,
                             columns: list[str] | None = None) -> Iterator[tuple[pd.Series, pa.Table]]:
-        """Yield (episode row, frames table) one episode at a time (one row group read each)."""
+        """Yield (episode row, frames table) one episode at a time (one row group read each); a row
+        group whose frame count is not the episode's `length` is refused, naming the frames file."""
         rows = self._select(episode_ids)
         needed = columns if columns is not None else _BASE_FRAME_COLUMNS
         files: dict[str, pq.ParquetFile] = {}
@@ -351,6 +349,9 @@ class Store:
                 table = f.read_row_group(rg, columns=columns)
             except (OSError, pa.ArrowException) as e:
                 raise StoreError(f"cannot be read: {e}", path) from None
+            if table.num_rows != row[S.LENGTH]:
+                raise StoreError(f"episode {row[S.EPISODE_ID]} has {table.num_rows} frames but the episodes table "
+                                 f"says {row[S.LENGTH]}", path, S.LENGTH)
             yield row, table
 
     def iter_episodes(self, episode_ids: Iterable[str] | None = None) -> Iterator[Episode]:
@@ -389,9 +390,6 @@ class Store:
         pos = 0
         for row, t in self.iter_episode_tables(rows[S.EPISODE_ID], columns=columns):
             path, eid = self.root / row[S.FRAMES_FILE], row[S.EPISODE_ID]
-            if t.num_rows != row[S.LENGTH]:
-                raise StoreError(f"episode {eid} has {t.num_rows} frames but the episodes table says "
-                                 f"{row[S.LENGTH]}", path, S.LENGTH)
             for name in columns:
                 col = t.column(name)
                 if pa.types.is_list(col.type) or pa.types.is_fixed_size_list(col.type):

@@ -155,8 +155,8 @@ def test_bad_input(scored, cli, tmp_path):
     eps.to_parquet(bad / S.EPISODES_FILE, index=False)
     r = cli("score", bad, "--critic", d / "critic", "--out", tmp_path / "o")
     assert r.exit_code == 2 and r.stderr.strip().splitlines()[-1] == (  # after the progress bar's line
-        f"Error: {bad}: {S.LENGTH}: episode {eps.loc[3, S.EPISODE_ID]} has {eps.loc[3, S.LENGTH] - 1} frames but "
-        f"the episodes table says {eps.loc[3, S.LENGTH]}")
+        f"Error: {bad / eps.loc[3, S.FRAMES_FILE]}: {S.LENGTH}: episode {eps.loc[3, S.EPISODE_ID]} has "
+        f"{eps.loc[3, S.LENGTH] - 1} frames but the episodes table says {eps.loc[3, S.LENGTH]}")
     assert not (tmp_path / "o").exists()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
-from ..errors import BadInput
+from ..errors import BadInput, check_seed
 
 # Files inside a critic directory (`aloe fit-critic --out CRITIC_DIR`).
 CONFIG_FILE = "critic.json"  # everything needed to score: config, policy, reward, normalisation, store
@@ -97,9 +97,7 @@ class CriticConfig:
         parse_obs(self.obs)
         if self.layers < 1:
             raise BadInput(f"must be at least 1, got {self.layers}", field="--layers")
-        if not 0 <= self.seed < 2 ** 63:  # numpy needs >= 0, torch.manual_seed < 2**64 (plus 1000 per rank)
-            raise BadInput(f"must be >= 0, got {self.seed}" if self.seed < 0 else f"must be < 2**63, got {self.seed}",
-                           field="--seed")
+        check_seed(self.seed, 2 ** 63)
 
 
 def _opt(name: str) -> str:

@@ -105,7 +105,7 @@ def load_critic(critic_dir: str | os.PathLike, device: str = "cpu") -> Critic:
     from .net import CriticNet
     from .train import resolve_device
 
-    name = _device_name(device)  # before any file is read: a bad --device is the user's option, not the critic's
+    dev = resolve_device(str(device))  # before any file is read: a bad --device is the user's option, not the critic's
     critic_dir = Path(critic_dir)
     if not critic_dir.is_dir():
         raise BadInput("no such critic directory (run `aloe fit-critic` first)", critic_dir, "--critic")
@@ -130,10 +130,6 @@ def load_critic(critic_dir: str | os.PathLike, device: str = "cpu") -> Critic:
                        where, "version")
     c = _check_config(config, where)
     support, norm = _check_fields(config, where)
-    if name.startswith("cuda:"):
-        dev = resolve_device("cuda", int(name[5:]))
-    else:
-        dev = resolve_device(name)
     support_n = tuple((x - norm["return_shift"]) / norm["return_scale"] for x in support)
     try:
         net = CriticNet(int(config.get("obs_dim", config["state_dim"])), int(config["action_dim"]),
@@ -151,16 +147,6 @@ def load_critic(critic_dir: str | os.PathLike, device: str = "cpu") -> Critic:
         raise BadInput(f"cannot be loaded: {str(e).splitlines()[0]}", critic_dir / WEIGHTS_FILE) from None
     net.to(dev).eval()
     return Critic(net, config, dev, critic_dir)
-
-
-def _device_name(device) -> str:
-    """`device` checked against the critic's --device choices (cuda:N picks a GPU)."""
-    from .config import DEVICES
-
-    name = (device if isinstance(device, str) else str(device)).strip().lower()
-    if name in DEVICES or (name.startswith("cuda:") and name[5:].isdigit()):
-        return name
-    raise BadInput(f"{device!r} is not auto, cpu, cuda or cuda:N", field="--device")
 
 
 def _is_int(value) -> bool:

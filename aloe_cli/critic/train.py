@@ -186,15 +186,16 @@ class _Dist:
 
 
 def resolve_device(name: str, local_rank: int = 0):
+    """The torch device for --device: the policy's device names (auto | cpu | cuda | cuda:N, anything
+    else refused); plain cuda is the local rank's GPU under torchrun."""
     import torch
 
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise BadInput("CUDA is not available on this machine", field="--device")
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
+    from ..policy.builtin import resolve_device as checked_name
+
+    name = checked_name(name)
+    if name == "cpu":
+        return torch.device("cpu")
+    return torch.device(name) if ":" in name else torch.device("cuda", local_rank)
 
 
 def select_episodes(store: Store, expr: str | None):

@@ -182,6 +182,20 @@ def check_against_store(policy: ChunkPolicy, action_dim: int, spec: str, *, stat
                           spec, "--policy")
 
 
+def as_chunks(raw, want: tuple[int, ...], spec: str) -> np.ndarray:
+    """What `sample()` returned, as float32 chunks of shape `want`; PolicyError naming `spec` otherwise."""
+    if raw is None:
+        raise PolicyError(f"sample() returned None, expected an array of shape {want}", spec, "--policy")
+    try:
+        out = np.asarray(raw, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise PolicyError(f"sample() returned {type(raw).__name__}, not an array of numbers: {e}",
+                          spec, "--policy") from None
+    if out.shape != want:
+        raise PolicyError(f"sample() returned shape {out.shape}, expected {want}", spec, "--policy")
+    return out
+
+
 def sample_checked(policy: ChunkPolicy, observations: dict, num_samples: int, spec: str = "policy") -> np.ndarray:
     """Call `policy.sample` and check the result's shape and values."""
     batch = len(next(iter(observations.values())))
@@ -192,15 +206,7 @@ def sample_checked(policy: ChunkPolicy, observations: dict, num_samples: int, sp
         raise
     except Exception as e:  # the policy's own failure, in one line (KeyboardInterrupt and SystemExit go through)
         raise PolicyError(f"sample() raised {type(e).__name__}: {e}", spec, "--policy") from e
-    if raw is None:
-        raise PolicyError(f"sample() returned None, expected an array of shape {want}", spec, "--policy")
-    try:
-        out = np.asarray(raw, dtype=np.float32)
-    except (TypeError, ValueError) as e:
-        raise PolicyError(f"sample() returned {type(raw).__name__}, not an array of numbers: {e}",
-                          spec, "--policy") from None
-    if out.shape != want:
-        raise PolicyError(f"sample() returned shape {out.shape}, expected {want}", spec, "--policy")
+    out = as_chunks(raw, want, spec)
     if not np.isfinite(out).all():
         raise PolicyError("sample() returned NaN or inf", spec, "--policy")
     return out

@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from .. import schema as S
-from ..errors import BadInput, PolicyError
+from ..errors import BadInput, PolicyError, check_seed
 from ..outdirs import check_output
 from ..chunks import chunk_windows, frame_episode_end
 
@@ -112,8 +112,7 @@ class PolicyConfig:
             raise BadInput(f"must be in [0, 1), got {self.val_fraction}", field=name_of("val_fraction"))
         if self.lr_schedule not in ("cosine", "constant"):
             raise BadInput(f"must be cosine or constant, got {self.lr_schedule!r}", field=name_of("lr_schedule"))
-        if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool) or not 0 <= self.seed < 2 ** 32:
-            raise BadInput(f"must be an integer in [0, 2**32), got {self.seed!r}", field=name_of("seed"))
+        check_seed(self.seed, field=name_of("seed"))
         from ..vision import parse_obs
 
         if parse_obs(self.obs, name_of("obs")).time:
