@@ -499,6 +499,28 @@ def test_builtin_rejects_bad_observations_and_args(tmp_path):
     assert str(e.value).startswith(f"{tmp_path / 'pol' / S.POLICY_WEIGHTS_FILE}: does not match policy.json:")
 
 
+@pytest.mark.parametrize("key, value, message", [
+    ("chunk_size", 4, "4 differs from config.chunk_size 2 (the network's)"),
+    ("chunk_size", "2", "must be an integer >= 1, got '2'"),
+    ("action_dim", 0, "must be an integer >= 1, got 0"),
+    ("state_dim", None, "must be an integer >= 1, got None"),
+])
+def test_policy_json_sizes_are_checked_on_load(cli, tmp_path, key, value, message):
+    """The top-level sizes are what `improve --policy` and `aloe rounds` read; they must agree with the network."""
+    store = make_store(tmp_path / "store", n_eps=3, T=5)
+    train_policy(store, tmp_path / "pol", PolicyConfig(steps=2, **dict(TINY, chunk_size=2)))
+    doc_path = tmp_path / "pol" / S.POLICY_FILE
+    doc = json.loads(doc_path.read_text())
+    doc[key] = value
+    doc_path.write_text(json.dumps(doc))
+    with pytest.raises(PolicyError) as e:
+        load_policy(str(tmp_path / "pol"))
+    assert str(e.value) == f"{doc_path}: {key}: {message}"
+    r = cli("improve", tmp_path / "store", "--policy", tmp_path / "pol", "--out", tmp_path / "next", "--steps", 1)
+    assert r.exit_code == 2 and r.stderr == f"Error: {doc_path}: {key}: {message}\n", r.stderr
+    assert not (tmp_path / "next").exists()
+
+
 def test_a_failed_training_run_leaves_nothing(tmp_path):
     store = make_store(tmp_path / "store", n_eps=3, T=5)
 

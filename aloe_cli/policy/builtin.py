@@ -426,6 +426,14 @@ def read_policy_json(path: str | os.PathLike, option: str = "--policy") -> dict:
     if version > FORMAT_VERSION:
         raise PolicyError(f"{version} is newer than this aloe understands ({FORMAT_VERSION}); upgrade aloe",
                           doc_path, "format_version")
+    for key in ("chunk_size", "action_dim", "state_dim"):
+        value = doc.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise PolicyError(f"must be an integer >= 1, got {value!r}", doc_path, key)
+    config = doc.get("config")
+    if isinstance(config, dict) and "chunk_size" in config and config["chunk_size"] != doc["chunk_size"]:
+        raise PolicyError(f"{doc['chunk_size']} differs from config.chunk_size {config['chunk_size']!r} "
+                          "(the network's)", doc_path, "chunk_size")
     return doc
 
 
