@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from . import __version__
-from .commands import demo, export, fit_critic, improve, info, ingest, report, rollout, rounds, score
+from .commands import compact, demo, export, fit_critic, improve, info, ingest, report, rollout, rounds, score
 
 app = typer.Typer(
     name="aloe",
@@ -17,7 +17,7 @@ app = typer.Typer(
 )
 
 # In the order of the loop: rollout -> ingest -> fit-critic -> score -> improve -> rollout.
-for module in (demo, rollout, ingest, info, fit_critic, score, report, improve, rounds, export):
+for module in (demo, rollout, ingest, info, compact, fit_critic, score, report, improve, rounds, export):
     module.register(app)
 
 

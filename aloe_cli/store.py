@@ -472,6 +472,26 @@ def _read_journal(path: Path) -> dict:
     return txn
 
 
+def _write_episodes(episodes: pd.DataFrame, path: Path) -> None:
+    pq.write_table(pa.Table.from_pandas(episodes, schema=S.EPISODES_SCHEMA, preserve_index=False), path)
+
+
+def _metadata_renames(stage_rel: str) -> list[list[str]]:
+    """The staged episodes table and manifest into place: the last renames of every write."""
+    return [[f"{stage_rel}/{S.EPISODES_FILE}", S.EPISODES_FILE], [f"{stage_rel}/{S.MANIFEST_FILE}", S.MANIFEST_FILE]]
+
+
+def _write_journal(root: Path, txn_id: str, renames: list[list[str]], deletes: list[str]) -> None:
+    """Write the journal of a write whose files are all staged: the commit point. `_roll_forward`
+    then carries it out (the next `Store.open` does, after a crash)."""
+    _crashpoint("before-journal")
+    tmp = root / (S.TXN_FILE + ".tmp")
+    _fsync_write(tmp, json.dumps({"id": txn_id, "renames": renames, "deletes": deletes}).encode())
+    os.replace(tmp, root / S.TXN_FILE)  # the commit point
+    _fsync_dir(root)
+    _crashpoint("after-journal")
+
+
 def _roll_forward(root: Path) -> None:
     """Finish a committed transaction from its journal (idempotent)."""
     txn_path = root / S.TXN_FILE
@@ -688,8 +708,7 @@ class StoreWriter:
         keep = old[~old[S.EPISODE_ID].isin(replaced_ids)]
         new_rows = pd.DataFrame(self.rows, columns=S.EPISODES_SCHEMA.names)
         episodes = pd.concat([keep, new_rows], ignore_index=True) if len(keep) else new_rows
-        table = pa.Table.from_pandas(episodes, schema=S.EPISODES_SCHEMA, preserve_index=False)
-        pq.write_table(table, self._stage() / S.EPISODES_FILE)
+        _write_episodes(episodes, self._stage() / S.EPISODES_FILE)
         # Frames files no longer referenced by any episode are deleted.
         live_files = set(episodes[S.FRAMES_FILE])
         old_files = set(old[S.FRAMES_FILE]) if len(old) else set()
@@ -713,19 +732,11 @@ class StoreWriter:
             })
         m["ingests"] = ingests
         _fsync_write(self.staging / S.MANIFEST_FILE, json.dumps(m, indent=2).encode())
-        _crashpoint("before-journal")
         stage_rel = f"{S.STAGING_DIR}/{self.txn_id}"
         renames = []
         if self.part_name:
             renames.append([f"{stage_rel}/frames.parquet", self.part_name])
-        renames += [[f"{stage_rel}/{S.EPISODES_FILE}", S.EPISODES_FILE],
-                    [f"{stage_rel}/{S.MANIFEST_FILE}", S.MANIFEST_FILE]]
-        txn = {"id": self.txn_id, "renames": renames, "deletes": deletes}
-        tmp = self.root / (S.TXN_FILE + ".tmp")
-        _fsync_write(tmp, json.dumps(txn).encode())
-        os.replace(tmp, self.root / S.TXN_FILE)  # the commit point
-        _fsync_dir(self.root)
-        _crashpoint("after-journal")
+        _write_journal(self.root, self.txn_id, renames + _metadata_renames(stage_rel), deletes)
         self._committed = True
         _roll_forward(self.root)
         self.store.manifest = m

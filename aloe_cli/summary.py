@@ -42,6 +42,7 @@ def store_summary(store: Store) -> dict:
         "unknown_outcome": int(eps[S.SUCCESS].isna().sum()),
         "intervention_fraction": float(eps[S.INTERVENTION_FRAMES].sum() / max(eps[S.LENGTH].sum(), 1)),
         "ingests": len(store.manifest["ingests"]),
+        "frames_files": int(eps[S.FRAMES_FILE].nunique()),
         "per_policy_id": _group_stats(eps, S.POLICY_ID),
         "per_task": _group_stats(eps, S.TASK),
     }

@@ -121,6 +121,20 @@ def test_speed_smoke(tmp_path, capsys):
         assert f["d3rlpy"]["samples_per_s"] > 0 and f["aloe_fqe_over_d3rlpy"] > 0
 
 
+def test_store_smoke(tmp_path, capsys):
+    from benchmarks import bench_store
+
+    bench_store.main(["--episodes", "6", "--frames", "5", "--repeats", "1", "--out", str(tmp_path)])
+    r = json.loads((tmp_path / "bench_store.json").read_text())
+    assert r["benchmark"] == "store" and r["frames"] == 30
+    _check_machine(r["machine"])
+    assert (r["before"]["files"], r["after"]["files"]) == (6, 1)
+    assert r["compacted"]["episodes_moved"] == 6 and r["compacted"]["fingerprint"]
+    for k in ("load_frames_s", "read_parquet_s", "iter_episodes_s"):
+        assert r["before"][k] > 0 and r["after"][k] > 0 and r["speedup"][k] > 0
+    assert "Store.load_frames" in capsys.readouterr().out
+
+
 # ---------------------------------------------------------------------- pieces, by hand
 def test_discounted_returns_by_hand():
     reward = {"kind": "step-penalty", "t_norm": {"t": 2.0}, "t_norm_default": 2.0, "c_fail": None}

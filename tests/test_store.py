@@ -151,6 +151,7 @@ def test_info_table_and_json(cli, tmp_path, aloha_dir):
     assert d["per_policy_id"][0]["policy_id"] == "v1"
     r = cli("info", store)
     assert r.exit_code == 0 and "3 episodes, 48 frames" in r.stdout and "per policy_id" in r.stderr
+    assert d["frames_files"] == 1 and r.stdout.rstrip().endswith("; 1 frames file")
 
 
 def test_labels_file(cli, tmp_path, aloha_dir):

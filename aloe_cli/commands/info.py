@@ -23,7 +23,8 @@ def register(app: typer.Typer) -> None:
         def human(d: dict) -> None:
             typer.echo(f"{d['store']}: {d['episodes']} episodes, {d['frames']} frames, "
                        f"state {d['state_dim']}, action {d['action_dim']}, fps {fmt(d['fps'], 1)}, "
-                       f"success {fmt(d['success_rate'])}")
+                       f"success {fmt(d['success_rate'])}; {d['frames_files']} frames "
+                       f"file{'' if d['frames_files'] == 1 else 's'}")
             for key, title in (("per_policy_id", "policy_id"), ("per_task", "task")):
                 t = Table(title=f"per {title}")
                 for c in (title, "episodes", "frames", "success", "labelled", "mean length", "intervention"):

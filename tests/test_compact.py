@@ -1,0 +1,183 @@
+"""`aloe compact`: small frames files merged into fewer, atomically, with every frame and id unchanged."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from aloe_cli import schema as S
+from aloe_cli.compact import compact_store, plan_groups
+from aloe_cli.episode import Episode
+from aloe_cli.store import Store
+from conftest import run_subprocess
+
+CAM = "observation.images.front"
+EXTRA = "observation.qvel"
+
+
+def png(arr: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def episode(rng, i: int) -> Episode:
+    T = int(rng.integers(4, 9))
+    interv = np.zeros(T, bool)
+    interv[1:3] = i % 3 == 0
+    return Episode(state=rng.normal(size=(T, 3)).astype(np.float32), action=rng.normal(size=(T, 2)).astype(np.float32),
+                   source_key=f"ep{i}", reward=rng.normal(size=T).astype(np.float32) if i % 2 else None,
+                   is_intervention=interv, success=[True, False, None][i % 3], policy_id=f"v{i % 2}",
+                   task="open the drawer", extras={EXTRA: rng.normal(size=(T, 2)).astype(np.float32)},
+                   images={CAM: [png(rng.integers(0, 255, size=(6, 8, 3), dtype=np.uint8)) for _ in range(T)]})
+
+
+def rollout_store(path, commits: int = 7, per_commit=(1,), seed: int = 0) -> Store:
+    """A store written as `aloe rollout` writes one: a commit (so a frames file) per episode or few."""
+    rng = np.random.default_rng(seed)
+    store, i = Store.open(path, create=True), 0
+    for c in range(commits):
+        with store.writer(f"rollout:sim#{c}", "rollout") as w:
+            for _ in range(per_commit[c % len(per_commit)]):
+                w.add(episode(rng, i), fps=10.0)
+                i += 1
+            w.commit()
+    return Store.open(path)
+
+
+def frames_of(store_dir) -> pd.DataFrame:
+    """Every frame, in episode then frame order, read by plain pandas (no aloe code)."""
+    df = pd.read_parquet(store_dir / S.FRAMES_DIR)
+    return df.sort_values([S.EPISODE_ID, S.FRAME_INDEX]).reset_index(drop=True)
+
+
+def snapshot(store_dir) -> dict:
+    return {str(p.relative_to(store_dir)): p.read_bytes() for p in sorted(store_dir.rglob("*"))
+            if p.is_file() and p.name != S.LOCK_FILE}
+
+
+def test_plan_groups_by_hand():
+    a = pa.schema([("x", pa.int64())])
+    b = pa.schema([("y", pa.int64())])
+    files = [("a", 3, a), ("b", 3, a), ("c", 3, a), ("d", 10, a), ("e", 1, a), ("f", 1, a)]
+    assert plan_groups(files, 8) == [["a", "b"], ["e", "f"]]  # c alone is not merged; d is big enough
+    assert plan_groups(files, 9) == [["a", "b", "c"], ["e", "f"]]  # 3 + 3 + 3 fits exactly
+    assert plan_groups(files, 1) == []  # every file is already as large as the target
+    mixed = [("a", 1, a), ("b", 1, b), ("c", 1, b), ("d", 1, a)]
+    assert plan_groups(mixed, 100) == [["b", "c"]]  # a file of another schema starts a new group
+    assert plan_groups([("a", 1, a)], 100) == []
+
+
+def test_compact_merges_files_and_keeps_every_frame_id_and_fingerprint(cli, tmp_path):
+    root = tmp_path / "store"
+    before = rollout_store(root, commits=7, per_commit=(1, 2))
+    eps0, frames0, fp0 = before.episodes.copy(), frames_of(root), before.fingerprint
+    arrays0 = before.load_frames([S.OBS_STATE, S.ACTION, S.REWARD, EXTRA])
+    assert len(list((root / S.FRAMES_DIR).iterdir())) == 7
+
+    r = cli("compact", root, "--json")
+    assert r.exit_code == 0, r
+    d = json.loads(r.stdout)
+    assert (d["files_before"], d["files_after"], d["files_merged"], d["files_written"]) == (7, 1, 7, 1)
+    assert d["episodes_moved"] == 10 and d["fingerprint"] == fp0 and not d["dry_run"]
+
+    after = Store.open(root)
+    assert after.fingerprint == fp0
+    files = sorted((root / S.FRAMES_DIR).iterdir())
+    assert len(files) == 1 and pq.ParquetFile(files[0]).num_row_groups == 10
+    eps1 = after.episodes
+    assert eps1[S.ROW_GROUP].tolist() == list(range(10))  # store order is kept, one row group per episode
+    same = [c for c in eps0.columns if c not in (S.FRAMES_FILE, S.ROW_GROUP)]
+    pd.testing.assert_frame_equal(eps1[same], eps0[same])
+    pd.testing.assert_frame_equal(frames_of(root), frames0)  # every column, images and nulls included
+    arrays1 = after.load_frames([S.OBS_STATE, S.ACTION, S.REWARD, EXTRA])
+    for name, a in arrays0.columns.items():
+        np.testing.assert_array_equal(arrays1.columns[name], a)
+    for ingest in after.manifest["ingests"]:
+        assert ingest["frames_file"] == str(files[0].relative_to(root))
+    assert not (root / S.TXN_FILE).exists() and not any((root / S.STAGING_DIR).iterdir())
+
+    r = cli("compact", root)  # a second run has nothing to do and changes nothing
+    assert r.exit_code == 0 and r.stdout.strip() == (
+        f"{root}: nothing to compact (1 frames file; none can be merged below 128 MiB)")
+    more = tmp_path / "more"  # the store stays writable: a new rollout appends a new file
+    rollout_store(more, commits=1)
+    with after.writer("rollout:sim#new", "rollout") as w:
+        w.add(episode(np.random.default_rng(99), 0), fps=10.0)
+        w.commit()
+    assert len(Store.open(root).episodes) == 11 and len(list((root / S.FRAMES_DIR).iterdir())) == 2
+
+
+def test_target_size_leaves_large_files_and_splits_groups(tmp_path):
+    root = tmp_path / "store"
+    rollout_store(root, commits=6, per_commit=(1, 1, 1, 12, 1, 1))
+    sizes = {p.name: p.stat().st_size for p in (root / S.FRAMES_DIR).iterdir()}
+    big = max(sizes.values())
+    small = sorted(v for v in sizes.values() if v != big)
+    target_mb = (small[0] + small[1] + small[2] - 1) / 2**20  # any two small files fit, no three do
+    d = compact_store(root, target_mb=target_mb)
+    # the first two small files merged, the third left alone (no room for it in their group, and the next
+    # file is large), the large one untouched,
+    # the last two merged:
+    assert (d["files_before"], d["files_merged"], d["files_written"], d["files_after"]) == (6, 4, 2, 4)
+    assert big in {p.stat().st_size for p in (root / S.FRAMES_DIR).iterdir()}
+    assert Store.open(root).episodes[S.ROW_GROUP].tolist() == [0, 1, 0] + list(range(12)) + [0, 1]
+
+
+def test_dry_run_changes_nothing(cli, tmp_path):
+    root = tmp_path / "store"
+    rollout_store(root, commits=4)
+    before = snapshot(root)
+    r = cli("compact", root, "--dry-run")
+    assert r.exit_code == 0, r
+    assert r.stdout.startswith(f"{root}: would merge 4 frames files (4 episodes, ") and r.stdout.rstrip().endswith(
+        "MiB) into 1; 4 -> 1 files")
+    assert snapshot(root) == before
+
+
+@pytest.mark.parametrize("point", ["before-journal", "after-journal"])
+def test_crash_during_compaction_leaves_before_or_after(tmp_path, point):
+    root = tmp_path / "store"
+    rollout_store(root, commits=5)
+    frames0, fp0 = frames_of(root), Store.open(root).fingerprint
+    before = snapshot(root)
+    r = run_subprocess("compact", root, env={"ALOE_CRASH_AT": point})
+    assert r.returncode == 137, r.stderr
+    s = Store.open(root)  # an interrupted compaction is rolled forward on open
+    if point == "before-journal":
+        assert {k: v for k, v in snapshot(root).items() if not k.startswith(S.STAGING_DIR)} == before
+    else:
+        assert len(list((root / S.FRAMES_DIR).iterdir())) == 1 and not (root / S.TXN_FILE).exists()
+    assert s.fingerprint == fp0
+    pd.testing.assert_frame_equal(frames_of(root), frames0)
+    assert run_subprocess("compact", root).returncode == 0  # and it can be compacted after
+    assert len(list((root / S.FRAMES_DIR).iterdir())) == 1 and not any((root / S.STAGING_DIR).iterdir())
+
+
+def test_bad_input_is_one_line_and_changes_nothing(cli, tmp_path):
+    root = tmp_path / "store"
+    rollout_store(root, commits=3)
+    before = snapshot(root)
+    for args, message in [
+        ([root, "--target-mb", "0"], "Error: --target-mb: must be a positive number of MiB, got 0.0"),
+        ([root, "--target-mb", "nan"], "Error: --target-mb: must be a positive number of MiB, got nan"),
+        ([tmp_path / "nowhere"], f"Error: {tmp_path / 'nowhere'}: store does not exist (run `aloe ingest` or "
+                                 "`aloe rollout` first)"),
+    ]:
+        r = cli("compact", *args)
+        assert r.exit_code == 2 and r.stderr == message + "\n", (args, r)
+    assert snapshot(root) == before
+    victim = sorted((root / S.FRAMES_DIR).iterdir())[1]
+    victim.write_bytes(b"not parquet")
+    damaged = snapshot(root)
+    r = cli("compact", root)
+    assert r.exit_code == 2 and r.stderr.startswith(f"Error: {victim}: cannot be read: "), r
+    assert len(r.stderr.strip().splitlines()) == 1 and snapshot(root) == damaged
