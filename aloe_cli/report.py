@@ -218,14 +218,15 @@ def load_scores(scores_dir: str | os.PathLike) -> Scores:
 # --------------------------------------------------------------------------- pure math
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (stays inside [0, 1], sane at 0/n and n/n)."""
+    """Wilson score interval for a binomial proportion: inside [0, 1] and around the rate itself, exactly
+    (at 0/n and n/n centre -/+ half misses 0 or 1 by a rounding error, which error bars refuse)."""
     if n <= 0:
         return (float("nan"), float("nan"))
     p = successes / n
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    return (min(max(0.0, centre - half), p), max(min(1.0, centre + half), p))
 
 
 def rank_auc(scores, labels) -> float | None:

@@ -46,6 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
+from aloe_cli.report import wilson_interval as wilson  # success rates: Wilson score intervals
+
 from . import common as B
 
 H = 5
@@ -74,17 +76,6 @@ BUDGETS = {
     "full": Budget(seed_episodes=30, rounds=5, episodes_per_round=40, eval_episodes=100, critic_steps=4000,
                    policy_steps=3000),
 }
-
-
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a success rate, e.g. 8 of 10 -> (0.490, 0.943)."""
-    if n == 0:
-        return float("nan"), float("nan")
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return centre - half, centre + half
 
 
 def evaluate(task: str, policy_dir: Path, episodes: int, max_steps: int, seed: int,

@@ -171,6 +171,13 @@ def test_wilson_interval_by_hand():
     lo, hi = wilson_interval(0, 4)
     assert lo == 0.0 and hi == pytest.approx(0.48990, abs=1e-4)
     assert all(np.isnan(wilson_interval(0, 0)))
+    # All successes: the upper end is 1 exactly (centre + half came to 1 - 1.1e-16 at 6 of 6, and
+    # the report's error bars refused the negative length); all failures: the lower end is 0.
+    assert wilson_interval(6, 6)[1] == 1.0 and wilson_interval(0, 11)[0] == 0.0
+    for n in range(1, 120):
+        for k in range(n + 1):
+            lo, hi = wilson_interval(k, n)
+            assert 0.0 <= lo <= k / n <= hi <= 1.0, (k, n)
 
 
 def test_rank_auc_by_hand():
