@@ -134,6 +134,19 @@ class IngestResult:
 _INTERNAL = frozenset({S.STAGING_DIR, S.LOCK_FILE, S.TXN_FILE, S.TXN_FILE + ".tmp"})
 
 
+def _read_manifest(root: Path) -> dict | None:
+    """STORE/aloe.json, checked; None when there is none."""
+    path = root / S.MANIFEST_FILE
+    if not path.exists():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise StoreError(f"cannot be parsed: {e}", path) from None
+    _check_manifest(manifest, path)
+    return manifest
+
+
 def _is_count(x, minimum: int = 1) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and x >= minimum
 
@@ -234,8 +247,8 @@ class Store:
         if (root / S.TXN_FILE).exists():
             with _Lock(root):
                 _roll_forward(root)
-        manifest_path = root / S.MANIFEST_FILE
-        if not manifest_path.exists():
+        manifest = _read_manifest(root)
+        if manifest is None:
             if create:
                 if root.exists() and any(p.name not in _INTERNAL for p in root.iterdir()):
                     raise StoreError(f"is not empty and is not an aloe store (no {S.MANIFEST_FILE}); "
@@ -244,12 +257,14 @@ class Store:
             if root.exists() and any(root.iterdir()):
                 raise StoreError(f"is not an aloe store (no {S.MANIFEST_FILE})", root)
             raise StoreError("store does not exist (run `aloe ingest` or `aloe rollout` first)", root)
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except (OSError, ValueError) as e:
-            raise StoreError(f"cannot be parsed: {e}", manifest_path) from None
-        _check_manifest(manifest, manifest_path)
         return cls(root, manifest)
+
+    def _reload(self) -> None:
+        """Read the store again as it is on disk; a writer does once it holds the lock, because another
+        process may have committed (an ingest, a compaction) since this Store was opened."""
+        _roll_forward(self.root)
+        self.manifest = _read_manifest(self.root)
+        self._episodes = None
 
     @property
     def exists(self) -> bool:
@@ -541,6 +556,7 @@ class StoreWriter:
         self._committed = False
         self.staging = self.root / S.STAGING_DIR / self.txn_id  # made by _stage() when first needed
         try:
+            store._reload()
             self._read_store()
         except BaseException:
             self._release()

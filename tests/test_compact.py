@@ -181,3 +181,24 @@ def test_bad_input_is_one_line_and_changes_nothing(cli, tmp_path):
     r = cli("compact", root)
     assert r.exit_code == 2 and r.stderr.startswith(f"Error: {victim}: cannot be read: "), r
     assert len(r.stderr.strip().splitlines()) == 1 and snapshot(root) == damaged
+
+
+def test_a_writer_opened_before_a_compaction_commits_against_the_store_as_it_is_now(tmp_path):
+    """A long `aloe rollout` holds its Store between commits; `aloe compact` (or an ingest) may commit in
+    between. The rollout's next commit must build on the store on disk, not on what it read before."""
+    root = tmp_path / "store"
+    rollout_store(root, commits=4)
+    held = Store.open(root)
+    assert len(held.episodes) == 4  # read (and cached) before the compaction
+    compact_store(root)
+    more = Store.open(root)
+    with more.writer("ingest:demos", "test") as w:  # and another process ingests something
+        w.add(episode(np.random.default_rng(5), 50), fps=10.0)
+        w.commit()
+    with held.writer("rollout:sim#late", "rollout") as w:
+        w.add(episode(np.random.default_rng(6), 60), fps=10.0)
+        w.commit()
+    s = Store.open(root)
+    assert len(s.episodes) == 6 and len(list(s.iter_episodes())) == 6  # every frames file it names exists
+    assert [i["source"] for i in s.manifest["ingests"]][-2:] == ["ingest:demos", "rollout:sim#late"]
+    assert all((root / i["frames_file"]).exists() for i in s.manifest["ingests"])
