@@ -67,10 +67,9 @@ def compact_store(root: str | os.PathLike, target_mb: float = 128.0, dry_run: bo
     if not (isinstance(target_mb, (int, float)) and 0 < target_mb < float("inf")):
         raise BadInput(f"must be a positive number of MiB, got {target_mb!r}", field="--target-mb")
     root = Path(root)
-    Store.open(root)  # refuses a non-store, rolls an interrupted write forward
+    store = Store.open(root)  # refuses a non-store, rolls an interrupted write forward
     with _Lock(root):
-        _roll_forward(root)
-        store = Store.open(root)
+        store._reload()
         eps = store.episodes
         names = list(dict.fromkeys(eps[S.FRAMES_FILE]))
         files = []
