@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from . import schema as S
 from .errors import BadInput, StoreError
-from .store import (Store, _Lock, _fsync_write, _metadata_renames, _now, _roll_forward,
+from .store import (WRITE_WAIT_S, Store, _Lock, _fsync_write, _metadata_renames, _now, _roll_forward,
                     _write_episodes, _write_journal)
 
 MiB = 1 << 20
@@ -62,13 +62,14 @@ def plan_groups(files: list[tuple[str, int, object]], target_bytes: int) -> list
 
 
 def compact_store(root: str | os.PathLike, target_mb: float = 128.0, dry_run: bool = False,
-                  progress: Callable[[int, int], None] | None = None) -> dict:
-    """Merge the store's small frames files (see the module docstring); returns what it did (or would do)."""
+                  progress: Callable[[int, int], None] | None = None, wait_s: float | None = WRITE_WAIT_S) -> dict:
+    """Merge the store's small frames files (see the module docstring); returns what it did (or would do).
+    Waits `wait_s` seconds for another writer to finish, as `Store.writer` does."""
     if not (isinstance(target_mb, (int, float)) and 0 < target_mb < float("inf")):
         raise BadInput(f"must be a positive number of MiB, got {target_mb!r}", field="--target-mb")
     root = Path(root)
     store = Store.open(root)  # refuses a non-store, rolls an interrupted write forward
-    with _Lock(root):
+    with _Lock(root, wait_s):
         store._reload()
         eps = store.episodes
         names = list(dict.fromkeys(eps[S.FRAMES_FILE]))

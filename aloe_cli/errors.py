@@ -29,6 +29,14 @@ class StoreError(BadInput):
     """The episode store is missing, malformed or from a newer version."""
 
 
+class StoreBusy(AloeError):
+    """Another aloe process holds the store's write lock; exit code 1 (try again when it is done)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = str(path)
+        super().__init__(f"{path}: another aloe process is writing to this store")
+
+
 class PolicyError(BadInput):
     """A --policy SPEC that cannot be loaded or does not fit the store."""
 

@@ -43,7 +43,7 @@ import numpy as np
 
 from . import schema as S
 from .episode import Episode
-from .errors import AloeError, BadInput, PolicyError, RobotError, check_seed
+from .errors import AloeError, BadInput, PolicyError, RobotError, StoreBusy, check_seed
 from .policy import as_chunks
 from .robot import EpisodeStatus, Robot, Teleoperator, action_dim, action_limits, state_dim
 from .robot.safety import SafetyLimits, make_safe
@@ -389,6 +389,7 @@ class _Session:
         self.discarded = 0
         self.interrupted = False
         self.pending: list[tuple[Episode, dict, dict]] = []  # finished, not yet committed
+        self.commits_deferred = 0  # commits put off because another process was writing to the store
         self._last_status = 0.0
 
     # ------------------------------------------------------------------ the run
@@ -405,7 +406,7 @@ class _Session:
                     self._flush()
         finally:
             self.interrupted = self.stop.is_set()
-            self._flush()  # also after an error or a stop: nothing recorded is lost
+            self._flush(final=True)  # also after an error or a stop: nothing recorded is lost
 
     def _episode(self, index: int) -> None:
         robot, cfg = self.robot, self.cfg
@@ -583,8 +584,10 @@ class _Session:
             timestamp=np.asarray(rec.timestamps, dtype=np.float32),
             extras={k: np.stack(v) for k, v in rec.extras.items()}, images=images)
 
-    def _flush(self) -> None:
-        """Commit the finished episodes atomically (one store transaction)."""
+    def _flush(self, final: bool = False) -> None:
+        """Commit the finished episodes atomically (one store transaction). While another process (an
+        ingest, a compaction) is writing to the store, the episodes stay pending and the robot goes on:
+        the commit is tried again after the next episode, and the last one waits for the lock."""
         if not self.pending:
             return
         if self.store is None:  # evaluation only
@@ -595,10 +598,24 @@ class _Session:
                  if isinstance(f, dict) and f.get("names")}
         options = {"run_id": self.run_id, "robot": robot.name, "policy": self.name, "config": asdict(self.cfg),
                    "episodes": [meta for _, meta, _ in self.pending]}
-        with self.store.writer(source=f"rollout:{robot.name}", fmt="rollout", options=options) as w:
-            for ep, _, result in self.pending:
-                result["episode_id"] = w.add(ep, names=names, fps=self.cfg.fps or robot.fps)
-            w.commit()
+
+        def waiting() -> None:
+            if self.status_cb is not None:
+                self.status_cb({"event": "store_busy", "pending": len(self.pending), "waiting": True,
+                                "store": str(self.store.root)})
+
+        try:
+            with self.store.writer(source=f"rollout:{robot.name}", fmt="rollout", options=options,
+                                   wait_s=None if final else 0.0, on_wait=waiting) as w:
+                for ep, _, result in self.pending:
+                    result["episode_id"] = w.add(ep, names=names, fps=self.cfg.fps or robot.fps)
+                w.commit()
+        except StoreBusy:  # only when not final (the final commit waits as long as it takes)
+            self.commits_deferred += 1
+            if self.status_cb is not None:
+                self.status_cb({"event": "store_busy", "pending": len(self.pending), "waiting": False,
+                                "store": str(self.store.root)})
+            return
         self.pending = []
 
     def _report(self, index: int, step: int, t0: float, intervention: bool) -> None:
@@ -654,6 +671,7 @@ class _Session:
             "policy_latency_ms": {"mean": float(lat.mean()), "p95": float(np.percentile(lat, 95))} if len(lat) else None,
             "wall_s": time.monotonic() - self.t_start,
             "interrupted": self.interrupted,
+            "commits_deferred": self.commits_deferred,
             "signal": self.stop.signal if self.stop else None,
             "episode_ids": [r["episode_id"] for r in kept],
             "per_episode": self.results,

@@ -21,10 +21,11 @@ import hashlib
 import json
 import os
 import shutil
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -34,7 +35,10 @@ import pyarrow.parquet as pq
 
 from . import schema as S
 from .episode import Episode, first_non_finite
-from .errors import BadInput, StoreError
+from .errors import BadInput, StoreBusy, StoreError
+
+
+WRITE_WAIT_S = 10.0  # how long a writer waits for another's commit before giving up (StoreBusy)
 
 
 def _now() -> str:
@@ -245,7 +249,7 @@ class Store:
         if root.exists() and not root.is_dir():
             raise StoreError("is not a directory", root)
         if (root / S.TXN_FILE).exists():
-            with _Lock(root):
+            with _Lock(root, WRITE_WAIT_S):  # a writer may be carrying its journal out right now
                 _roll_forward(root)
         manifest = _read_manifest(root)
         if manifest is None:
@@ -434,9 +438,13 @@ class Store:
         return FrameArrays(list(rows[S.EPISODE_ID]), starts, lengths, out)
 
     # ------------------------------------------------------------------ writing
-    def writer(self, source: str, fmt: str, content_hash: str | None = None,
-               options: dict | None = None, replace_hash: bool = False) -> "StoreWriter":
-        return StoreWriter(self, source, fmt, content_hash, options or {}, replace_hash)
+    def writer(self, source: str, fmt: str, content_hash: str | None = None, options: dict | None = None,
+               replace_hash: bool = False, wait_s: float | None = WRITE_WAIT_S,
+               on_wait: Callable[[], None] | None = None) -> "StoreWriter":
+        """A writer holding the store's lock; waits `wait_s` seconds (None: without limit) for another
+        process's write to finish, then raises StoreBusy."""
+        return StoreWriter(self, source, fmt, content_hash, options or {}, replace_hash,
+                           _Lock(self.root, wait_s, on_wait))
 
     def find_ingest(self, content_hash: str) -> dict | None:
         for ing in (self.manifest or {}).get("ingests", []):
@@ -446,21 +454,36 @@ class Store:
 
 
 class _Lock:
-    """An exclusive advisory lock on STORE/.aloe.lock (one writer at a time)."""
+    """An exclusive advisory lock on STORE/.aloe.lock (one writer at a time). Taking it waits up to
+    `wait_s` seconds for another process to let go (None: as long as it takes), calling `on_wait()`
+    once if it has to wait at all, then raises StoreBusy."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, wait_s: float | None = 0.0, on_wait: Callable[[], None] | None = None):
         self.root = root
         self.fd = None
+        self.wait_s = wait_s
+        self.on_wait = on_wait
 
     def __enter__(self):
         self.root.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(self.root / S.LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = None if self.wait_s is None else time.monotonic() + self.wait_s
+        waited = False
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            while True:
+                try:
+                    fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return self
+                except BlockingIOError:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise StoreBusy(self.root) from None
+                    if not waited and self.on_wait is not None:
+                        self.on_wait()
+                    waited = True
+                    time.sleep(0.05)
+        except BaseException:  # StoreBusy, or Ctrl-C while waiting
             os.close(self.fd)
-            raise StoreError("another aloe process is writing to this store", self.root) from None
-        return self
+            raise
 
     def __exit__(self, *exc):
         fcntl.flock(self.fd, fcntl.LOCK_UN)
@@ -538,7 +561,7 @@ class StoreWriter:
     """
 
     def __init__(self, store: Store, source: str, fmt: str, content_hash: str | None,
-                 options: dict, replace_hash: bool):
+                 options: dict, replace_hash: bool, lock: "_Lock"):
         self.store = store
         self.root = store.root
         self.source = source
@@ -550,7 +573,7 @@ class StoreWriter:
         self.created_root = not self.root.exists()
         self.created_lock = not (self.root / S.LOCK_FILE).exists()
         self.had_staging = (self.root / S.STAGING_DIR).exists()
-        self.lock = _Lock(self.root)
+        self.lock = lock
         self.lock.__enter__()
         self._closed = False
         self._committed = False

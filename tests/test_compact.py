@@ -202,3 +202,30 @@ def test_a_writer_opened_before_a_compaction_commits_against_the_store_as_it_is_
     assert len(s.episodes) == 6 and len(list(s.iter_episodes())) == 6  # every frames file it names exists
     assert [i["source"] for i in s.manifest["ingests"]][-2:] == ["ingest:demos", "rollout:sim#late"]
     assert all((root / i["frames_file"]).exists() for i in s.manifest["ingests"])
+
+
+def test_a_writer_waits_for_another_then_gives_up_naming_the_store(tmp_path):
+    import threading
+    import time
+
+    from aloe_cli.errors import StoreBusy
+    from aloe_cli.store import _Lock
+
+    root = tmp_path / "store"
+    rollout_store(root, commits=1)
+    other = _Lock(root).__enter__()
+    threading.Timer(0.3, other.__exit__, (None, None, None)).start()
+    t0 = time.monotonic()
+    with Store.open(root).writer("late", "test", wait_s=5.0) as w:  # waits for the other commit to end
+        w.add(episode(np.random.default_rng(1), 1), fps=10.0)
+        w.commit()
+    assert time.monotonic() - t0 >= 0.3 and len(Store.open(root).episodes) == 2
+    other = _Lock(root).__enter__()
+    try:
+        with pytest.raises(StoreBusy) as e:
+            Store.open(root).writer("late", "test", wait_s=0.2)
+        assert str(e.value) == f"{root}: another aloe process is writing to this store" and e.value.exit_code == 1
+        with pytest.raises(StoreBusy):
+            compact_store(root, wait_s=0.2)  # compaction waits like a writer, then gives up too
+    finally:
+        other.__exit__(None, None, None)

@@ -306,3 +306,54 @@ def test_signal_mid_episode_saves_the_partial_episode(tmp_path, sig):
     assert len(pd.read_parquet(store / "frames")) == eps[S.LENGTH].sum()
     assert not (store / S.TXN_FILE).exists() and not any((store / S.STAGING_DIR).iterdir())
     assert sum(len(e) for e in s.iter_episodes()) == eps[S.LENGTH].sum()
+
+
+def test_a_busy_store_defers_the_commit_and_loses_nothing(sim, tmp_path):
+    """Another process writing to the store (an ingest, a compaction) when an episode ends: the episode
+    stays pending and the robot goes on; the next commit takes both. Before, the rollout stopped with
+    'another aloe process is writing to this store' and the episode was lost."""
+    from aloe_cli.store import _Lock
+
+    store = tmp_path / "store"
+    run_rollouts(sim, constant(0.0), store, RolloutConfig(episodes=1, max_steps=5))  # the store exists
+    other = _Lock(store)  # another writer's lock (flock conflicts across open files, in one process too)
+    events = []
+
+    def status(s):
+        if s.get("event") in ("episode_end", "store_busy"):
+            events.append((s["event"], s.get("episode"), s.get("waiting")))
+        if s.get("event") == "episode_end" and s["episode"] == 1:
+            other.__enter__()  # taken as episode 1 ends, before its commit
+        if s.get("event") == "episode_end" and s["episode"] == 2:
+            other.__exit__(None, None, None)
+
+    s = run_rollouts(sim, constant(0.0), store, RolloutConfig(episodes=3, max_steps=5), status=status)
+    assert events == [("episode_end", 1, None), ("store_busy", None, False), ("episode_end", 2, None),
+                      ("episode_end", 3, None)]
+    assert s["commits_deferred"] == 1 and s["episodes"] == 3
+    ingests = Store.open(store).manifest["ingests"]
+    assert [len(i["episode_ids"]) for i in ingests] == [1, 2, 1]  # episodes 1 and 2 in one commit
+    assert len(Store.open(store).episodes) == 4
+
+
+def test_the_last_commit_waits_for_a_busy_store(sim, tmp_path):
+    import threading
+
+    from aloe_cli.store import _Lock
+
+    store = tmp_path / "store"
+    other = _Lock(store)
+    events = []
+
+    def status(s):
+        if s.get("event") == "store_busy":
+            events.append(s["waiting"])
+        if s.get("event") == "episode_end":
+            other.__enter__()  # held while the final commit starts, let go 0.5 s later
+            threading.Timer(0.5, other.__exit__, (None, None, None)).start()
+
+    t0 = time.monotonic()
+    s = run_rollouts(sim, constant(0.0), store, RolloutConfig(episodes=1, max_steps=5), status=status)
+    # The commit after the episode is put off; the one that ends the run waits for the lock.
+    assert events == [False, True] and time.monotonic() - t0 >= 0.5
+    assert s["commits_deferred"] == 1 and len(Store.open(store).episodes) == 1

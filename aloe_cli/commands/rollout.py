@@ -134,6 +134,15 @@ class _StatusLine:
         self.live.stop()
 
     def update(self, s: dict) -> None:
+        if s.get("event") == "store_busy":
+            if s["waiting"]:
+                line = (f"waiting for another aloe process to finish writing to {s['store']}; {s['pending']} "
+                        "episodes to commit (a second Ctrl-C gives them up)")
+            else:
+                line = (f"{s['store']} is busy (another aloe process is writing): {s['pending']} episodes kept, "
+                        "committed after the next episode")
+            self.live.console.print(f"[yellow]{line}[/yellow]", soft_wrap=True)
+            return
         if s.get("event") == "episode_end":
             outcome = {True: "[green]success[/green]", False: "[red]failure[/red]", None: "unknown"}[s["success"]]
             if s.get("discarded"):
