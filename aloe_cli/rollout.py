@@ -402,8 +402,8 @@ class _Session:
                 if self.stop.is_set():
                     break
                 self._episode(i)
-                if len(self.pending) >= self.cfg.commit_every:
-                    self._flush()
+                if len(self.pending) >= self.cfg.commit_every and i < self.cfg.episodes - 1:
+                    self._flush()  # (the last episode's commit is the final one, below)
         finally:
             self.interrupted = self.stop.is_set()
             self._flush(final=True)  # also after an error or a stop: nothing recorded is lost
