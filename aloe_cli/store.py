@@ -347,31 +347,39 @@ class Store:
     def iter_episode_tables(self, episode_ids: Iterable[str] | None = None,
                             columns: list[str] | None = None) -> Iterator[tuple[pd.Series, pa.Table]]:
         """Yield (episode row, frames table) one episode at a time (one row group read each); a row
-        group whose frame count is not the episode's `length` is refused, naming the frames file."""
+        group whose frame count is not the episode's `length` is refused, naming the frames file.
+
+        One frames file is open at a time: a store fed by rollouts holds a file per episode, more
+        than a process may have open (`ulimit -n`)."""
         rows = self._select(episode_ids)
         needed = columns if columns is not None else _BASE_FRAME_COLUMNS
-        files: dict[str, pq.ParquetFile] = {}
-        for _, row in rows.iterrows():
-            rel = row[S.FRAMES_FILE]
-            path = self.root / rel
-            if rel not in files:
-                files[rel] = self._frames_file(rel)
-                names = set(files[rel].schema_arrow.names)
-                missing = [c for c in needed if c not in names]
-                if missing:
-                    raise StoreError("missing column", path, missing[0])
-            f, rg = files[rel], int(row[S.ROW_GROUP])
-            if rg >= f.num_row_groups:
-                raise StoreError(f"episode {row[S.EPISODE_ID]}: the episodes table says row group {rg}, but the "
-                                 f"file has {f.num_row_groups}", path, S.ROW_GROUP)
-            try:
-                table = f.read_row_group(rg, columns=columns)
-            except (OSError, pa.ArrowException) as e:
-                raise StoreError(f"cannot be read: {e}", path) from None
-            if table.num_rows != row[S.LENGTH]:
-                raise StoreError(f"episode {row[S.EPISODE_ID]} has {table.num_rows} frames but the episodes table "
-                                 f"says {row[S.LENGTH]}", path, S.LENGTH)
-            yield row, table
+        rel, f = None, None
+        try:
+            for _, row in rows.iterrows():
+                path = self.root / row[S.FRAMES_FILE]
+                if row[S.FRAMES_FILE] != rel:
+                    if f is not None:
+                        f.close()
+                    rel, f = row[S.FRAMES_FILE], self._frames_file(row[S.FRAMES_FILE])
+                    names = set(f.schema_arrow.names)
+                    missing = [c for c in needed if c not in names]
+                    if missing:
+                        raise StoreError("missing column", path, missing[0])
+                rg = int(row[S.ROW_GROUP])
+                if rg >= f.num_row_groups:
+                    raise StoreError(f"episode {row[S.EPISODE_ID]}: the episodes table says row group {rg}, but "
+                                     f"the file has {f.num_row_groups}", path, S.ROW_GROUP)
+                try:
+                    table = f.read_row_group(rg, columns=columns)
+                except (OSError, pa.ArrowException) as e:
+                    raise StoreError(f"cannot be read: {e}", path) from None
+                if table.num_rows != row[S.LENGTH]:
+                    raise StoreError(f"episode {row[S.EPISODE_ID]} has {table.num_rows} frames but the episodes "
+                                     f"table says {row[S.LENGTH]}", path, S.LENGTH)
+                yield row, table
+        finally:
+            if f is not None:
+                f.close()
 
     def iter_episodes(self, episode_ids: Iterable[str] | None = None) -> Iterator[Episode]:
         """Yield stored episodes as `Episode` objects, one row group at a time."""

@@ -229,3 +229,27 @@ def test_a_writer_waits_for_another_then_gives_up_naming_the_store(tmp_path):
             compact_store(root, wait_s=0.2)  # compaction waits like a writer, then gives up too
     finally:
         other.__exit__(None, None, None)
+
+
+def test_reading_a_store_of_many_files_keeps_one_open(tmp_path):
+    """A store fed by rollouts holds a frames file per episode; readers must not hold them all open
+    (`ulimit -n` is 1024 on many machines, 256 on macOS): fit-critic and score failed with 'Too many
+    open files'. Read in a child whose file limit is below the store's file count."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    root = tmp_path / "store"
+    rollout_store(root, commits=80)
+    child = f"""
+import resource
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+from aloe_cli.store import Store
+s = Store.open({str(root)!r})
+print(len(s.load_frames().lengths), sum(1 for _ in s.iter_episodes()))
+"""
+    r = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, cwd=REPO,
+                       env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0, r.stderr[-500:]
+    assert r.stdout.split() == ["80", "80"]
