@@ -23,8 +23,8 @@ import pyarrow.parquet as pq
 
 from . import schema as S
 from .errors import BadInput, StoreError
-from .store import (WRITE_WAIT_S, Store, _Lock, _fsync_write, _metadata_renames, _now, _roll_forward,
-                    _write_episodes, _write_journal)
+from .store import (WRITE_WAIT_S, Store, _Lock, _fsync_write, _metadata_renames, _new_staging, _now,
+                    _roll_forward, _write_episodes, _write_journal)
 
 MiB = 1 << 20
 
@@ -100,9 +100,7 @@ def compact_store(root: str | os.PathLike, target_mb: float = 128.0, dry_run: bo
             return result
         txn_id = uuid.uuid4().hex[:12]
         stage_rel = f"{S.STAGING_DIR}/{txn_id}"
-        staging = root / stage_rel
-        shutil.rmtree(root / S.STAGING_DIR, ignore_errors=True)  # leftovers of crashed writers (we hold the lock)
-        staging.mkdir(parents=True)
+        staging = _new_staging(root, txn_id)
         try:
             result["bytes_written"] = _merge(store, groups, staging, txn_id, stage_rel, result, progress)
         except BaseException:
@@ -116,40 +114,36 @@ def compact_store(root: str | os.PathLike, target_mb: float = 128.0, dry_run: bo
 def _merge(store: Store, groups: list[list[str]], staging: Path, txn_id: str, stage_rel: str, result: dict,
            progress: Callable[[int, int], None] | None) -> int:
     """Stage the merged files, the new episodes table and manifest; write the journal. Returns bytes written."""
-    root, eps = store.root, store.episodes.copy()
+    root, eps = store.root, store.episodes
+    by_file = eps.groupby(S.FRAMES_FILE, sort=False).indices  # frames file -> its episodes' positions
     stamp = _now().replace("-", "").replace(":", "")[:15]
+    frames_file, row_groups = eps[S.FRAMES_FILE].to_numpy(object).copy(), eps[S.ROW_GROUP].to_numpy().copy()
     renames, new_name, written, done = [], {}, 0, 0
-    total = result["episodes_moved"]
     for gi, group in enumerate(groups):
         out_rel = f"{S.FRAMES_DIR}/part-{stamp}-{txn_id}-{gi}.parquet"
         staged = staging / f"frames-{gi}.parquet"
-        writer, row_group = None, 0
-        try:
-            for name in group:
-                src = pq.ParquetFile(root / name)
-                rows = eps.index[eps[S.FRAMES_FILE] == name]
-                for i in sorted(rows, key=lambda i: int(eps.at[i, S.ROW_GROUP])):
-                    table = src.read_row_group(int(eps.at[i, S.ROW_GROUP]))
-                    if table.num_rows != eps.at[i, S.LENGTH]:
-                        raise StoreError(f"episode {eps.at[i, S.EPISODE_ID]} has {table.num_rows} frames but the "
-                                         f"episodes table says {eps.at[i, S.LENGTH]}", root / name, S.LENGTH)
-                    if writer is None:
-                        writer = pq.ParquetWriter(staged, src.schema_arrow, compression="zstd")
-                    writer.write_table(table, row_group_size=max(table.num_rows, 1))
-                    eps.at[i, S.FRAMES_FILE], eps.at[i, S.ROW_GROUP] = out_rel, row_group
-                    row_group += 1
-                    done += 1
-                    if progress is not None:
-                        progress(done, total)
-                new_name[name] = out_rel
+        order = [i for name in group for i in sorted(by_file[name], key=lambda i: row_groups[i])]
+        writer = None
+        try:  # Store.iter_episode_tables checks each episode's row group and frame count as it reads
+            for new_rg, (i, (_, table)) in enumerate(zip(order, store.iter_episode_tables(
+                    eps[S.EPISODE_ID].iloc[order]))):
+                if writer is None:
+                    writer = pq.ParquetWriter(staged, table.schema, compression="zstd")
+                writer.write_table(table, row_group_size=max(table.num_rows, 1))
+                frames_file[i], row_groups[i] = out_rel, new_rg
+                done += 1
+                if progress is not None:
+                    progress(done, result["episodes_moved"])
         finally:
             if writer is not None:
                 writer.close()
-        if pq.ParquetFile(staged).num_row_groups != row_group:  # read back before the commit point
-            raise StoreError(f"has {pq.ParquetFile(staged).num_row_groups} row groups, expected {row_group}",
-                             staged)
+        found = pq.read_metadata(staged).num_row_groups  # read back before the commit point
+        if found != len(order):
+            raise StoreError(f"has {found} row groups, expected {len(order)}", staged)
+        new_name.update((name, out_rel) for name in group)
         written += staged.stat().st_size
         renames.append([f"{stage_rel}/{staged.name}", out_rel])
+    eps = eps.assign(**{S.FRAMES_FILE: frames_file, S.ROW_GROUP: row_groups})
     _write_episodes(eps, staging / S.EPISODES_FILE)
     manifest = json.loads(json.dumps(store.manifest))
     for ingest in manifest["ingests"]:

@@ -45,6 +45,11 @@ class RobotError(AloeError):
     """A robot driver failed while running."""
 
 
+def is_count(x, minimum: int = 1) -> bool:
+    """`x` is an integer (not a bool) of at least `minimum`: how a size read from a JSON file is checked."""
+    return isinstance(x, int) and not isinstance(x, bool) and x >= minimum
+
+
 def check_seed(seed, limit: int = 2 ** 32, field: str = "--seed") -> None:
     """Raise BadInput naming `field` unless `seed` is an integer in [0, limit): numpy's seeds (and so
     the simulator's) must be below 2**32; torch's below 2**64 (2**63 leaves room for per-rank offsets)."""

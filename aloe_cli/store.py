@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 
 from . import schema as S
 from .episode import Episode, first_non_finite
-from .errors import BadInput, StoreBusy, StoreError
+from .errors import BadInput, StoreBusy, StoreError, is_count
 
 
 WRITE_WAIT_S = 10.0  # how long a writer waits for another's commit before giving up (StoreBusy)
@@ -151,16 +151,12 @@ def _read_manifest(root: Path) -> dict | None:
     return manifest
 
 
-def _is_count(x, minimum: int = 1) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and x >= minimum
-
-
 def _check_manifest(m, path: Path) -> None:
     """Raise StoreError naming the field when aloe.json's content is not a manifest this aloe can use."""
     if not isinstance(m, dict):
         raise StoreError(f"expected a JSON object, got {type(m).__name__}", path)
     version = m.get("format_version")
-    if not _is_count(version):
+    if not is_count(version):
         raise StoreError("missing or not a positive integer", path, "format_version")
     if version > S.FORMAT_VERSION:
         raise StoreError(
@@ -189,7 +185,7 @@ def _check_manifest(m, path: Path) -> None:
         if f["dtype"] == "image" and shape is None:
             continue
         minimum = 1 if name in (S.OBS_STATE, S.ACTION) or f["dtype"] == "image" else 0
-        if not isinstance(shape, list) or not shape or not all(_is_count(d, minimum) for d in shape):
+        if not isinstance(shape, list) or not shape or not all(is_count(d, minimum) for d in shape):
             raise StoreError(f"expected a list of {'positive' if minimum else 'non-negative'} integers, "
                              f"got {shape!r}", path, f"{where}.shape")
 
@@ -518,6 +514,15 @@ def _read_journal(path: Path) -> dict:
     return txn
 
 
+def _new_staging(root: Path, txn_id: str) -> Path:
+    """STORE/.staging/<txn_id>, made empty, once the folders that crashed writers left are swept (the
+    caller holds the lock)."""
+    shutil.rmtree(root / S.STAGING_DIR, ignore_errors=True)
+    staging = root / S.STAGING_DIR / txn_id
+    staging.mkdir(parents=True)
+    return staging
+
+
 def _write_episodes(episodes: pd.DataFrame, path: Path) -> None:
     pq.write_table(pa.Table.from_pandas(episodes, schema=S.EPISODES_SCHEMA, preserve_index=False), path)
 
@@ -615,9 +620,7 @@ class StoreWriter:
     def _stage(self) -> Path:
         """The staging folder, made on first use (so a write refused early leaves none)."""
         if not self.staging.exists():
-            # Sweep staging folders that crashed writers left (we hold the lock).
-            shutil.rmtree(self.root / S.STAGING_DIR, ignore_errors=True)
-            self.staging.mkdir(parents=True)
+            _new_staging(self.root, self.txn_id)
         return self.staging
 
     # -------------------------------------------------------------- features

@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
         bar, progress = make_progress()
         with bar:
             d = compact_store(store, target_mb=target_mb, dry_run=dry_run,
-                              progress=lambda done, total: progress("episodes", done, total, {}))
+                              progress=None if json_out else lambda done, total: progress("episodes", done, total, {}))
 
         def human(d: dict) -> None:
             if not d["files_merged"]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BadInput
+from ..errors import BadInput, is_count
 from .config import CONFIG_FILE, WEIGHTS_FILE, CriticConfig
 from .train import CRITIC_FORMAT, CRITIC_VERSION
 
@@ -196,7 +196,7 @@ def _check_fields(config: dict, where: Path) -> tuple[tuple[float, float], dict]
         value = config.get(key)
         if value is None:
             raise BadInput("missing", where, key)
-        if not _is_int(value) or value < 1:
+        if not is_count(value):
             raise BadInput(f"expected an integer >= 1, got {value!r}", where, key)
     if config.get("obs_dim", config["state_dim"]) < config["state_dim"]:
         raise BadInput(f"is {config['obs_dim']}, smaller than state_dim {config['state_dim']}", where, "obs_dim")
@@ -222,7 +222,7 @@ def _check_fields(config: dict, where: Path) -> tuple[tuple[float, float], dict]
         if value is not None and not isinstance(value, dict):
             raise BadInput(f"expected an object or null, got {value!r}", where, key)
     for cam, hw in (config.get("images") or {}).items():
-        if not (isinstance(hw, list) and len(hw) == 2 and all(_is_int(v) and v >= 1 for v in hw)):
+        if not (isinstance(hw, list) and len(hw) == 2 and all(is_count(v) for v in hw)):
             raise BadInput(f"expected [height, width], got {hw!r}", where, f"images.{cam}")
     ts = config.get("time_scale")
     if ts is not None and not (isinstance(ts.get("per_task"), dict) and _is_number(ts.get("default"))):

@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from .. import schema as S
-from ..errors import BadInput, PolicyError, check_seed
+from ..errors import BadInput, PolicyError, check_seed, is_count
 from ..outdirs import check_output
 from ..chunks import chunk_windows, frame_episode_end
 
@@ -428,7 +428,7 @@ def read_policy_json(path: str | os.PathLike, option: str = "--policy") -> dict:
                           doc_path, "format_version")
     for key in ("chunk_size", "action_dim", "state_dim"):
         value = doc.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        if not is_count(value):
             raise PolicyError(f"must be an integer >= 1, got {value!r}", doc_path, key)
     config = doc.get("config")
     if isinstance(config, dict) and "chunk_size" in config and config["chunk_size"] != doc["chunk_size"]:
