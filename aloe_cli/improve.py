@@ -178,6 +178,10 @@ def load_scores(scores_dir: str | os.PathLike, store: Store) -> FrameScores:
         raise BadInput(f"the scores are of a store with fingerprint {recorded} ({summary.get('store')}), but "
                        f"{store.root} has {store.fingerprint}; score this store (aloe score) first",
                        summary_path, "store_fingerprint")
+    labels = summary.get("store_labels")
+    if labels is not None and labels != store.labels_fingerprint:
+        raise BadInput(f"the outcome labels (success, policy_id) of {store.root} changed since these scores; fit "
+                       "the critic and score again (aloe fit-critic, aloe score)", summary_path, "store_labels")
     ids = list(store.episodes[S.EPISODE_ID])
     if recorded is None:  # scores from before the fingerprint was recorded: compare the episode lists
         ep_path = root / S.SCORES_EPISODES_FILE

@@ -106,11 +106,21 @@ def ingest(store_path: str | os.PathLike, source_path: str | os.PathLike, fmt: s
     # the same file read differently is a different ingest, not an unchanged one.
     read_as = json.dumps({"format": fmt, **vars(options)}, sort_keys=True, default=str)
     content_hash = hashlib.sha256((hash_source(source) + read_as).encode()).hexdigest()
+    # How the episodes were labelled: the same content labelled otherwise needs --force to replace it.
+    labels_hash = hashlib.sha256(Path(labels).read_bytes()).hexdigest() if labels else None
+    labelling = {"labels": labels_hash, "success": success, "policy_id": policy_id, "task": task}
     previous = store.find_ingest(content_hash)
     if previous is not None and not force:
+        before = previous.get("options", {}).get("labelling", labelling)  # none recorded: from before they were
+        changed = [k for k in labelling if before.get(k) != labelling[k]]
+        if changed:
+            raise BadInput(f"already in {store.root} (ingest {previous['id']}) with other "
+                           f"{', '.join('--' + k.replace('_', '-') for k in changed)}; pass --force to re-ingest "
+                           "it with these (it replaces that ingest's episodes)", source)
         return IngestResult(str(store.root), str(source), fmt, previous["id"], [], skipped_unchanged=True)
     src = reader.read(source, options)
-    record = {"format_options": {k: v for k, v in vars(options).items() if v is not None}, **src.info}
+    record = {"format_options": {k: v for k, v in vars(options).items() if v is not None}, "labelling": labelling,
+              **src.info}
     seen_keys: set[str] = set()
     with store.writer(str(source), fmt, content_hash, record, replace_hash=force) as w:
         for ep in src.episodes:

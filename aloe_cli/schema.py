@@ -89,6 +89,9 @@ V_DROP_FRAME = "v_drop_frame"  # frame where that fall lands
 CRITICAL_FRAMES = "critical_frames"  # list<int64>: chunk starts of the critical chunks
 INTERVENTION_SPANS = "intervention_spans"  # list<list<int64>>: [start, end) frame spans
 
+# The columns a labels file, --success and --policy-id set; Store.labels_fingerprint hashes them.
+LABEL_COLUMNS = (EPISODE_ID, SUCCESS, TERMINATED, TRUNCATED, POLICY_ID)
+
 EPISODES_SCHEMA = pa.schema(
     [
         pa.field(EPISODE_ID, pa.string(), nullable=False),

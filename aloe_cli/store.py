@@ -305,6 +305,15 @@ class Store:
         return h.hexdigest()[:16]
 
     @property
+    def labels_fingerprint(self) -> str:
+        """Identifies the episodes' outcome labels (success, terminated, truncated, policy_id), which the
+        critic's rewards and its policy split come from: `ingest --force --labels` changes them, not the ids."""
+        h = hashlib.sha256()
+        for row in self.episodes[list(S.LABEL_COLUMNS)].itertuples(index=False):
+            h.update(repr(tuple(None if pd.isna(v) else getattr(v, "item", lambda: v)() for v in row)).encode())
+        return h.hexdigest()[:16]
+
+    @property
     def episodes(self) -> pd.DataFrame:
         if self._episodes is None:
             path = self.root / S.EPISODES_FILE

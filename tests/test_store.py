@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from aloe_cli import schema as S
 from aloe_cli.store import Store
@@ -164,6 +165,47 @@ def test_labels_file(cli, tmp_path, aloha_dir):
     assert eps["success"].tolist()[0] is True and pd.isna(eps["success"][1]) and eps["success"][2] == False  # noqa
     assert eps["policy_id"].tolist() == ["v2", "v1", "v1"]
     assert eps["truncated"].tolist() == [False, True, False]
+
+
+def test_relabelling_needs_force_and_makes_critics_and_scores_stale(cli, tmp_path, aloha_dir):
+    src, _ = aloha_dir
+    store, l1, l2 = tmp_path / "s", tmp_path / "l1.csv", tmp_path / "l2.csv"
+    l1.write_text("source_key,success\nepisode_0.hdf5,true\n")
+    l2.write_text("source_key,success\nepisode_0.hdf5,false\n")
+    assert cli("ingest", store, src, "--labels", l1).exit_code == 0
+    before = Store.open(store)
+    fp, labels_fp = before.fingerprint, before.labels_fingerprint
+    # The same source and the same labels: unchanged; other labels: refused, the store as it was.
+    assert "already in" in cli("ingest", store, src, "--labels", l1).stdout
+    msg = _bad(cli, store, src, "--labels", l2, "--success", "false")
+    assert msg.startswith(f"Error: {src}: already in {store} (ingest ") and "with other --labels, --success;" in msg
+    r = cli("fit-critic", store, "--out", tmp_path / "c", "--steps", 2, "--batch-size", 8, "--hidden", 16,
+            "--chunk-size", 2, "--bootstrap", "data", "--device", "cpu")
+    assert r.exit_code == 0, r
+    assert cli("score", store, "--critic", tmp_path / "c", "--out", tmp_path / "sc", "--device", "cpu").exit_code == 0
+    # A checkpoint from before the labels were recorded still resumes.
+    ckpt = tmp_path / "c" / "checkpoint.pt"
+    state = torch.load(ckpt, weights_only=False)
+    del state["meta"]["store"]["labels"]
+    torch.save(state, ckpt)
+    fit = ["fit-critic", store, "--out", tmp_path / "c", "--batch-size", 8, "--hidden", 16, "--chunk-size", 2,
+           "--bootstrap", "data", "--device", "cpu", "--resume", "--steps"]
+    assert cli(*fit, 3).exit_code == 0
+    assert cli("ingest", store, src, "--labels", l2, "--force").exit_code == 0
+    r = cli(*fit, 4)  # a relabelled store is another store to resume on
+    assert r.exit_code == 2 and "--resume: the checkpoint was made with a different " in r.stderr
+    after = Store.open(store)
+    assert after.fingerprint == fp and after.labels_fingerprint != labels_fp
+    assert after.episodes["success"].tolist()[0] is False
+    # The critic's rewards and the scores are the old labels': score warns, improve refuses.
+    r = cli("score", store, "--critic", tmp_path / "c", "--out", tmp_path / "sc2", "--device", "cpu", "--json")
+    assert r.exit_code == 0, r
+    assert any("outcome labels (success, policy_id) changed since the critic" in w
+               for w in json.loads(r.stdout)["warnings"])
+    r = cli("improve", store, "--scores", tmp_path / "sc", "--method", "aloe", "--out", tmp_path / "p", "--steps", 1)
+    assert r.exit_code == 2 and r.stderr.strip() == (
+        f"Error: {tmp_path / 'sc' / S.SCORES_SUMMARY_FILE}: store_labels: the outcome labels (success, policy_id) of "
+        f"{store} changed since these scores; fit the critic and score again (aloe fit-critic, aloe score)")
 
 
 # ---------------------------------------------------------------- bad input: exit 2, store unchanged

@@ -365,7 +365,8 @@ def fit_critic(store: Store | str | os.PathLike, out_dir: str | os.PathLike, con
                           "action_mean": a_mean.tolist(), "action_std": a_std.tolist(),
                           "return_shift": shift, "return_scale": scale},
         "value_support": [lo, hi],
-        "store": {"path": str(store.root), "fingerprint": store.fingerprint, "episodes": E,
+        "store": {"path": str(store.root), "fingerprint": store.fingerprint, "labels": store.labels_fingerprint,
+                  "episodes": E,
                   "frames": data.num_frames, "train_episodes": int(len(train_eps)),
                   "val_episodes": int(len(val_eps)), "val_episode_ids": episodes[S.EPISODE_ID].iloc[val_eps].tolist()},
         "world_size": dist.world,
@@ -377,6 +378,8 @@ def fit_critic(store: Store | str | os.PathLike, out_dir: str | os.PathLike, con
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         old = {k: v for k, v in ckpt["meta"].items() if k != "config"}
         new = {k: v for k, v in meta.items() if k != "config"}
+        if "labels" not in old.get("store", {}):  # a checkpoint from before the labels were recorded
+            new["store"] = {k: v for k, v in new["store"].items() if k != "labels"}
         oc = {k: v for k, v in ckpt["meta"]["config"].items() if k not in RESUMABLE_CHANGES}
         nc = {k: v for k, v in meta["config"].items() if k not in RESUMABLE_CHANGES}
         diff = [k for k in sorted(set(oc) | set(nc)) if oc.get(k) != nc.get(k)]
