@@ -31,6 +31,7 @@ def store_summary(store: Store) -> dict:
         "store": str(store.root),
         "format_version": store.manifest["format_version"],
         "fingerprint": store.fingerprint,
+        "labels_fingerprint": store.labels_fingerprint,
         "fps": store.fps,
         "episodes": int(len(eps)),
         "frames": int(eps[S.LENGTH].sum()),

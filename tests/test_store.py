@@ -196,6 +196,8 @@ def test_relabelling_needs_force_and_makes_critics_and_scores_stale(cli, tmp_pat
     assert r.exit_code == 2 and "--resume: the checkpoint was made with a different " in r.stderr
     after = Store.open(store)
     assert after.fingerprint == fp and after.labels_fingerprint != labels_fp
+    info = json.loads(cli("info", store, "--json").stdout)
+    assert (info["fingerprint"], info["labels_fingerprint"]) == (fp, after.labels_fingerprint)
     assert after.episodes["success"].tolist()[0] is False
     # The critic's rewards and the scores are the old labels': score warns, improve refuses.
     r = cli("score", store, "--critic", tmp_path / "c", "--out", tmp_path / "sc2", "--device", "cpu", "--json")
