@@ -364,16 +364,17 @@ def score_summary(chunks_df: pd.DataFrame, episodes_df: pd.DataFrame, critic, st
     if boot != "policy":
         warnings.append(f"the critic was fitted with --bootstrap {boot}: its Q is the logged behaviour's value, "
                         "not the evaluated policy's")
-    if critic.config["store"]["fingerprint"] != store.fingerprint:
-        warnings.append(f"the store differs from the one the critic was fitted on ({store.fingerprint} vs "
+    fingerprint, labels = store.fingerprint, store.labels_fingerprint
+    if critic.config["store"]["fingerprint"] != fingerprint:
+        warnings.append(f"the store differs from the one the critic was fitted on ({fingerprint} vs "
                         f"{critic.config['store']['fingerprint']})")
-    elif critic.config["store"].get("labels", store.labels_fingerprint) != store.labels_fingerprint:
+    elif critic.config["store"].get("labels", labels) != labels:
         warnings.append("the store's outcome labels (success, policy_id) changed since the critic was fitted: its "
                         "rewards are the old labels'; fit it again (aloe fit-critic)")
     return {
         "store": str(store.root),
-        "store_fingerprint": store.fingerprint,  # `aloe improve` / `aloe export` check it against their store
-        "store_labels": store.labels_fingerprint,  # ... and these: scores of relabelled episodes are stale
+        "store_fingerprint": fingerprint,  # `aloe improve` / `aloe export` check it against their store
+        "store_labels": labels,  # ... and these: scores of relabelled episodes are stale
         "critic": str(critic.path),
         "policy": used,
         "policy_value": policy_value(v0, n_boot, seed),

@@ -310,7 +310,7 @@ class Store:
         critic's rewards and its policy split come from: `ingest --force --labels` changes them, not the ids."""
         h = hashlib.sha256()
         for row in self.episodes[list(S.LABEL_COLUMNS)].itertuples(index=False):
-            h.update(repr(tuple(None if pd.isna(v) else getattr(v, "item", lambda: v)() for v in row)).encode())
+            h.update(repr(tuple(None if pd.isna(v) else v for v in row)).encode())  # itertuples: Python scalars
         return h.hexdigest()[:16]
 
     @property
