@@ -39,6 +39,7 @@ from .errors import BadInput, StoreBusy, StoreError, is_count
 
 
 WRITE_WAIT_S = 10.0  # how long a writer waits for another's commit before giving up (StoreBusy)
+READ_BATCH_BYTES = 64 << 20  # episodes in consecutive row groups of one frames file are read together, up to this
 
 
 def _now() -> str:
@@ -223,11 +224,11 @@ def _episodes_frame(table: pa.Table, path: Path) -> pd.DataFrame:
 _BASE_FRAME_COLUMNS = S.frames_schema(1, 1).names
 
 
-def _check_finite(a: np.ndarray, valid: np.ndarray | None, path: Path, eid: str, name: str) -> None:
+def _check_finite(a: np.ndarray, valid: np.ndarray | None, path: Path, which: str, name: str) -> None:
     """Raise StoreError when a loaded float column holds NaN or inf (null rows, where `valid` is False, may)."""
     idx = first_non_finite(a, valid)
     if idx is not None:
-        raise StoreError(f"episode {eid} contains NaN or inf (first at index {idx})", path, name)
+        raise StoreError(f"{which} contains NaN or inf (first at index {idx})", path, name)
 
 
 class Store:
@@ -349,42 +350,67 @@ class Store:
             raise BadInput(f"unknown episode id {missing[0]!r}", self.root, S.EPISODE_ID)
         return eps.iloc[[index[e] for e in wanted]]
 
-    def iter_episode_tables(self, episode_ids: Iterable[str] | None = None,
-                            columns: list[str] | None = None) -> Iterator[tuple[pd.Series, pa.Table]]:
-        """Yield (episode row, frames table) one episode at a time (one row group read each); a row
-        group whose frame count is not the episode's `length` is refused, naming the frames file.
+    def _read_runs(self, rows: pd.DataFrame, columns: list[str] | None) -> Iterator[tuple[Path, int, int, pa.Table]]:
+        """Read the frames of `rows` in runs: (frames file, first row, end row, table of those rows' frames).
 
-        One frames file is open at a time: a store fed by rollouts holds a file per episode, more
-        than a process may have open (`ulimit -n`)."""
-        rows = self._select(episode_ids)
+        A run is rows whose episodes lie in consecutive row groups of one file, read in one call up to
+        about `READ_BATCH_BYTES` (a compacted store reads in a few calls, not one per episode). A row
+        group past the file's end, or whose frame count is not the episode's `length`, is refused,
+        naming the frames file. One frames file is open at a time: a store fed by rollouts holds a
+        file per episode, more than a process may have open (`ulimit -n`)."""
         needed = columns if columns is not None else _BASE_FRAME_COLUMNS
-        rel, f = None, None
+        files = rows[S.FRAMES_FILE].to_numpy()
+        groups = rows[S.ROW_GROUP].to_numpy(dtype=np.int64)
+        lengths = rows[S.LENGTH].to_numpy(dtype=np.int64)
+        ids = rows[S.EPISODE_ID].to_numpy()
+        rel, f, i = None, None, 0
         try:
-            for _, row in rows.iterrows():
-                path = self.root / row[S.FRAMES_FILE]
-                if row[S.FRAMES_FILE] != rel:
+            while i < len(rows):
+                path = self.root / files[i]
+                if files[i] != rel:
                     if f is not None:
                         f.close()
-                    rel, f = row[S.FRAMES_FILE], self._frames_file(row[S.FRAMES_FILE])
+                    rel, f = files[i], self._frames_file(files[i])
                     names = set(f.schema_arrow.names)
                     missing = [c for c in needed if c not in names]
                     if missing:
                         raise StoreError("missing column", path, missing[0])
-                rg = int(row[S.ROW_GROUP])
-                if rg >= f.num_row_groups:
-                    raise StoreError(f"episode {row[S.EPISODE_ID]}: the episodes table says row group {rg}, but "
-                                     f"the file has {f.num_row_groups}", path, S.ROW_GROUP)
+                j, size = i, 0
+                while j < len(rows) and files[j] == rel and (j == i or (groups[j] == groups[j - 1] + 1
+                                                                         and size < READ_BATCH_BYTES)):
+                    rg = int(groups[j])
+                    if rg >= f.num_row_groups:
+                        raise StoreError(f"episode {ids[j]}: the episodes table says row group {rg}, but the file "
+                                         f"has {f.num_row_groups}", path, S.ROW_GROUP)
+                    meta = f.metadata.row_group(rg)
+                    if meta.num_rows != lengths[j]:
+                        raise StoreError(f"episode {ids[j]} has {meta.num_rows} frames but the episodes table "
+                                         f"says {lengths[j]}", path, S.LENGTH)
+                    size += meta.total_byte_size
+                    j += 1
                 try:
-                    table = f.read_row_group(rg, columns=columns)
+                    table = f.read_row_groups([int(g) for g in groups[i:j]], columns=columns)
                 except (OSError, pa.ArrowException) as e:
                     raise StoreError(f"cannot be read: {e}", path) from None
-                if table.num_rows != row[S.LENGTH]:
-                    raise StoreError(f"episode {row[S.EPISODE_ID]} has {table.num_rows} frames but the episodes "
-                                     f"table says {row[S.LENGTH]}", path, S.LENGTH)
-                yield row, table
+                if table.num_rows != lengths[i:j].sum():
+                    raise StoreError(f"episodes {ids[i]} to {ids[j - 1]} have {table.num_rows} frames but the "
+                                     f"episodes table says {lengths[i:j].sum()}", path, S.LENGTH)
+                yield path, i, j, table
+                i = j
         finally:
             if f is not None:
                 f.close()
+
+    def iter_episode_tables(self, episode_ids: Iterable[str] | None = None,
+                            columns: list[str] | None = None) -> Iterator[tuple[pd.Series, pa.Table]]:
+        """Yield (episode row, frames table) one episode at a time, read in runs (`_read_runs`)."""
+        rows = self._select(episode_ids)
+        lengths = rows[S.LENGTH].to_numpy(dtype=np.int64)
+        for _, lo, hi, table in self._read_runs(rows, columns):
+            offset = 0
+            for k in range(lo, hi):
+                yield rows.iloc[k], table.slice(offset, int(lengths[k]))
+                offset += int(lengths[k])
 
     def iter_episodes(self, episode_ids: Iterable[str] | None = None) -> Iterator[Episode]:
         """Yield stored episodes as `Episode` objects, one row group at a time."""
@@ -411,44 +437,55 @@ class Store:
                     episode_ids: Iterable[str] | None = None) -> FrameArrays:
         """Load columns of the chosen episodes into contiguous numpy arrays (memory ~ frames).
 
-        List columns become float32 (N, dim); scalar columns become 1-d arrays.
+        List columns become float32 (N, dim); scalar columns become 1-d arrays. Frames are read
+        and converted a run of row groups at a time (`_read_runs`); a bad value is reported with
+        its episode.
         """
         columns = columns or [S.OBS_STATE, S.ACTION]
         rows = self._select(episode_ids)
         lengths = rows[S.LENGTH].to_numpy(dtype=np.int64)
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        ids = rows[S.EPISODE_ID].to_numpy()
         n = int(lengths.sum())
         out: dict[str, np.ndarray] = {}
-        pos = 0
-        for row, t in self.iter_episode_tables(rows[S.EPISODE_ID], columns=columns):
-            path, eid = self.root / row[S.FRAMES_FILE], row[S.EPISODE_ID]
+        for path, lo, hi, table in self._read_runs(rows, columns):
             for name in columns:
-                col = t.column(name)
-                if pa.types.is_list(col.type) or pa.types.is_fixed_size_list(col.type):
-                    dim = (self.features.get(name, {}).get("shape") or [None])[0]
-                    try:
-                        a = vectors(col, dim)
-                    except ValueError:
-                        raise StoreError(f"episode {eid} does not have {dim} numbers in every frame", path,
-                                         name) from None
-                    if dim is not None and a.shape[1] != dim:
-                        raise StoreError(f"has {a.shape[1]} numbers per frame but {S.MANIFEST_FILE} says {dim}",
-                                         path, name)
-                elif name == S.REWARD:
-                    a = col.to_numpy(zero_copy_only=False).astype(np.float32)  # nulls -> nan
-                else:
-                    a = col.to_numpy(zero_copy_only=False)
-                if a.dtype.kind == "f":
-                    nullable = col.null_count and name not in (S.OBS_STATE, S.ACTION)
-                    _check_finite(a, pc.is_valid(col).to_numpy(zero_copy_only=False) if nullable else None,
-                                  path, eid, name)
+                col = table.column(name)
+                try:
+                    a = self._frame_array(col, name, path, ids[lo] if hi - lo == 1 else None)
+                except StoreError:
+                    offset = 0  # name the episode: convert them one at a time
+                    for k in range(lo, hi):
+                        self._frame_array(col.slice(offset, int(lengths[k])), name, path, ids[k])
+                        offset += int(lengths[k])
+                    raise
                 if name not in out:
                     out[name] = np.empty((n,) + a.shape[1:], dtype=a.dtype)
-                out[name][pos:pos + len(a)] = a
-            pos += t.num_rows
+                out[name][starts[lo]:starts[lo] + len(a)] = a
         for name in columns:  # a store with no episodes selected
             out.setdefault(name, np.empty((0,), dtype=np.float32))
-        return FrameArrays(list(rows[S.EPISODE_ID]), starts, lengths, out)
+        return FrameArrays(list(ids), starts, lengths, out)
+
+    def _frame_array(self, col: pa.ChunkedArray, name: str, path: Path, eid: str | None) -> np.ndarray:
+        """One frames column as numpy, refusing a wrong width or NaN/inf (`eid`: the episode it is, None: several)."""
+        which = "an episode" if eid is None else f"episode {eid}"
+        if pa.types.is_list(col.type) or pa.types.is_fixed_size_list(col.type):
+            dim = (self.features.get(name, {}).get("shape") or [None])[0]
+            try:
+                a = vectors(col, dim)
+            except ValueError:
+                raise StoreError(f"{which} does not have {dim} numbers in every frame", path, name) from None
+            if dim is not None and a.shape[1] != dim:
+                raise StoreError(f"has {a.shape[1]} numbers per frame but {S.MANIFEST_FILE} says {dim}", path, name)
+        elif name == S.REWARD:
+            a = col.to_numpy(zero_copy_only=False).astype(np.float32)  # nulls -> nan
+        else:
+            a = col.to_numpy(zero_copy_only=False)
+        if a.dtype.kind == "f":
+            nullable = col.null_count and name not in (S.OBS_STATE, S.ACTION)
+            _check_finite(a, pc.is_valid(col).to_numpy(zero_copy_only=False) if nullable else None, path,
+                          which, name)
+        return a
 
     # ------------------------------------------------------------------ writing
     def writer(self, source: str, fmt: str, content_hash: str | None = None, options: dict | None = None,

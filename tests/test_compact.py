@@ -253,3 +253,31 @@ print(len(s.load_frames().lengths), sum(1 for _ in s.iter_episodes()))
                        env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
     assert r.returncode == 0, r.stderr[-500:]
     assert r.stdout.split() == ["80", "80"]
+
+
+@pytest.mark.parametrize("batch_bytes", [1, 1 << 26])
+def test_reads_in_runs_match_per_episode_reads(tmp_path, monkeypatch, batch_bytes):
+    """load_frames / iter_episodes read consecutive row groups of a file together (up to READ_BATCH_BYTES);
+    in any episode order, and with runs cut after every row group, they return what pyarrow reads."""
+    import aloe_cli.store as store_mod
+
+    monkeypatch.setattr(store_mod, "READ_BATCH_BYTES", batch_bytes)
+    s = rollout_store(tmp_path / "s", commits=5, per_commit=(3, 1, 2))
+    compact_store(tmp_path / "s", target_mb=1e-3)  # a few files, each several episodes (row groups)
+    s = Store.open(tmp_path / "s")
+    eps = s.episodes
+    assert eps[S.FRAMES_FILE].nunique() < len(eps) and eps[S.FRAMES_FILE].nunique() > 1
+    rng = np.random.default_rng(1)
+    for ids in (list(eps[S.EPISODE_ID]), list(rng.permutation(eps[S.EPISODE_ID])), list(eps[S.EPISODE_ID])[2:5]):
+        fa = s.load_frames([S.OBS_STATE, S.REWARD, EXTRA, S.IS_INTERVENTION], episode_ids=ids)
+        by_id = eps.set_index(S.EPISODE_ID)
+        for k, eid in enumerate(ids):
+            row = by_id.loc[eid]
+            t = pq.ParquetFile(tmp_path / "s" / row[S.FRAMES_FILE]).read_row_group(int(row[S.ROW_GROUP]))
+            sl = slice(fa.starts[k], fa.starts[k] + fa.lengths[k])
+            np.testing.assert_array_equal(fa.columns[S.OBS_STATE][sl], np.stack(t.column(S.OBS_STATE).to_pylist()))
+            np.testing.assert_array_equal(fa.columns[EXTRA][sl], np.stack(t.column(EXTRA).to_pylist()))
+            np.testing.assert_array_equal(fa.columns[S.IS_INTERVENTION][sl], t.column(S.IS_INTERVENTION).to_numpy())
+            reward = t.column(S.REWARD).to_numpy(zero_copy_only=False)
+            np.testing.assert_array_equal(fa.columns[S.REWARD][sl], np.asarray(reward, dtype=np.float32))
+        assert [e.source_key for e in s.iter_episodes(ids)] == list(by_id.loc[ids, S.SOURCE_KEY])
