@@ -392,9 +392,6 @@ class Store:
                     table = f.read_row_groups([int(g) for g in groups[i:j]], columns=columns)
                 except (OSError, pa.ArrowException) as e:
                     raise StoreError(f"cannot be read: {e}", path) from None
-                if table.num_rows != lengths[i:j].sum():
-                    raise StoreError(f"episodes {ids[i]} to {ids[j - 1]} have {table.num_rows} frames but the "
-                                     f"episodes table says {lengths[i:j].sum()}", path, S.LENGTH)
                 yield path, i, j, table
                 i = j
         finally:
@@ -452,9 +449,9 @@ class Store:
             for name in columns:
                 col = table.column(name)
                 try:
-                    a = self._frame_array(col, name, path, ids[lo] if hi - lo == 1 else None)
+                    a = self._frame_array(col, name, path, None)
                 except StoreError:
-                    offset = 0  # name the episode: convert them one at a time
+                    offset = 0  # name the episode: convert the run's episodes one at a time
                     for k in range(lo, hi):
                         self._frame_array(col.slice(offset, int(lengths[k])), name, path, ids[k])
                         offset += int(lengths[k])

@@ -267,10 +267,10 @@ def test_reads_in_runs_match_per_episode_reads(tmp_path, monkeypatch, batch_byte
     s = Store.open(tmp_path / "s")
     eps = s.episodes
     assert eps[S.FRAMES_FILE].nunique() < len(eps) and eps[S.FRAMES_FILE].nunique() > 1
+    by_id = eps.set_index(S.EPISODE_ID)
     rng = np.random.default_rng(1)
     for ids in (list(eps[S.EPISODE_ID]), list(rng.permutation(eps[S.EPISODE_ID])), list(eps[S.EPISODE_ID])[2:5]):
         fa = s.load_frames([S.OBS_STATE, S.REWARD, EXTRA, S.IS_INTERVENTION], episode_ids=ids)
-        by_id = eps.set_index(S.EPISODE_ID)
         for k, eid in enumerate(ids):
             row = by_id.loc[eid]
             t = pq.ParquetFile(tmp_path / "s" / row[S.FRAMES_FILE]).read_row_group(int(row[S.ROW_GROUP]))
