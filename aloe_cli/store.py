@@ -359,18 +359,21 @@ class Store:
         naming the frames file. One frames file is open at a time: a store fed by rollouts holds a
         file per episode, more than a process may have open (`ulimit -n`)."""
         needed = columns if columns is not None else _BASE_FRAME_COLUMNS
-        files = rows[S.FRAMES_FILE].to_numpy()
-        groups = rows[S.ROW_GROUP].to_numpy(dtype=np.int64)
+        files = rows[S.FRAMES_FILE].to_numpy(copy=True)  # _follow_rewrite updates these two in place
+        groups = rows[S.ROW_GROUP].to_numpy(dtype=np.int64, copy=True)
         lengths = rows[S.LENGTH].to_numpy(dtype=np.int64)
         ids = rows[S.EPISODE_ID].to_numpy()
         rel, f, i = None, None, 0
         try:
             while i < len(rows):
-                path = self.root / files[i]
                 if files[i] != rel:
                     if f is not None:
                         f.close()
+                        f = None
+                    if not (self.root / files[i]).exists():
+                        self._follow_rewrite(ids[i:], lengths[i:], files[i:], groups[i:])
                     rel, f = files[i], self._frames_file(files[i])
+                    path = self.root / rel
                     names = set(f.schema_arrow.names)
                     missing = [c for c in needed if c not in names]
                     if missing:
@@ -397,6 +400,34 @@ class Store:
         finally:
             if f is not None:
                 f.close()
+
+    def _follow_rewrite(self, ids: np.ndarray, lengths: np.ndarray, files: np.ndarray, groups: np.ndarray) -> None:
+        """The frames file of episode ids[0] is gone: another process rewrote the store (`aloe compact`,
+        `ingest --force`) since this Store read its episodes table. Read the store again and take these
+        episodes from where they are now (`files`, `groups`, updated in place, and in this Store's table),
+        so a long read survives a compaction; refuse, naming the episode, one that was removed or changed. A file can go only after
+        its episodes' new place is committed (`_roll_forward` renames before it deletes)."""
+        gone = self.root / files[0]
+        fresh = Store.open(self.root)  # waits for a writer that is carrying its journal out
+        eps = fresh.episodes
+        pos = pd.Index(eps[S.EPISODE_ID]).get_indexer(ids)
+        if (pos < 0).any():
+            raise StoreError(f"episode {ids[pos < 0][0]} was removed by another process while this one read "
+                             "the store (an `ingest --force`?); run again", gone, S.EPISODE_ID)
+        now = eps.iloc[pos]
+        changed = now[S.LENGTH].to_numpy(dtype=np.int64) != lengths
+        if changed.any():
+            raise StoreError(f"episode {ids[changed][0]} was rewritten with another length by another process "
+                             "while this one read the store; run again", gone, S.LENGTH)
+        if now[S.FRAMES_FILE].iloc[0] == files[0]:
+            raise StoreError(f"missing, but the episodes table names it for episode {ids[0]}", gone, S.FRAMES_FILE)
+        files[:] = now[S.FRAMES_FILE].to_numpy()
+        groups[:] = now[S.ROW_GROUP].to_numpy(dtype=np.int64)
+        mine = self._episodes.copy()  # this Store keeps its episodes and labels; only where they lie moves
+        at = pd.Index(eps[S.EPISODE_ID]).get_indexer(mine[S.EPISODE_ID])
+        for col in (S.FRAMES_FILE, S.ROW_GROUP):
+            mine.loc[at >= 0, col] = eps[col].to_numpy()[at[at >= 0]]
+        self._episodes = mine
 
     def iter_episode_tables(self, episode_ids: Iterable[str] | None = None,
                             columns: list[str] | None = None) -> Iterator[tuple[pd.Series, pa.Table]]:

@@ -14,6 +14,7 @@ import pytest
 from aloe_cli import schema as S
 from aloe_cli.compact import compact_store, plan_groups
 from aloe_cli.episode import Episode
+from aloe_cli.errors import StoreError
 from aloe_cli.store import Store
 from conftest import run_subprocess
 
@@ -245,6 +246,7 @@ def test_reading_a_store_of_many_files_keeps_one_open(tmp_path):
     child = f"""
 import resource
 resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+from aloe_cli.errors import StoreError
 from aloe_cli.store import Store
 s = Store.open({str(root)!r})
 print(len(s.load_frames().lengths), sum(1 for _ in s.iter_episodes()))
@@ -281,3 +283,44 @@ def test_reads_in_runs_match_per_episode_reads(tmp_path, monkeypatch, batch_byte
             reward = t.column(S.REWARD).to_numpy(zero_copy_only=False)
             np.testing.assert_array_equal(fa.columns[S.REWARD][sl], np.asarray(reward, dtype=np.float32))
         assert [e.source_key for e in s.iter_episodes(ids)] == list(by_id.loc[ids, S.SOURCE_KEY])
+
+
+def test_a_read_under_way_follows_a_compaction(tmp_path):
+    """A reader that read the episodes table before another process compacted the store (its frames files
+    deleted) finds the episodes where they are now: load_frames and an iter_episodes half done both
+    return what they would have; an episode removed meanwhile is refused by name."""
+    root = tmp_path / "s"
+    rollout_store(root, commits=6, per_commit=(2, 1))
+    want = {e.source_key: e.state for e in Store.open(root).iter_episodes()}
+    reader, walker = Store.open(root), Store.open(root)
+    old_files = set(reader.episodes[S.FRAMES_FILE])
+    it = walker.iter_episodes()
+    first = next(it)
+    assert compact_store(root)["files_after"] == 1
+    assert not any((root / f).exists() for f in old_files)  # what the readers' tables name is gone
+    fa = reader.load_frames([S.OBS_STATE])
+    assert fa.num_frames == sum(len(v) for v in want.values())
+    for eid, start, n in zip(fa.episode_ids, fa.starts, fa.lengths):
+        key = reader.episodes.set_index(S.EPISODE_ID).loc[eid, S.SOURCE_KEY]
+        np.testing.assert_array_equal(fa.columns[S.OBS_STATE][start:start + n], want[key])
+    got = [first] + list(it)
+    assert [e.source_key for e in got] == list(want)
+    for e in got:
+        np.testing.assert_array_equal(e.state, want[e.source_key])
+    assert set(reader.episodes[S.FRAMES_FILE]).isdisjoint(old_files)  # the reader now has the new table
+
+
+
+def test_a_read_under_way_refuses_an_episode_removed_meanwhile(tmp_path):
+    root = tmp_path / "s"
+    store, rng = Store.open(root, create=True), np.random.default_rng(0)
+    for c in range(3):
+        with store.writer(f"src{c}", "rollout", content_hash=f"h{c}") as w:
+            w.add(episode(rng, c), fps=10.0)
+            w.commit()
+    reader = Store.open(root)
+    victim = reader.episodes[S.EPISODE_ID].iloc[1]
+    with Store.open(root).writer("src1", "rollout", content_hash="h1", replace_hash=True) as w:
+        w.commit()  # what `ingest --force` of a source that now holds no episode does: its file goes
+    with pytest.raises(StoreError, match=f"episode {victim} was removed by another process while this one read"):
+        reader.load_frames([S.OBS_STATE])

@@ -151,6 +151,14 @@ def test_row_group_past_the_file(cli, store, tmp_path):
     assert "the episodes table says row group 7, but the file has 3" in msg
 
 
+def test_missing_frames_file(cli, store, tmp_path):
+    p = frames_file(store)
+    p.unlink()
+    msg = refused(cli, store, "fit-critic", store, "--out", tmp_path / "critic", *FIT)
+    eid = Store.open(store).episodes[S.EPISODE_ID][0]
+    assert msg == f"Error: {p}: {S.FRAMES_FILE}: missing, but the episodes table names it for episode {eid}"
+
+
 def test_frames_file_without_a_column(cli, store, tmp_path):
     p = rewrite_frames(store, lambda t: t.drop([S.ACTION]))
     msg = refused(cli, store, "fit-critic", store, "--out", tmp_path / "critic", *FIT)
