@@ -370,9 +370,14 @@ class Store:
                     if f is not None:
                         f.close()
                         f = None
-                    if not (self.root / files[i]).exists():
+                    try:
+                        f = self._frames_file(files[i])
+                    except StoreError:
+                        if (self.root / files[i]).exists():
+                            raise
                         self._follow_rewrite(ids[i:], lengths[i:], files[i:], groups[i:])
-                    rel, f = files[i], self._frames_file(files[i])
+                        f = self._frames_file(files[i])
+                    rel = files[i]
                     path = self.root / rel
                     names = set(f.schema_arrow.names)
                     missing = [c for c in needed if c not in names]
