@@ -409,9 +409,10 @@ class Store:
     def _follow_rewrite(self, ids: np.ndarray, lengths: np.ndarray, files: np.ndarray, groups: np.ndarray) -> None:
         """The frames file of episode ids[0] is gone: another process rewrote the store (`aloe compact`,
         `ingest --force`) since this Store read its episodes table. Read the store again and take these
-        episodes from where they are now (`files`, `groups`, updated in place, and in this Store's table),
-        so a long read survives a compaction; refuse, naming the episode, one that was removed or changed. A file can go only after
-        its episodes' new place is committed (`_roll_forward` renames before it deletes)."""
+        episodes from where they are now (`files`, `groups`, updated in place, and in this Store's
+        table), so a long read survives a compaction; refuse, naming the episode, one that was removed
+        or changed. A file goes only once its episodes' new place is committed (`_roll_forward`
+        renames before it deletes)."""
         gone = self.root / files[0]
         fresh = Store.open(self.root)  # waits for a writer that is carrying its journal out
         eps = fresh.episodes

@@ -246,7 +246,6 @@ def test_reading_a_store_of_many_files_keeps_one_open(tmp_path):
     child = f"""
 import resource
 resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
-from aloe_cli.errors import StoreError
 from aloe_cli.store import Store
 s = Store.open({str(root)!r})
 print(len(s.load_frames().lengths), sum(1 for _ in s.iter_episodes()))
@@ -288,7 +287,7 @@ def test_reads_in_runs_match_per_episode_reads(tmp_path, monkeypatch, batch_byte
 def test_a_read_under_way_follows_a_compaction(tmp_path):
     """A reader that read the episodes table before another process compacted the store (its frames files
     deleted) finds the episodes where they are now: load_frames and an iter_episodes half done both
-    return what they would have; an episode removed meanwhile is refused by name."""
+    return what they would have."""
     root = tmp_path / "s"
     rollout_store(root, commits=6, per_commit=(2, 1))
     want = {e.source_key: e.state for e in Store.open(root).iter_episodes()}
@@ -310,8 +309,8 @@ def test_a_read_under_way_follows_a_compaction(tmp_path):
     assert set(reader.episodes[S.FRAMES_FILE]).isdisjoint(old_files)  # the reader now has the new table
 
 
-
 def test_a_read_under_way_refuses_an_episode_removed_meanwhile(tmp_path):
+    """An episode that another process removed after this reader read the episodes table is refused by name."""
     root = tmp_path / "s"
     store, rng = Store.open(root, create=True), np.random.default_rng(0)
     for c in range(3):
