@@ -224,6 +224,14 @@ def _episodes_frame(table: pa.Table, path: Path) -> pd.DataFrame:
 _BASE_FRAME_COLUMNS = S.frames_schema(1, 1).names
 
 
+def _leaves_of(md: pq.FileMetaData, columns: list[str] | None) -> list[int] | None:
+    """The Parquet leaf columns of `columns` (vector column `c` is the leaf `c.list.element`); None: all."""
+    if columns is None:
+        return None
+    paths = [md.schema.column(k).path for k in range(md.num_columns)]
+    return [k for k, p in enumerate(paths) if any(p == c or p.startswith(c + ".") for c in columns)]
+
+
 def _check_finite(a: np.ndarray, valid: np.ndarray | None, path: Path, which: str, name: str) -> None:
     """Raise StoreError when a loaded float column holds NaN or inf (null rows, where `valid` is False, may)."""
     idx = first_non_finite(a, valid)
@@ -354,7 +362,8 @@ class Store:
         """Read the frames of `rows` in runs: (frames file, first row, end row, table of those rows' frames).
 
         A run is rows whose episodes lie in consecutive row groups of one file, read in one call up to
-        about `READ_BATCH_BYTES` (a compacted store reads in a few calls, not one per episode). A row
+        about `READ_BATCH_BYTES` of the columns read (a compacted store reads in a few calls, not one per
+        episode; camera frames not asked for do not shorten the runs). A row
         group past the file's end, or whose frame count is not the episode's `length`, is refused,
         naming the frames file. One frames file is open at a time: a store fed by rollouts holds a
         file per episode, more than a process may have open (`ulimit -n`)."""
@@ -383,6 +392,7 @@ class Store:
                     missing = [c for c in needed if c not in names]
                     if missing:
                         raise StoreError("missing column", path, missing[0])
+                    leaves = _leaves_of(f.metadata, columns)
                 j, size = i, 0
                 while j < len(rows) and files[j] == rel and (j == i or (groups[j] == groups[j - 1] + 1
                                                                          and size < READ_BATCH_BYTES)):
@@ -394,7 +404,8 @@ class Store:
                     if meta.num_rows != lengths[j]:
                         raise StoreError(f"episode {ids[j]} has {meta.num_rows} frames but the episodes table "
                                          f"says {lengths[j]}", path, S.LENGTH)
-                    size += meta.total_byte_size
+                    size += (meta.total_byte_size if leaves is None
+                             else sum(meta.column(k).total_uncompressed_size for k in leaves))
                     j += 1
                 try:
                     table = f.read_row_groups([int(g) for g in groups[i:j]], columns=columns)

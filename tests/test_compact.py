@@ -323,3 +323,21 @@ def test_a_read_under_way_refuses_an_episode_removed_meanwhile(tmp_path):
         w.commit()  # what `ingest --force` of a source that now holds no episode does: its file goes
     with pytest.raises(StoreError, match=f"episode {victim} was removed by another process while this one read"):
         reader.load_frames([S.OBS_STATE])
+
+
+def test_runs_are_sized_by_the_columns_read(tmp_path, monkeypatch):
+    """READ_BATCH_BYTES counts the bytes of the columns read: camera frames not asked for do not cut runs."""
+    import aloe_cli.store as store_mod
+
+    rollout_store(tmp_path / "s", commits=4, per_commit=(3,))
+    compact_store(tmp_path / "s")
+    s = Store.open(tmp_path / "s")
+    md = pq.ParquetFile(tmp_path / "s" / s.episodes[S.FRAMES_FILE].iloc[0]).metadata
+    assert md.num_row_groups == 12
+    names = [md.schema.column(k).path for k in range(md.num_columns)]
+    state = names.index(f"{S.OBS_STATE}.list.element")
+    state_bytes = sum(md.row_group(g).column(state).total_uncompressed_size for g in range(12))
+    monkeypatch.setattr(store_mod, "READ_BATCH_BYTES", state_bytes)  # all the states, a few episodes' images
+    assert len(list(s._read_runs(s.episodes, [S.OBS_STATE]))) == 1
+    assert len(list(s._read_runs(s.episodes, [S.OBS_STATE, CAM]))) > 2
+    assert len(list(s._read_runs(s.episodes, None))) > 2  # every column
