@@ -514,6 +514,7 @@ def improve(store_path: str | os.PathLike, out: str | os.PathLike, method: str =
         "base_policy_fingerprint": None if base is None else policy_fingerprint(base),
         "store": str(store.root.resolve()),
         "store_fingerprint": store.fingerprint,
+        "store_labels": store.labels_fingerprint,  # the outcomes the rewards came from (`ingest --force --labels`)
         "scores": None if frame_scores is None else str(frame_scores.path.resolve()),
         "critic": None if frame_scores is None else frame_scores.summary.get("critic"),
         "method": method,

@@ -2,8 +2,8 @@
 
 Every policy written by `aloe improve` carries a ``lineage`` block: its round (the base's + 1, 0
 when trained from scratch), a name, the base policy (path and a fingerprint of its weights), the
-store and its fingerprint, the scores and the critic it was improved with, the method, its
-settings and a summary of the weights. `rounds(target)`:
+store and its fingerprints (episode ids, labels), the scores and the critic it was improved with,
+the method, its settings and a summary of the weights. `rounds(target)`:
 
 - on a policy directory: the chain from the first round to it, following ``base_policy`` links
   (a base that was moved or retrained since is flagged, by the fingerprint of its weights);

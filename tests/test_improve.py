@@ -226,6 +226,7 @@ def test_lineage_is_recorded_and_shown(round1, cli):
     assert lin2["base_policy_fingerprint"] == policy_fingerprint(d / "r1-aloe")
     store = Store.open(d / "store")
     assert lin2["store"] == str(store.root.resolve()) and lin2["store_fingerprint"] == store.fingerprint
+    assert lin2["store_labels"] == store.labels_fingerprint
     assert lin2["scores"] == str((d / "scores").resolve()) and lin2["critic"] == str(d / "critic")
     assert lin2["method"] == "aloe" and lin2["settings"]["w_max"] == 10.0
     assert lin2["settings"]["beta_rule"] == "std of advantages"
