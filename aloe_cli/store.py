@@ -363,9 +363,8 @@ class Store:
 
         A run is rows whose episodes lie in consecutive row groups of one file, read in one call up to
         about `READ_BATCH_BYTES` of the columns read (a compacted store reads in a few calls, not one per
-        episode; camera frames not asked for do not shorten the runs). A row
-        group past the file's end, or whose frame count is not the episode's `length`, is refused,
-        naming the frames file. One frames file is open at a time: a store fed by rollouts holds a
+        episode; camera frames not asked for do not shorten the runs). A row group past the file's end,
+        or whose frame count is not the episode's `length`, is refused, naming the frames file. One frames file is open at a time: a store fed by rollouts holds a
         file per episode, more than a process may have open (`ulimit -n`)."""
         needed = columns if columns is not None else _BASE_FRAME_COLUMNS
         files = rows[S.FRAMES_FILE].to_numpy(copy=True)  # _follow_rewrite updates these two in place
