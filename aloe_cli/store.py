@@ -224,12 +224,11 @@ def _episodes_frame(table: pa.Table, path: Path) -> pd.DataFrame:
 _BASE_FRAME_COLUMNS = S.frames_schema(1, 1).names
 
 
-def _leaves_of(md: pq.FileMetaData, columns: list[str] | None) -> list[int] | None:
+def _leaves_of(md: pq.FileMetaData, columns: list[str] | None) -> list[int]:
     """The Parquet leaf columns of `columns` (vector column `c` is the leaf `c.list.element`); None: all."""
-    if columns is None:
-        return None
     paths = [md.schema.column(k).path for k in range(md.num_columns)]
-    return [k for k, p in enumerate(paths) if any(p == c or p.startswith(c + ".") for c in columns)]
+    return [k for k, p in enumerate(paths)
+            if columns is None or any(p == c or p.startswith(c + ".") for c in columns)]
 
 
 def _check_finite(a: np.ndarray, valid: np.ndarray | None, path: Path, which: str, name: str) -> None:
@@ -364,8 +363,9 @@ class Store:
         A run is rows whose episodes lie in consecutive row groups of one file, read in one call up to
         about `READ_BATCH_BYTES` of the columns read (a compacted store reads in a few calls, not one per
         episode; camera frames not asked for do not shorten the runs). A row group past the file's end,
-        or whose frame count is not the episode's `length`, is refused, naming the frames file. One frames file is open at a time: a store fed by rollouts holds a
-        file per episode, more than a process may have open (`ulimit -n`)."""
+        or whose frame count is not the episode's `length`, is refused, naming the frames file. One
+        frames file is open at a time: a store fed by rollouts holds a file per episode, more than a
+        process may have open (`ulimit -n`)."""
         needed = columns if columns is not None else _BASE_FRAME_COLUMNS
         files = rows[S.FRAMES_FILE].to_numpy(copy=True)  # _follow_rewrite updates these two in place
         groups = rows[S.ROW_GROUP].to_numpy(dtype=np.int64, copy=True)
@@ -383,7 +383,7 @@ class Store:
                     except StoreError:
                         if (self.root / files[i]).exists():
                             raise
-                        self._follow_rewrite(ids[i:], lengths[i:], files[i:], groups[i:])
+                        self._follow_rewrite(ids[i:], files[i:], groups[i:])
                         f = self._frames_file(files[i])
                     rel = files[i]
                     path = self.root / rel
@@ -403,8 +403,7 @@ class Store:
                     if meta.num_rows != lengths[j]:
                         raise StoreError(f"episode {ids[j]} has {meta.num_rows} frames but the episodes table "
                                          f"says {lengths[j]}", path, S.LENGTH)
-                    size += (meta.total_byte_size if leaves is None
-                             else sum(meta.column(k).total_uncompressed_size for k in leaves))
+                    size += sum(meta.column(k).total_uncompressed_size for k in leaves)
                     j += 1
                 try:
                     table = f.read_row_groups([int(g) for g in groups[i:j]], columns=columns)
@@ -416,31 +415,27 @@ class Store:
             if f is not None:
                 f.close()
 
-    def _follow_rewrite(self, ids: np.ndarray, lengths: np.ndarray, files: np.ndarray, groups: np.ndarray) -> None:
+    def _follow_rewrite(self, ids: np.ndarray, files: np.ndarray, groups: np.ndarray) -> None:
         """The frames file of episode ids[0] is gone: another process rewrote the store (`aloe compact`,
         `ingest --force`) since this Store read its episodes table. Read the store again and take these
         episodes from where they are now (`files`, `groups`, updated in place, and in this Store's
         table), so a long read survives a compaction; refuse, naming the episode, one that was removed
-        or changed. A file goes only once its episodes' new place is committed (`_roll_forward`
-        renames before it deletes)."""
+        (an episode's id comes from its content, so a changed one is a removed one). A file goes only
+        once its episodes' new place is committed (`_roll_forward` renames before it deletes)."""
         gone = self.root / files[0]
-        fresh = Store.open(self.root)  # waits for a writer that is carrying its journal out
-        eps = fresh.episodes
-        pos = pd.Index(eps[S.EPISODE_ID]).get_indexer(ids)
+        eps = Store.open(self.root).episodes  # waits for a writer that is carrying its journal out
+        index = pd.Index(eps[S.EPISODE_ID])
+        pos = index.get_indexer(ids)
         if (pos < 0).any():
             raise StoreError(f"episode {ids[pos < 0][0]} was removed by another process while this one read "
                              "the store (an `ingest --force`?); run again", gone, S.EPISODE_ID)
         now = eps.iloc[pos]
-        changed = now[S.LENGTH].to_numpy(dtype=np.int64) != lengths
-        if changed.any():
-            raise StoreError(f"episode {ids[changed][0]} was rewritten with another length by another process "
-                             "while this one read the store; run again", gone, S.LENGTH)
         if now[S.FRAMES_FILE].iloc[0] == files[0]:
             raise StoreError(f"missing, but the episodes table names it for episode {ids[0]}", gone, S.FRAMES_FILE)
         files[:] = now[S.FRAMES_FILE].to_numpy()
         groups[:] = now[S.ROW_GROUP].to_numpy(dtype=np.int64)
         mine = self._episodes.copy()  # this Store keeps its episodes and labels; only where they lie moves
-        at = pd.Index(eps[S.EPISODE_ID]).get_indexer(mine[S.EPISODE_ID])
+        at = index.get_indexer(mine[S.EPISODE_ID])
         for col in (S.FRAMES_FILE, S.ROW_GROUP):
             mine.loc[at >= 0, col] = eps[col].to_numpy()[at[at >= 0]]
         self._episodes = mine
