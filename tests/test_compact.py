@@ -299,8 +299,9 @@ def test_a_read_under_way_follows_a_compaction(tmp_path):
     assert not any((root / f).exists() for f in old_files)  # what the readers' tables name is gone
     fa = reader.load_frames([S.OBS_STATE])
     assert fa.num_frames == sum(len(v) for v in want.values())
+    key_of = reader.episodes.set_index(S.EPISODE_ID)[S.SOURCE_KEY]
     for eid, start, n in zip(fa.episode_ids, fa.starts, fa.lengths):
-        key = reader.episodes.set_index(S.EPISODE_ID).loc[eid, S.SOURCE_KEY]
+        key = key_of[eid]
         np.testing.assert_array_equal(fa.columns[S.OBS_STATE][start:start + n], want[key])
     got = [first] + list(it)
     assert [e.source_key for e in got] == list(want)
