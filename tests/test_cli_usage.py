@@ -67,3 +67,20 @@ def test_an_empty_option_is_bad_input(cli, tmp_path, monkeypatch, argv, option):
     r = cli(*argv)
     assert r.exit_code == 2 and r.stderr == f"Error: {option}: must not be empty\n", r
     assert not any(tmp_path.iterdir())
+
+
+def test_help_paragraphs_are_rewrapped_to_the_terminal(capsys, monkeypatch):
+    """A docstring paragraph wrapped at 100 columns in the source reads as one paragraph in
+    `--help`, not as lines broken where the source broke them."""
+    from aloe_cli.commands._common import help_text
+
+    assert help_text("""First line.
+
+        Wrapped over
+        two lines.
+
+        Example: x""") == "First line.\n\nWrapped over two lines.\n\nExample: x"
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, _ = run(capsys, "demo", "--help")
+    assert code == 0
+    assert "a weak behaviour-cloned policy v0 with the expert taking over on stalls. Prints" in out, out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import os
 import sys
@@ -39,10 +40,19 @@ def command(app: typer.Typer, name: str, **kwargs) -> Callable:
             except KeyboardInterrupt:
                 fail("interrupted", 130)
 
+        kwargs.setdefault("help", help_text(fn.__doc__))
         app.command(name, **kwargs)(wrapper)
         return fn
 
     return deco
+
+
+def help_text(doc: str | None) -> str | None:
+    """A docstring as `--help` prose: each paragraph's wrapped lines joined into one line, which
+    rich rewraps to the terminal (Typer keeps the line breaks of every paragraph but the first)."""
+    if doc is None:
+        return None
+    return "\n\n".join(" ".join(p.split()) for p in inspect.cleandoc(doc).split("\n\n"))
 
 
 def fail(message: str, code: int) -> None:

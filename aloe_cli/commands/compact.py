@@ -18,9 +18,11 @@ def register(app: typer.Typer) -> None:
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be merged; change nothing.")] = False,
         json_out: JsonOpt = False,
     ) -> None:
-        """Merge the store's small frames files (one per rollout episode, say) into files of about
-        --target-mb, atomically. Episodes, their order and the store's fingerprint stay the same, so
-        critics and scores made from the store stay valid.
+        """Merge the store's small frames files into fewer, larger ones, atomically.
+
+        Rollouts write a frames file per episode; this merges them into files of about --target-mb.
+        Episodes, their order and the store's fingerprint stay the same, so critics and scores made
+        from the store stay valid.
 
         Example: aloe compact store/ --dry-run
         """
