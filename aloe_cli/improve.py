@@ -515,6 +515,7 @@ def improve(store_path: str | os.PathLike, out: str | os.PathLike, method: str =
         "store": str(store.root.resolve()),
         "store_fingerprint": store.fingerprint,
         "store_labels": store.labels_fingerprint,  # the outcomes the rewards came from (`ingest --force --labels`)
+        "store_episodes": len(store.episodes),  # `aloe rounds` checks the store's first this many against both
         "scores": None if frame_scores is None else str(frame_scores.path.resolve()),
         "critic": None if frame_scores is None else frame_scores.summary.get("critic"),
         "method": method,

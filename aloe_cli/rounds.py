@@ -10,6 +10,14 @@ the method, its settings and a summary of the weights. `rounds(target)`:
 - on a store: the policies trained on it (lineage ``store``, or the older ``store.path``) found
   under a folder (default: the store's parent; three levels deep) or named by its rollout
   ingests, in round order, with how their rollouts in the store did.
+
+Each row also says whether the store still holds the data the policy was trained on
+(``store_status``). Episodes are only ever appended, so the store's first ``store_episodes`` rows
+are checked against the recorded fingerprints: ``ok`` (``episodes_since`` were added after it),
+``relabelled`` (the same episodes, other outcome labels: it was trained on outcomes the store no
+longer has), ``rewritten`` (they are no longer the store's first rows, in order: removed, or
+replaced and moved to the end by `ingest --force`), ``missing`` (no store there), ``unreadable``
+(a damaged store), or None when it cannot be told (a lineage from before ``store_episodes``, of a store that has changed since).
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import os
 from pathlib import Path
 
 from . import schema as S
-from .errors import BadInput
+from .errors import AloeError, BadInput
 
 SEARCH_DEPTH = 3  # folders below --search looked at for policy.json
 
@@ -92,6 +100,8 @@ def policy_row(policy_dir: str | os.PathLike) -> dict:
         "base_status": base_status,
         "store": None if store is None else _resolve(store),
         "store_fingerprint": lin.get("store_fingerprint") or recorded.get("fingerprint"),
+        "store_labels": lin.get("store_labels"),
+        "store_episodes": lin.get("store_episodes"),
         "scores": lin.get("scores"),
         "critic": lin.get("critic"),
         "settings": lin.get("settings"),
@@ -107,6 +117,37 @@ def policy_row(policy_dir: str | os.PathLike) -> dict:
         "has_lineage": bool(lin),
         "problem": "; ".join(problems) or None,  # a damaged policy.json: the row shows what could be read
     }
+
+
+def store_status(row: dict, stores: dict) -> tuple[str | None, int | None]:
+    """(status, episodes added since) of the store a policy row was trained on; `stores` caches each
+    store's episodes table by resolved path ("missing" or "unreadable" where there is none)."""
+    from .store import Store, ids_fingerprint, labels_fingerprint
+
+    path, fp = row["store"], row["store_fingerprint"]
+    if path is None or fp is None:
+        return None, None
+    if path not in stores:
+        if not (Path(path) / S.MANIFEST_FILE).is_file():
+            stores[path] = "missing"
+        else:
+            try:
+                stores[path] = Store.open(path).episodes
+            except AloeError:  # a damaged store: `aloe info STORE` names what is wrong
+                stores[path] = "unreadable"
+    eps = stores[path]
+    if isinstance(eps, str):
+        return eps, None
+    n, labels = row["store_episodes"], row["store_labels"]
+    if n is None:  # an older lineage: only a store unchanged since can be told
+        if fp != ids_fingerprint(eps):
+            return None, None
+        n = len(eps)
+    if not isinstance(n, int) or n > len(eps) or ids_fingerprint(eps.iloc[:n]) != fp:
+        return "rewritten", None
+    if labels is not None and labels_fingerprint(eps.iloc[:n]) != labels:
+        return "relabelled", len(eps) - n
+    return "ok", len(eps) - n
 
 
 def chain(policy_dir: str | os.PathLike) -> list[dict]:
@@ -158,7 +199,7 @@ def rounds(target: str | os.PathLike, search: str | os.PathLike | None = None) -
         if search is not None:
             raise BadInput("applies to a store, not a policy directory", field="--search")
         rows = chain(target)
-        kind = "policy"
+        kind, stores = "policy", {}
     elif (target / S.MANIFEST_FILE).is_file():
         store = Store.open(target)
         root = _resolve(store.root)
@@ -171,10 +212,12 @@ def rounds(target: str | os.PathLike, search: str | os.PathLike | None = None) -
         for r in rows:
             r["rollouts"] = rollouts.get(r["policy"])
         rows.sort(key=lambda r: (r["round"] if r["round"] is not None else -1, r["created"] or "", r["policy"]))
-        kind = "store"
+        kind, stores = "store", {root: store.episodes}
     elif target.exists():
         raise BadInput(f"is neither a policy directory ({S.POLICY_FILE}) nor an aloe store ({S.MANIFEST_FILE})",
                        target)
     else:
         raise BadInput("no such file or directory", target)
+    for r in rows:
+        r["store_status"], r["episodes_since"] = store_status(r, stores)
     return {"target": str(target), "kind": kind, "policies": rows}

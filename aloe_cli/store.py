@@ -231,6 +231,23 @@ def _leaves_of(md: pq.FileMetaData, columns: list[str] | None) -> list[int]:
             if columns is None or any(p == c or p.startswith(c + ".") for c in columns)]
 
 
+def ids_fingerprint(episodes: pd.DataFrame) -> str:
+    """sha256 (16 hex digits) of an episodes table's ids in order: `Store.fingerprint`. Rows are only
+    ever appended, so the fingerprint of a store's first n rows is that of the store when it had n."""
+    h = hashlib.sha256()
+    for eid in episodes[S.EPISODE_ID]:
+        h.update(eid.encode())
+    return h.hexdigest()[:16]
+
+
+def labels_fingerprint(episodes: pd.DataFrame) -> str:
+    """sha256 (16 hex digits) of an episodes table's outcome labels (`S.LABEL_COLUMNS`), row by row."""
+    h = hashlib.sha256()
+    for row in episodes[list(S.LABEL_COLUMNS)].itertuples(index=False):
+        h.update(repr(tuple(None if pd.isna(v) else v for v in row)).encode())  # itertuples: Python scalars
+    return h.hexdigest()[:16]
+
+
 def _check_finite(a: np.ndarray, valid: np.ndarray | None, path: Path, which: str, name: str) -> None:
     """Raise StoreError when a loaded float column holds NaN or inf (null rows, where `valid` is False, may)."""
     idx = first_non_finite(a, valid)
@@ -307,19 +324,13 @@ class Store:
     @property
     def fingerprint(self) -> str:
         """Identifies the store's content: a hash of its episode ids in order."""
-        h = hashlib.sha256()
-        for eid in self.episodes[S.EPISODE_ID]:
-            h.update(eid.encode())
-        return h.hexdigest()[:16]
+        return ids_fingerprint(self.episodes)
 
     @property
     def labels_fingerprint(self) -> str:
         """Identifies the episodes' outcome labels (success, terminated, truncated, policy_id), which the
         critic's rewards and its policy split come from: `ingest --force --labels` changes them, not the ids."""
-        h = hashlib.sha256()
-        for row in self.episodes[list(S.LABEL_COLUMNS)].itertuples(index=False):
-            h.update(repr(tuple(None if pd.isna(v) else v for v in row)).encode())  # itertuples: Python scalars
-        return h.hexdigest()[:16]
+        return labels_fingerprint(self.episodes)
 
     @property
     def episodes(self) -> pd.DataFrame:

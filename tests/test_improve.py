@@ -284,6 +284,56 @@ def test_rounds_on_a_store_with_rollouts_and_a_changed_base(round1, tmp_path, cl
                                                f"{'-' if ro['success_rate'] is None else '100.0%'})")
 
 
+def test_rounds_flags_a_store_relabelled_or_rewritten_since(cli, tmp_path, aloha_dir):
+    """Each policy's store is checked against the fingerprints its lineage recorded: episodes added
+    since are fine, changed labels or replaced episodes are flagged, an older lineage is told only
+    while its store is unchanged."""
+    from conftest import write_aloha_episode
+
+    src, _ = aloha_dir
+    other = tmp_path / "aloha2"
+    other.mkdir()
+    write_aloha_episode(other / "episode_0.hdf5", T=14, seed=7)
+    store, labels = tmp_path / "s", tmp_path / "labels.csv"
+    labels.write_text("source_key,success\nepisode_0.hdf5,false\n")
+    assert cli("ingest", store, src).exit_code == 0
+    settings = dict(TINY, chunk_size=2, steps=2, batch_size=8)
+    improve(store, tmp_path / "p0", "bc", settings=settings)
+    assert cli("ingest", store, other).exit_code == 0  # one more episode after p0
+    improve(store, tmp_path / "p1", "bc", settings=settings)
+
+    def status():
+        return {r["round_name"]: (r["store_status"], r["episodes_since"]) for r in rounds(store)["policies"]}
+
+    assert status() == {"p0": ("ok", 1), "p1": ("ok", 0)}
+    # Relabel the last source: its episode stays where it was, with another outcome.
+    assert cli("ingest", store, other, "--labels", labels, "--force").exit_code == 0
+    assert status() == {"p0": ("ok", 1), "p1": ("relabelled", 0)}
+    assert [(r["store_status"], r["episodes_since"]) for r in rounds(tmp_path / "p1")["policies"]] == [
+        ("relabelled", 0)]
+    res = cli("rounds", store)
+    assert res.exit_code == 0, res
+    assert res.stdout.splitlines()[2] == (f"  round 0  p1  bc  {(tmp_path / 'p1').resolve()}  (store relabelled "
+                                          "since: it was trained on other outcomes)")
+    assert "ok +1" in res.stderr and "relabelled" in res.stderr
+    # Relabel the first source: `--force` moves its episodes to the end, so both lineages' rows are gone.
+    assert cli("ingest", store, src, "--labels", labels, "--force").exit_code == 0
+    assert status() == {"p0": ("rewritten", None), "p1": ("rewritten", None)}
+    # A lineage from before store_episodes is told while its store is unchanged, and not after.
+    doc = json.loads((tmp_path / "p1" / S.POLICY_FILE).read_text())
+    del doc["lineage"]["store_episodes"]
+    doc["lineage"]["store_fingerprint"] = Store.open(store).fingerprint
+    (tmp_path / "p1" / S.POLICY_FILE).write_text(json.dumps(doc))
+    assert status()["p1"] == ("relabelled", 0)
+    write_aloha_episode(other / "episode_1.hdf5", T=14, seed=8)
+    assert cli("ingest", store, other).exit_code == 0
+    assert status()["p1"] == (None, None)
+    (store / S.EPISODES_FILE).write_bytes(b"not parquet")
+    assert [r["store_status"] for r in rounds(tmp_path / "p1")["policies"]] == ["unreadable"]
+    shutil.rmtree(store)
+    assert [r["store_status"] for r in rounds(tmp_path / "p1")["policies"]] == ["missing"]
+
+
 # ---------------------------------------------------------------- the CLI and bad input
 
 def test_improve_cli_prints_the_weight_distribution(loop, cli, tmp_path):

@@ -72,9 +72,11 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"ingested {n} episode{'s' * (n != 1)} ({d['frames_added']} frames) "
                        f"from {source} [{d['format']}] into {store}")
             if d["duplicates_skipped"]:
-                err.print(f"skipped {d['duplicates_skipped']} episodes already in the store")
+                k = d["duplicates_skipped"]
+                err.print(f"skipped {k} episode{'s' * (k != 1)} already in the store")
             if d["episodes_replaced"]:
-                err.print(f"replaced {d['episodes_replaced']} episodes from the earlier ingest")
+                k = d["episodes_replaced"]
+                err.print(f"replaced {k} episode{'s' * (k != 1)} from the earlier ingest")
             if d["dropped_columns"]:
                 err.print(f"dropped columns the store does not have: {', '.join(d['dropped_columns'])}")
 

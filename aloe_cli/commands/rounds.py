@@ -11,6 +11,17 @@ from rich.table import Table
 from ._common import JsonOpt, command, emit, err, fmt
 
 
+STORE_NOTES = {"relabelled": "relabelled since: it was trained on other outcomes",
+               "rewritten": "rewritten since: it no longer holds these episodes in order",
+               "missing": "missing", "unreadable": "unreadable: see `aloe info` on it"}
+
+
+def _data(r: dict) -> str:
+    """The table's `store` cell: the store's status since the policy was trained, and episodes added."""
+    status = r["store_status"] or "?"
+    return status + (f" +{r['episodes_since']}" if r["episodes_since"] else "")
+
+
 def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
@@ -39,6 +50,8 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"{len(rows)} {'policy' if len(rows) == 1 else 'policies'} {what} {d['target']}")
             for r in rows:
                 note = "" if r["base_status"] in (None, "ok") else f"  (base {r['base_status']})"
+                if r["store_status"] not in (None, "ok"):
+                    note += f"  (store {STORE_NOTES[r['store_status']]})"
                 ro = r.get("rollouts")
                 if ro:
                     note += f"  (rolled out: {ro['episodes']} episodes, success {_pct(ro['success_rate'])})"
@@ -47,7 +60,7 @@ def register(app: typer.Typer) -> None:
                 if r.get("problem"):
                     err.print(f"[yellow]warning:[/yellow] {r['policy']}: {r['problem']}")
             t = Table(title="improvement rounds")
-            cols = ["#", "name", "method", "base", "ESS", "clip", "val loss"]
+            cols = ["#", "name", "method", "base", "store", "ESS", "clip", "val loss"]
             if d["kind"] == "store":
                 cols.append("rollouts")
             for c in cols:
@@ -55,7 +68,8 @@ def register(app: typer.Typer) -> None:
             for r in rows:
                 base = "-" if r["base_policy"] is None else Path(r["base_policy"]).name + (
                     "" if r["base_status"] == "ok" else f" ({r['base_status']})")
-                cells = [fmt(r["round"]), r["round_name"] or "-", r["method"] or "-", base, _pct(r["ess_fraction"]),
+                cells = [fmt(r["round"]), r["round_name"] or "-", r["method"] or "-", base, _data(r),
+                         _pct(r["ess_fraction"]),
                          _pct(r["fraction_clipped"]), fmt(r["final_val_loss"], 4)]
                 if d["kind"] == "store":
                     ro = r.get("rollouts")
