@@ -137,6 +137,13 @@ def test_fit_critic_cli_writes_a_critic(world, cli, tmp_path):
     assert [x["step"] for x in lines] == [100, 200, 300]
     assert all(k == "step" or "/" in k for x in lines for k in x)
     assert "val/td_mse" in lines[-1] and "time/samples_per_s" in lines[0]
+    # The recorded V at start is that of the saved (Polyak-averaged) weights, the ones `aloe score` uses.
+    from aloe_cli.scoring import episode_summaries, score_chunks
+
+    store, critic = Store.open(d / "store"), load_critic(tmp_path / "c")
+    v_start = episode_summaries(score_chunks(store, critic), store, critic.config)["v_start"].mean()
+    result = json.loads((tmp_path / "c" / "critic.json").read_text())["result"]
+    assert result["val/v_start"] == pytest.approx(v_start, abs=1e-5) == out["val/v_start"]
     # Not overwritten without --resume.
     r = cli("fit-critic", d / "store", "--out", tmp_path / "c", "--policy", spec, "--steps", "10")
     assert r.exit_code == 2

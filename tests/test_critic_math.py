@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -30,6 +31,25 @@ def test_hl_gauss_target_by_hand():
     assert p.sum().item() == pytest.approx(1.0)
     # Targets outside the support are clipped to its end.
     assert hl_gauss_probs(torch.tensor([9.0]), 0.0, 4.0, 4)[0].argmax().item() == 3
+
+
+@pytest.mark.parametrize("kind, bound", [("step-penalty", 0.0), ("step-penalty", -1 / 150), ("sparse", 0.0),
+                                         ("sparse", 1.0)])
+def test_a_target_at_the_bound_of_the_values_decodes_to_itself(kind, bound):
+    """Step-penalty values never exceed 0 and sparse ones lie in [0, 1]; the support runs 3 bins past
+    those bounds, so the HL-Gauss target of a value at the bound (a success) decodes to that value.
+    A support ending at 0 decoded 0 as -0.0080 and -0.0067 (one step's penalty) as -0.0105."""
+    from aloe_cli.critic.train import value_support
+
+    lo, hi = value_support({"kind": kind}, np.array([-1.0, -0.3]) if kind == "step-penalty" else np.array([0.0, 1.0]))
+    if kind == "step-penalty":
+        assert lo == pytest.approx(-1.175) and hi == pytest.approx(3 * 1.175 / 98)  # 98 bins cover [lo, 0]
+    else:
+        assert (lo, hi) == pytest.approx((-3 / 95, 1 + 3 / 95))  # 95 bins cover [0, 1]
+    width = (hi - lo) / 101
+    centres = torch.linspace(lo + width / 2, hi - width / 2, 101, dtype=torch.float64)
+    p = hl_gauss_probs(torch.tensor([bound], dtype=torch.float64), lo, hi, 101)[0]
+    assert (p * centres).sum().item() == pytest.approx(bound, abs=1e-4)
 
 
 class FixedQ:

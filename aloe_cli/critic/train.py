@@ -249,17 +249,24 @@ def _stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.where(std > 1e-6, std, 1.0).astype(np.float32)
 
 
-def value_support(reward: dict, rtg: np.ndarray) -> tuple[float, float]:
+EDGE_BINS = 3  # HL-Gauss bins beyond a bound values cannot pass (4 sigma), so a target at the bound decodes to itself
+
+
+def value_support(reward: dict, rtg: np.ndarray, bins: int = 101) -> tuple[float, float]:
     """The value range the HL-Gauss head can represent, in reward units: the logged returns'
-    range widened by a quarter of its width on each side (step-penalty values never exceed 0;
-    sparse values lie in [0, 1])."""
+    range widened by a quarter of its width on each side. Step-penalty values never exceed 0 and
+    sparse values lie in [0, 1]; there the support runs EDGE_BINS bins past the bound, because a
+    support that ended at the bound would decode a target there (a success) about a bin short of it."""
     lo, hi = float(rtg.min()), float(rtg.max())
     pad = 0.25 * max(hi - lo, 1e-3)
     lo, hi = lo - pad, hi + pad
+    edge = EDGE_BINS if bins > 4 * EDGE_BINS else 0
     if reward["kind"] == "step-penalty":
-        hi = 0.0
+        lo = min(lo, -1e-3)
+        hi = edge * -lo / (bins - edge)
     if reward["kind"] == "sparse":
-        lo, hi = 0.0, 1.0
+        width = 1.0 / (bins - 2 * edge)
+        lo, hi = -edge * width, 1.0 + edge * width
     return lo, hi
 
 
@@ -344,7 +351,7 @@ def fit_critic(store: Store | str | os.PathLike, out_dir: str | os.PathLike, con
     rtg_train = data.rtg[train_all]
     shift = float(rtg_train.mean()) if config.normalize_returns else 0.0
     scale = float(max(rtg_train.std(), 1e-3)) if config.normalize_returns else 1.0
-    lo, hi = value_support(reward, rtg_train)
+    lo, hi = value_support(reward, rtg_train, config.bins)
     support_n = ((lo - shift) / scale, (hi - shift) / scale)
 
     meta = {
@@ -441,18 +448,17 @@ def fit_critic(store: Store | str | os.PathLike, out_dir: str | os.PathLike, con
         local_batch = max(1, config.batch_size // dist.world)
 
         def evaluate() -> dict:
+            """Validation metrics of the target (Polyak-averaged) networks: the weights saved and scored."""
             out = {}
-            net.eval()
             with torch.no_grad():
                 if len(val):
                     tot, n = 0.0, 0
                     for i in range(0, len(val), 1024):
-                        _, info = critic_loss(net, target, batcher(val[i:i + 1024]), config)
+                        _, info = critic_loss(target, target, batcher(val[i:i + 1024]), config)
                         k = len(val[i:i + 1024])
                         tot, n = tot + info["critic/td_mse"] * k, n + k
                     out["val/td_mse"] = tot / n
-                out.update(_start_values(net, batcher, first_frames, samples, config))
-            net.train()
+                out.update(_start_values(target, batcher, first_frames, samples, config))
             return out
 
         # ---- the loop
