@@ -51,7 +51,7 @@ def top_fraction_weights(advantages: np.ndarray, fraction: float) -> np.ndarray:
     if not 0 < fraction <= 1:
         raise ValueError(f"top fraction must be in (0, 1], got {fraction}")
     a = np.asarray(advantages, dtype=np.float64)
-    k = int(np.ceil(fraction * a.size))
+    k = int(np.ceil(round(fraction * a.size, 9)))  # 0.07 * 100 is 7.000000000000001: 7 chunks, not 8
     w = np.zeros(a.size, dtype=np.float32)
     if k:
         w[np.argsort(-a, kind="stable")[:k]] = 1.0

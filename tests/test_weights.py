@@ -42,6 +42,9 @@ def test_top_fraction():
     w = W.top_fraction_weights(np.array([1.0, 9.0, 3.0, 7.0, 5.0]), 0.4)
     assert w.tolist() == [0, 1, 0, 1, 0]
     assert W.top_fraction_weights(np.array([1.0, 2.0, 3.0]), 0.5).tolist() == [0, 1, 1]  # ceil(1.5) = 2
+    # 0.07 * 100 and 0.55 * 100 are 7.000000000000001 and 55.00000000000001 in floating point: still 7 and 55.
+    assert W.top_fraction_weights(np.arange(100.0), 0.07).sum() == 7
+    assert W.top_fraction_weights(np.arange(100.0), 0.55).sum() == 55
 
 
 def test_indicator_forces_interventions():
