@@ -122,9 +122,11 @@ def ingest(store_path: str | os.PathLike, source_path: str | os.PathLike, fmt: s
     record = {"format_options": {k: v for k, v in vars(options).items() if v is not None}, "labelling": labelling,
               **src.info}
     seen_keys: set[str] = set()
+    seen_indices: set[int] = set()
     with store.writer(str(source), fmt, content_hash, record, replace_hash=force) as w:
         for ep in src.episodes:
             seen_keys.add(ep.source_key)
+            seen_indices.add(ep.source_index)
             label = label_map.lookup(ep) if label_map else None
             if label is not None:
                 ep.success = label["success"]
@@ -141,7 +143,7 @@ def ingest(store_path: str | os.PathLike, source_path: str | os.PathLike, fmt: s
         if not seen_keys:  # an empty source is a wrong path or filter far more often than an intent
             raise BadInput(f"holds no episodes{_read_as_note(options)}", source)
         if label_map is not None:
-            _check_labels_used(label_map, seen_keys, labels)
+            _check_labels_used(label_map, seen_keys, seen_indices, labels)
         return w.commit()
 
 
@@ -150,7 +152,10 @@ def _read_as_note(options: ReadOptions) -> str:
     return "".join(f" (with {k} {v})" for k, v in given.items() if v is not None)
 
 
-def _check_labels_used(labels: Labels, keys: set[str], path) -> None:
+def _check_labels_used(labels: Labels, keys: set[str], indices: set[int], path) -> None:
     unknown = [k for k in labels.by_key if k not in keys]
     if unknown:
         raise BadInput(f"names episode {unknown[0]!r}, which is not in the source", path, "source_key")
+    unknown_index = [i for i in labels.by_index if i not in indices]
+    if unknown_index:
+        raise BadInput(f"names episode {unknown_index[0]}, which is not in the source", path, "episode_index")

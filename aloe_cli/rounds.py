@@ -17,7 +17,8 @@ are checked against the recorded fingerprints: ``ok`` (``episodes_since`` were a
 ``relabelled`` (the same episodes, other outcome labels: it was trained on outcomes the store no
 longer has), ``rewritten`` (they are no longer the store's first rows, in order: removed, or
 replaced and moved to the end by `ingest --force`), ``missing`` (no store there), ``unreadable``
-(a damaged store), or None when it cannot be told (a lineage from before ``store_episodes``, of a store that has changed since).
+(a damaged store), or None when it cannot be told (a lineage from before ``store_episodes``, of
+a store that has changed since).
 """
 
 from __future__ import annotations

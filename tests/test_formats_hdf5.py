@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import h5py
 import numpy as np
@@ -85,6 +86,12 @@ def test_robomimic_demos_in_natural_order_and_labels_by_index(cli, tmp_path):
     assert e[S.SOURCE_KEY].tolist()[9] == "demo_10"
     assert e[S.SUCCESS].tolist()[9] is False and e[S.TERMINATED].tolist()[9]
     assert e[S.SUCCESS].isna().sum() == 0 and e[S.SUCCESS].sum() == 10
+    # A label for an episode the source does not hold (a typo, another source's file) is refused.
+    for text, field, name in (("episode_index,success\n12,false\n", "episode_index", "12"),
+                              ("source_key,success\ndemo_12,false\n", "source_key", "'demo_12'")):
+        labels.write_text(text)
+        assert bad(cli, tmp_path / "s2", src, "--labels", labels) == (
+            f"{labels}: {field}: names episode {name}, which is not in the source")
 
 
 def test_robomimic_state_keys_filter_and_task(cli, tmp_path):
@@ -309,6 +316,18 @@ def test_minari_raw_images_without_jpeg_encoding(cli, tmp_path):
                                   np.stack(buffers[0]["observations"]["pixels"][:-1]))
 
 
+def test_minari_image_space_by_hand():
+    """Minari's is_image_space: a uint8 Box of at least 32 x 32 over 0..255; a malformed shape is not one."""
+    from aloe_cli.formats.minari import _is_image_space
+
+    box = {"type": "Box", "dtype": "uint8", "low": 0, "high": 255}
+    assert _is_image_space(dict(box, shape=[32, 48, 3])) is True
+    assert _is_image_space(dict(box, shape=[31, 48, 3])) is False
+    assert _is_image_space(dict(box, shape=[32, 48, 3], high=1)) is False
+    assert _is_image_space(dict(box, shape=["32", "48"])) is False  # strings: not a shape, no TypeError
+    assert _is_image_space(None) is None
+
+
 def test_minari_backends_store_the_same_episodes(cli, tmp_path):
     ids = {}
     for fmt in ("hdf5", "arrow", "parquet"):
@@ -417,6 +436,30 @@ def test_mobile_aloha_jpeg_bytes_base_action_and_effort(cli, tmp_path):
     assert decode_frames(ep.images["observation.images.cam_high"]).shape == (6, 6, 8, 3)
 
 
+def test_mobile_aloha_frames_in_the_recorders_camera_order(cli, tmp_path):
+    """ALOHA's recorder writes compress_len's rows in its camera order (the 4-camera static rig:
+    cam_high, cam_low, cam_left_wrist, cam_right_wrist), not the file's sorted one; a frame's length
+    comes from its bytes, so every JPEG is read whole, and a file without compress_len reads the same."""
+    cams = ("cam_high", "cam_low", "cam_left_wrist", "cam_right_wrist")
+    src = tmp_path / "src"
+    src.mkdir()
+    w = write_aloha_episode(src / "episode_0.hdf5", T=6, sim=False, cams=cams, compress=True)
+    with h5py.File(src / "episode_0.hdf5") as f:
+        assert f["compress_len"][1].tolist() == [len(b) for b in w["jpeg"]["cam_low"]]  # the recorder's order
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(src / "episode_0.hdf5", bare / "episode_0.hdf5")
+    with h5py.File(bare / "episode_0.hdf5", "a") as f:
+        del f["compress_len"]
+    for d in (src, bare):
+        assert cli("ingest", tmp_path / f"store-{d.name}", d).exit_code == 0
+        ep = next(Store.open(tmp_path / f"store-{d.name}").iter_episodes())
+        for c in cams:
+            assert ep.images[f"observation.images.{c}"] == w["jpeg"][c]  # byte-identical JPEG, whole
+        decoded = decode_frames(ep.images["observation.images.cam_left_wrist"])
+        assert decoded.shape == w["images"]["cam_left_wrist"].shape
+
+
 def _replace(key, fn):
     def edit(f):
         a = f[key][()]
@@ -431,8 +474,11 @@ def test_mobile_aloha_bad_compress_len(cli, tmp_path):
         "short": (_replace("compress_len", lambda a: a[:2]),
                   "compress_len: expected shape (3, 6) (cameras, frames), got (2, 6)"),
         "long": (lambda f: f["compress_len"].__setitem__((1, 2), 1e6),
-                 "compress_len: row 1 (cam_left_wrist) holds lengths outside 0..{max_len}"),
-        "missing": (lambda f: f.__delitem__("compress_len"), "compress_len: compress=True but no compress_len dataset"),
+                 "compress_len: holds lengths outside 0..{max_len}"),
+        "cut": (_replace("observations/images/cam_left_wrist", lambda a: np.where(np.arange(a.shape[1]) < 100, a, 0)
+                         .astype(np.uint8)),
+                "observations/images/cam_left_wrist: frame 0 is not a zero-padded JPEG (no end-of-image marker FF D9 "
+                "before the padding)"),
         "raw": (_replace("observations/images/cam_high", lambda a: np.zeros((6, 4, 4, 3), np.float32)), None),
     }
     for name, (edit, expected) in cases.items():

@@ -440,6 +440,38 @@ def test_bad_features_and_values(cli, tmp_path, store_with_one):
         "(numeric observations: joint_velocity, state)")
 
 
+def test_raw_pixel_tensors(cli, tmp_path, store_with_one):
+    """uint8 (H, W, 3) and (H, W, 1) per-step tensors are cameras, stored as lossless PNG; a
+    channels-first one and a scalar without a fixed shape are refused in one line."""
+    from aloe_cli.formats._images import decode_frames
+
+    rng = np.random.default_rng(3)
+    obs = {"state": tensor([10], "float32"), "rgb": tensor([6, 8, 3], "uint8"), "depth": tensor([6, 8, 1], "uint8")}
+    e = make_episode(5, 4, True, 1.0, "t")
+    del e["steps/observation/image"], e["steps/observation/wrist_image"], e["steps/observation/joint_velocity"]
+    rgb, depth = rng.integers(0, 256, (5, 6, 8, 3)), rng.integers(0, 256, (5, 6, 8, 1))
+    e["steps/observation/rgb"], e["steps/observation/depth"] = rgb, depth  # int64 lists, as TFDS writes uint8
+    src = write_rlds(tmp_path / "ok", {"train": [[e]]}, observation=obs)
+    assert cli("ingest", tmp_path / "s", src).exit_code == 0
+    ep = next(Store.open(tmp_path / "s").iter_episodes())
+    np.testing.assert_array_equal(decode_frames(ep.images["observation.images.rgb"]), rgb)
+    np.testing.assert_array_equal(decode_frames(ep.images["observation.images.depth"]), np.repeat(depth, 3, -1))
+
+    e["steps/observation/rgb"] = rgb.transpose(0, 3, 1, 2)
+    src = write_rlds(tmp_path / "chw", {"train": [[e]]}, observation=dict(obs, rgb=tensor([3, 6, 8], "uint8")))
+    assert bad(cli, store_with_one, src) == (f"{src}/features.json: steps/observation/rgb: a uint8 tensor of shape "
+                                             "[3, 6, 8] is not an image (H, W, 1|3|4); pass --images drop to leave "
+                                             "the camera streams out")
+    assert cli("ingest", tmp_path / "dropped", src, "--images", "drop").exit_code == 0
+
+    e["steps/observation/rgb"] = rgb
+    src = write_rlds(tmp_path / "reward", {"train": [[e]]}, observation=obs)
+    rewrite(src, lambda f: f.update(reward=tensor([-1], "float32")))
+    assert bad(cli, store_with_one, src) == (f"{src}/{NAME}-train.tfrecord-00000-of-00001: steps/reward: "
+                                             "features.json gives it no fixed shape ([None]); expected the same "
+                                             "number of values at every step")
+
+
 def test_several_versions_and_missing_protobuf(cli, tmp_path, dataset, monkeypatch, store_with_one):
     import shutil
     import sys

@@ -4,7 +4,8 @@ Layout (tonyzhaozh/act record_sim_episodes.py, tonyzhaozh/aloha record_episodes.
 root attr ``sim``; ``/observations/qpos`` and ``/observations/qvel`` (T, 14), real robots
 also ``/observations/effort``; ``/action`` (T, 14); ``/observations/images/<cam>`` uint8
 (T, H, W, 3). Mobile-ALOHA: root attr ``compress``, JPEG bytes zero-padded to
-(T, max_len) with ``/compress_len`` (n_cams, T), and ``/base_action`` (T, 2).
+(T, max_len) with ``/compress_len`` (n_cams, T; rows in the recorder's camera order, which the
+file does not keep, so each frame's length is read from its bytes), and ``/base_action`` (T, 2).
 No reward or success is stored: outcomes come from ``--success`` or ``--labels``.
 """
 
@@ -89,22 +90,37 @@ def _numbers(f, file: Path, key: str) -> np.ndarray:
     return H.numeric(H.dataset(f, key, file, key), file, key)
 
 
+def _jpeg_lengths(data: np.ndarray, file: Path, field: str) -> np.ndarray:
+    """Each frame's JPEG length in zero-padded (T, max_len) bytes: up to its last non-zero byte, which
+    must end the JPEG's end-of-image marker (FF D9). ALOHA's own loaders decode the padded bytes so;
+    `compress_len` holds the same lengths, but in the recorder's camera order, which the file does not keep."""
+    nonzero = data != 0
+    n = data.shape[1] - np.argmax(nonzero[:, ::-1], axis=1)
+    rows = np.arange(len(data))
+    ends = nonzero.any(1) & (n >= 2)
+    ends[ends] = (data[rows[ends], n[ends] - 2] == 0xFF) & (data[rows[ends], n[ends] - 1] == 0xD9)
+    if not ends.all():
+        t = int(np.flatnonzero(~ends)[0])
+        raise BadInput(f"frame {t} is not a zero-padded JPEG (no end-of-image marker FF D9 before the padding)",
+                       file, field)
+    return n
+
+
 def _images(f, group, file: Path, options: ReadOptions) -> dict[str, list[bytes]]:
     with H.guard(file, "observations/images"):
-        cams = sorted(group.keys())  # h5py's (byte) order: the order ALOHA's loaders index compress_len by
+        cams = sorted(group.keys())
     flag = np.asarray(H.attr(f, "compress", file, "attrs[compress]", False))
     if flag.size != 1 or flag.dtype.kind not in "biu":
         raise BadInput(f"expected a boolean, got {flag.dtype} {flag.shape}", file, "attrs[compress]")
     compressed = bool(flag.reshape(-1)[0])
     lengths = None
-    if compressed and cams:
+    if compressed and cams:  # checked for what it is, not used to cut the frames (_jpeg_lengths)
         lengths = H.dataset(f, "compress_len", file, "compress_len", required=False)
-        if lengths is None:
-            raise BadInput("compress=True but no compress_len dataset", file, "compress_len")
-        lengths = H.numeric(lengths, file, "compress_len")
-        H.check_finite(lengths, file, "compress_len")
+        if lengths is not None:
+            lengths = H.numeric(lengths, file, "compress_len")
+            H.check_finite(lengths, file, "compress_len")
     out = {}
-    for c, cam in enumerate(cams):
+    for cam in cams:
         field = f"observations/images/{cam}"
         data = _dataset(f, file, field)
         col = f"observation.images.{cam}"
@@ -113,13 +129,14 @@ def _images(f, group, file: Path, options: ReadOptions) -> dict[str, list[bytes]
                 raise BadInput(f"expected zero-padded JPEG bytes uint8 (T, max_len), got {data.dtype} {data.shape}",
                                file, field)
             T = data.shape[0]
-            if lengths.ndim != 2 or lengths.shape[0] < len(cams) or lengths.shape[1] != T:
-                raise BadInput(f"expected shape ({len(cams)}, {T}) (cameras, frames), got {lengths.shape}", file,
-                               "compress_len")
-            n = lengths[c]
-            if (n < 0).any() or (n > data.shape[1]).any() or (n != np.round(n)).any():
-                raise BadInput(f"row {c} ({cam}) holds lengths outside 0..{data.shape[1]}", file, "compress_len")
-            frames = [bytes(data[t, : int(n[t])]) for t in range(T)]
+            if lengths is not None:
+                if lengths.ndim != 2 or lengths.shape[0] < len(cams) or lengths.shape[1] != T:
+                    raise BadInput(f"expected shape ({len(cams)}, {T}) (cameras, frames), got {lengths.shape}", file,
+                                   "compress_len")
+                if (lengths < 0).any() or (lengths > data.shape[1]).any() or (lengths != np.round(lengths)).any():
+                    raise BadInput(f"holds lengths outside 0..{data.shape[1]}", file, "compress_len")
+            n = _jpeg_lengths(data, file, field)
+            frames = [bytes(data[t, : n[t]]) for t in range(T)]
             out[col] = jpeg_passthrough(frames, options.image_size, file, col)
         else:
             if data.ndim != 4 or data.dtype != np.uint8 or data.shape[-1] not in (1, 3, 4) or 0 in data.shape[1:3]:

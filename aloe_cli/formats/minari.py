@@ -94,7 +94,8 @@ def _is_image_space(space: dict | None) -> bool | None:
     if space is None:
         return None
     shape = space.get("shape")
-    if space.get("type") != "Box" or not isinstance(shape, list) or len(shape) not in (2, 3):
+    if space.get("type") != "Box" or not isinstance(shape, list) or len(shape) not in (2, 3) or \
+            not all(isinstance(d, int) for d in shape):
         return False
     try:
         low, high = np.asarray(space.get("low"), dtype=float), np.asarray(space.get("high"), dtype=float)

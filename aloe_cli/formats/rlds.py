@@ -293,6 +293,9 @@ def _plan(specs: dict[str, Spec], feat_path: Path, options: ReadOptions) -> _Pla
             if s.kind == "image":
                 images[k] = col
             elif s.numeric and s.dtype == "uint8" and len(s.shape) == 3 and s.size:
+                if s.shape[-1] not in (1, 3, 4):  # channels first, say: no guess at which axis is which
+                    raise BadInput(f"a uint8 tensor of shape {list(s.shape)} is not an image (H, W, 1|3|4); pass "
+                                   "--images drop to leave the camera streams out", feat_path, k)
                 raw_images[k] = col
     names = {}
     if len(state_keys) > 1:
@@ -335,6 +338,9 @@ def _steps_array(fmap, key: str, spec: Spec, T: int, file: Path, rec: int) -> np
     """A numeric per-step feature as (T, size)."""
     v = _values(fmap, key, spec, file, rec)
     size = spec.size
+    if size is None:
+        raise BadInput(f"features.json gives it no fixed shape ({list(spec.shape)}); expected the same number of "
+                       "values at every step", file, key)
     if len(v) != T * size:
         raise BadInput(f"record {rec} has {len(v)} values, but {T} steps x shape {list(spec.shape)} "
                        f"in features.json make {T * size}", file, key)
@@ -398,8 +404,11 @@ def _episode(fmap, specs: dict[str, Spec], plan: _Plan, options: ReadOptions, fi
             raise BadInput(f"record {rec} has {len(frames)} images for {T} steps", file, key)
         images[col] = jpeg_passthrough(frames, options.image_size, file, key)
     for key, col in plan.raw_images.items():
-        arr = _steps_array(fmap, key, specs[key], T, file, rec)
-        images[col] = encode_frames(arr.astype(np.uint8).reshape((T,) + specs[key].shape), options.image_size)
+        arr = _steps_array(fmap, key, specs[key], T, file, rec).reshape((T,) + specs[key].shape)
+        if arr.min(initial=0) < 0 or arr.max(initial=0) > 255:
+            raise BadInput(f"record {rec} holds values outside 0..255 for a uint8 image", file, key)
+        frames = arr.astype(np.uint8)
+        images[col] = encode_frames(frames[..., 0] if frames.shape[-1] == 1 else frames, options.image_size)
 
     return Episode(state=state, action=action, source_key=source_key, source_index=source_index,
                    reward=reward, success=success, task=task, extras=extras, images=images)
