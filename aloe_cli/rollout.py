@@ -79,13 +79,15 @@ class RolloutConfig:
     commit_every: int = 1  # finished episodes per atomic commit (1: each at once; more: faster simulated runs)
     policy_thread: bool | None = None  # run the policy in a worker thread; None: for realtime robots only
 
-    def check(self, chunk_size: int) -> None:
+    def check(self, chunk_size: int | None) -> None:
         """Raise BadInput naming the option for values that cannot run."""
         if self.episodes < 1:
             raise BadInput(f"must be at least 1, got {self.episodes}", field="--episodes")
         if self.max_steps < 1:
             raise BadInput(f"must be at least 1, got {self.max_steps}", field="--max-steps")
-        if self.execute_steps is not None and not 1 <= self.execute_steps <= chunk_size:
+        if self.execute_steps is not None and self.execute_steps < 1:
+            raise BadInput(f"must be at least 1, got {self.execute_steps}", field="--execute-steps")
+        if self.execute_steps is not None and chunk_size is not None and self.execute_steps > chunk_size:
             raise BadInput(f"must be between 1 and the policy's chunk size {chunk_size}, got {self.execute_steps}",
                            field="--execute-steps")
         if self.fps is not None and not (math.isfinite(self.fps) and self.fps > 0):
@@ -209,6 +211,11 @@ class _Stop:
     def __exit__(self, *exc) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
+
+    def end(self, reason: str) -> None:
+        """Stop the run for `reason` (no more label answers, say), as a signal would."""
+        self.signal = self.signal or reason
+        self.event.set()
 
     def is_set(self) -> bool:
         return self.event.is_set()
@@ -425,6 +432,13 @@ class _Session:
                 if self.stop.is_set():
                     end = "interrupted"
                     break
+                if self.period is not None:  # pace first: each frame observed at its tick, acted on at once
+                    now = time.monotonic()
+                    if next_tick > now and self.stop.wait(next_tick - now):
+                        end = "interrupted"
+                        break
+                    tick = max(next_tick, time.monotonic())
+                    next_tick = tick + self.period
                 t_obs = time.monotonic()
                 obs = robot.get_observation()
                 taking_over = bool(self.teleop.wants_control(obs, st)) if self.teleop is not None else False
@@ -452,13 +466,9 @@ class _Session:
                 holds_in_row = 0
                 ev["clipped"] += clipped
                 ev["rate_limited"] += limited
-                if self.period is not None:
-                    now = time.monotonic()
-                    if next_tick > now and self.stop.wait(next_tick - now):
-                        end = "interrupted"
-                        break
-                    next_tick = max(next_tick + self.period, time.monotonic())
                 sent = np.asarray(robot.send_action(action), dtype=np.float32).reshape(-1)
+                if self.period is not None and time.monotonic() > tick + 0.5 * self.period:
+                    next_tick = time.monotonic() + self.period  # sent late (a slow chunk): a full period to the next
                 stamp = (t_obs - t0) if robot.realtime or self.period else len(rec) / robot.fps
                 rec.add(obs, sent, taking_over, stamp)
                 prev = sent
@@ -483,7 +493,11 @@ class _Session:
             try:
                 answer = self.label_fn({"episode": index, "length": len(rec),
                                         "intervention_frames": int(sum(rec.interventions))})
-            except BaseException as e:  # e.g. end of input: keep the episode (outcome unknown), then stop
+            except EOFError:  # no more answers (end of piped input, Ctrl-D): keep it, outcome unknown; stop
+                answer = None
+                log.warning("episode %d: no label (end of input); kept with its outcome unknown, stopping", index)
+                self.stop.end("end of label input")
+            except BaseException as e:
                 answer, error = None, e
             if answer not in LABEL_ANSWERS:  # keep the episode, outcome unknown
                 if error is None:

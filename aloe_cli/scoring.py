@@ -59,7 +59,7 @@ def score_chunks(store: Store | str | os.PathLike, critic, policy=None, samples:
     import torch
 
     from .critic.net import aggregate
-    from .policy import check_against_store, load_policy, sample_checked
+    from .policy import check_against_store, close_policy, load_policy, sample_checked
 
     store = store if isinstance(store, Store) else Store.open(store)
     if len(store.episodes) == 0:
@@ -75,11 +75,12 @@ def score_chunks(store: Store | str | os.PathLike, critic, policy=None, samples:
                        f"recorded arguments {recorded.get('args') or {}}", field="--policy-arg")
     if q_only:
         policy, policy_spec, recorded = None, None, {}
+    owned = None  # a policy loaded here is closed here
     if policy is None:
         spec = policy_spec or recorded.get("spec")
         if spec:
             args = policy_args if policy_spec else recorded.get("args")
-            policy = load_policy(spec, args, device=str(critic.device))
+            policy = owned = load_policy(spec, args, device=str(critic.device))
     spec = policy_spec or recorded.get("spec") or "policy"
     H = critic.chunk_size
     if policy is not None:
@@ -190,6 +191,8 @@ def score_chunks(store: Store | str | os.PathLike, critic, policy=None, samples:
     df[S.ADVANTAGE_NORM] = normalized_advantages(df[S.ADVANTAGE].to_numpy(), df[S.TASK].to_numpy())
     order = [S.EPISODE_ID, S.FRAME_INDEX, S.POLICY_ID, S.TASK, S.IS_INTERVENTION, S.Q, S.Q_STD, S.V, S.ADVANTAGE,
              S.ADVANTAGE_NORM, S.CHUNK_LEN]
+    if owned is not None:
+        close_policy(owned)
     return df[order]
 
 

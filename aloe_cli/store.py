@@ -275,6 +275,9 @@ class Store:
         manifest = _read_manifest(root)
         if manifest is None:
             if create:
+                above = next(p for p in (root.absolute(), *root.absolute().parents) if p.exists())
+                if not above.is_dir():  # found now, not when the first commit (after a robot's episode) fails
+                    raise StoreError(f"cannot be created: {above} is not a directory", root)
                 if root.exists() and any(p.name not in _INTERNAL for p in root.iterdir()):
                     raise StoreError(f"is not empty and is not an aloe store (no {S.MANIFEST_FILE}); "
                                      "choose a new or empty directory", root)
@@ -565,8 +568,11 @@ class _Lock:
         self.on_wait = on_wait
 
     def __enter__(self):
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.root / S.LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.root / S.LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise StoreError(f"cannot be written: {e.strerror or e}", self.root) from None
         deadline = None if self.wait_s is None else time.monotonic() + self.wait_s
         waited = False
         try:

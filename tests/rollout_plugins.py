@@ -12,7 +12,9 @@ class FixedChunkPolicy:
     """Always answers the same chunk; optionally slow (per-call delays), and writes a marker file
     after `after` calls (so a test knows the loop is mid-episode)."""
 
-    def __init__(self, chunk, delays=(), sleep: float = 0.0, marker: str | None = None, after: int | None = None):
+    def __init__(self, chunk, delays=(), sleep: float = 0.0, marker: str | None = None, after: int | None = None,
+                 closed: str | None = None):
+        self.closed = closed  # a file `close()` writes, so a test sees the caller closed the policy
         self.chunk = np.asarray(chunk, dtype=np.float32)
         self.chunk_size, self.action_dim = self.chunk.shape
         self.delays = list(delays)
@@ -34,10 +36,16 @@ class FixedChunkPolicy:
         return np.broadcast_to(self.chunk, (B, num_samples, *self.chunk.shape)).copy()
 
 
+    def close(self) -> None:
+        if self.closed:
+            Path(self.closed).write_text("closed")
+
+
 def constant(value: float = 0.0, action_dim: int = 4, chunk_size: int = 1, sleep: float = 0.0,
-             marker: str | None = None, after: int | None = None) -> FixedChunkPolicy:
+             marker: str | None = None, after: int | None = None, closed: str | None = None) -> FixedChunkPolicy:
     """Every action is `value` in every dimension (0: a Meta-World arm that stays put)."""
-    return FixedChunkPolicy(np.full((chunk_size, action_dim), value), sleep=sleep, marker=marker, after=after)
+    return FixedChunkPolicy(np.full((chunk_size, action_dim), value), sleep=sleep, marker=marker, after=after,
+                            closed=closed)
 
 
 def blind_sim(seed: int = 0, max_steps: int = 150, **kw):

@@ -48,6 +48,35 @@ def test_make_safe_holds_on_nan_and_keeps_bounds():
     assert not clipped and not limited
 
 
+def test_a_drivers_declared_limits_are_checked():
+    """A third-party or LeRobot driver's action_features: NaN or negative max_delta, or low > high,
+    are refused (make_safe would pass NaN on, or move the wrong way), naming the driver."""
+    from aloe_cli.errors import BadInput
+    from aloe_cli.robot import action_limits
+
+    class Driver:
+        name = "my-arm"
+
+        def __init__(self, **f):
+            self.action_features = {"action": {"shape": [2], **f}}
+
+    lim = action_limits(Driver(low=[-1, -2], high=[1, 2], max_delta=0.5))
+    assert lim.low.tolist() == [-1, -2] and lim.max_delta.tolist() == [0.5, 0.5]
+    assert action_limits(Driver()).max_delta is None and np.isinf(action_limits(Driver()).high).all()
+    for f, field in ((dict(max_delta=[0.5, float("nan")]), "max_delta"), (dict(max_delta=-1.0), "max_delta"),
+                     (dict(low=[1, 0], high=[0, 1]), "low/high")):
+        with pytest.raises(BadInput) as e:
+            action_limits(Driver(**f))
+        assert str(e.value).startswith(f"my-arm: action_features: {field}: "), str(e.value)
+
+
+def test_expert_whole_number_arguments():
+    for arg in ("noise_after", "noise_until", "chunk_size"):
+        with pytest.raises(PolicyError) as e:
+            metaworld_expert(**{arg: "abc"})
+        assert str(e.value) == f"{arg}: must be a whole number, got 'abc'"
+
+
 def test_stall_detector_by_hand():
     d = StallDetector(patience=2, min_progress=0.5)
     assert [d.update(p) for p in (1.0, 1.2, 1.4)] == [False, False, True]

@@ -119,6 +119,24 @@ def test_nan_actions_are_never_sent(sim, tmp_path):
     assert not (tmp_path / "s2").exists()
 
 
+def test_a_paced_loop_observes_at_its_ticks_and_keeps_a_period_after_a_late_chunk(sim, tmp_path, monkeypatch):
+    """With --fps each step waits for its tick, then observes and sends at once: the recorded
+    timestamps are the ticks, and after a chunk that came 0.1 s late the next action waits a whole
+    period (it went out back to back, 0.7 ms after the late one). Only lower bounds are checked:
+    a loaded machine makes intervals longer, never shorter."""
+    sends = []
+    send = sim.send_action
+    monkeypatch.setattr(sim, "send_action", lambda a: (sends.append(time.monotonic()), send(a))[1])
+    period = 0.02
+    p = FixedChunkPolicy([[0.0] * 4] * 3, delays=[0.0, 0.1, 0.0])  # the second chunk (frame 3) is late
+    s = run_rollouts(sim, p, tmp_path / "s", RolloutConfig(episodes=1, max_steps=9, fps=1 / period))
+    gaps = np.diff(sends)
+    assert len(sends) == 9 and gaps[2] >= 0.1  # the late chunk
+    assert (gaps >= 0.5 * period).all(), gaps.round(4)
+    stamps = np.diff(frames_of(tmp_path / "s", s["episode_ids"][0])[S.TIMESTAMP].to_numpy())
+    assert (stamps >= 0.5 * period).all(), stamps.round(4)
+
+
 @pytest.mark.parametrize("threaded", [True, False])
 def test_slow_policy_makes_the_robot_hold(sim, tmp_path, threaded):
     # threaded: the robot holds while the policy computes (real time); inline (the simulator's
@@ -227,8 +245,13 @@ def test_cli_rollout_json(cli, tmp_path):
     r = cli("rollout", "--policy", "rollout_plugins:constant", "--episodes", 1, "--max-steps", 20,
             "--intervene", "expert-on-stall", "--into", store, "--policy-id", "v0")
     assert r.exit_code == 0, r
-    assert r.stdout.strip() == (f"rolled out 1 episodes (20 frames) of v0 on sim:{TASK} into {store}: "
-                                "success 0/1 (0.00), 0 unknown, 4 intervention frames in 1 spans")
+    assert r.stdout.strip() == (f"rolled out 1 episode (20 frames) of v0 on sim:{TASK} into {store}: "
+                                "success 0/1 (0.00), 0 unknown, 4 intervention frames in 1 span")
+    # The command closes the policy it loaded (a websocket policy's connection).
+    closed = tmp_path / "closed"
+    r = cli("rollout", "--policy", "rollout_plugins:constant", "--policy-arg", f"closed={closed}", "--episodes", 1,
+            "--max-steps", 3, "--into", store)
+    assert r.exit_code == 0 and closed.read_text() == "closed", r
 
 
 def test_cli_label_prompt_and_a_third_party_driver(cli, tmp_path):
@@ -245,6 +268,41 @@ def test_cli_label_prompt_and_a_third_party_driver(cli, tmp_path):
     assert (d["episodes"], d["successes"], d["failures"], d["discarded"]) == (2, 1, 1, 1)
     eps = Store.open(store).episodes
     assert eps[S.SUCCESS].tolist() == [True, False] and set(eps[S.SOURCE]) == {"rollout:rollout_plugins:blind_sim"}
+
+
+def test_cli_piped_labels_that_run_out_keep_the_episode_and_stop(tmp_path):
+    """The end of piped answers keeps the episode it was asked about (outcome unknown) and stops the
+    run (exit 130), rather than discarding every episode after it; a blank answer leaves the outcome
+    unknown, not discarded."""
+    from typer.testing import CliRunner
+
+    from aloe_cli.cli import app
+
+    store = tmp_path / "store"
+    args = ["rollout", "--robot", "rollout_plugins:blind_sim", "--policy", "rollout_plugins:constant",
+            "--episodes", "4", "--max-steps", "5", "--label", "prompt", "--into", str(store), "--json"]
+    r = CliRunner().invoke(app, args, input="s\n\n", catch_exceptions=False)
+    assert r.exit_code == 130, r.stderr
+    d = json.loads(r.stdout)
+    assert (d["episodes"], d["successes"], d["unknown"], d["discarded"]) == (3, 1, 2, 0)
+    assert d["interrupted"] and d["signal"] == "end of label input"
+    assert "interrupted (end of label input): the robot holds" in r.stderr
+    assert Store.open(store).episodes[S.SUCCESS].tolist()[:1] == [True]
+
+
+def test_ctrl_d_at_the_label_prompt_is_the_end_of_answers(monkeypatch):
+    """Ctrl-D at the terminal prompt (Typer's Abort) ends the answers like the end of piped input,
+    instead of failing the run with `Error: <robot>: Abort:`."""
+    import typer
+
+    from aloe_cli.commands.rollout import _StatusLine
+
+    def ctrl_d(*args, **kwargs):
+        raise typer.Abort()
+
+    monkeypatch.setattr(typer, "prompt", ctrl_d)
+    with pytest.raises(EOFError):
+        _StatusLine().ask_label({"episode": 0, "length": 3})
 
 
 def _bad(cli, store, *args):
@@ -265,6 +323,7 @@ def test_cli_bad_input(cli, tmp_path, aloha_dir):
         "Error: sim:no-such-task-v3: --robot: unknown Meta-World task 'no-such-task-v3'")
     assert _bad(cli, store, "--policy-arg", "chunk_size=2", "--execute-steps", 3) == \
         "Error: --execute-steps: must be between 1 and the policy's chunk size 2, got 3"
+    assert _bad(cli, store, "--execute-steps", 0) == "Error: --execute-steps: must be at least 1, got 0"
     assert _bad(cli, store, "--policy-arg", "action_dim=3") == \
         f"Error: rollout_plugins:constant: --policy: policy action_dim is 3 but the robot sim:{TASK} takes 4 numbers"
     assert _bad(cli, store, "--intervene", "teleop") == f"Error: --intervene: the robot sim:{TASK} has no teleoperator"
@@ -277,6 +336,18 @@ def test_cli_bad_input(cli, tmp_path, aloha_dir):
     assert _bad(cli, store) == (f"Error: {store}: observation.state: the robot sim:{TASK} has 39 numbers but the "
                                 "store holds 14; roll out into another store")
     assert len(Store.open(store).episodes) == 3
+    # --into under a file: refused before the robot moves (it failed at the first commit, a traceback).
+    (tmp_path / "afile").write_text("")
+    assert _bad(cli, tmp_path / "afile" / "sub") == (f"Error: {tmp_path / 'afile' / 'sub'}: cannot be created: "
+                                                     f"{tmp_path / 'afile'} is not a directory")
+    # A driver's own bad limits are refused too: a NaN max_delta passed NaN on, a negative one moved
+    # the arm backwards.
+    for value in ("nan", "-1"):
+        assert _bad(cli, tmp_path / "s2", "--robot-arg", f"max_delta={value}") == (
+            f"Error: sim:{TASK}: max_delta: must be a number > 0, got {value}")
+    assert _bad(cli, tmp_path / "s2", "--robot-arg", "report_success=maybe") == (
+        f"Error: sim:{TASK}: report_success: must be true or false, got 'maybe'")
+    assert not (tmp_path / "s2").exists()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -297,7 +368,7 @@ def test_signal_mid_episode_saves_the_partial_episode(tmp_path, sig):
     assert p.returncode == 130, errtext
     d = json.loads(out)
     assert d["interrupted"] and d["signal"] == sig.name and d["episodes"] == 2
-    assert "the partial episode was saved as truncated" in errtext
+    assert "everything recorded is saved (an episode cut short as truncated, its outcome unknown)" in errtext
     s = Store.open(store)
     eps = s.episodes
     assert eps[S.LENGTH][0] == 120 and eps[S.SUCCESS][0] == False  # noqa: E712

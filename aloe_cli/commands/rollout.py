@@ -58,11 +58,15 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run a chunk policy on a robot and append every episode to the store, atomically.
 
-        Requests a chunk, executes its first k actions at the robot's control rate, requests the next; records every frame (observation, the action actually sent, is_intervention, timestamps); commits each finished episode with its outcome. Ctrl-C holds the robot and saves the partial episode as truncated (exit 130).
+        Requests a chunk, executes its first k actions at the robot's control rate, requests the next;
+        records every frame (observation, the action actually sent, is_intervention, timestamps);
+        commits each finished episode with its outcome. Ctrl-C holds the robot and saves the partial
+        episode as truncated (exit 130).
 
-        Example: aloe rollout --policy aloe_cli.robot.experts:metaworld_expert --policy-arg noise=1.0 --episodes 20 --intervene expert-on-stall --into store/
+        Example: aloe rollout --policy aloe_cli.robot.experts:metaworld_expert --policy-arg noise=1.0
+        --episodes 20 --intervene expert-on-stall --into store/
         """
-        from ..policy import load_policy, parse_kv
+        from ..policy import close_policy, load_policy, parse_kv
         from ..robot import load_robot
         from ..rollout import RolloutConfig, run_rollouts
 
@@ -72,7 +76,7 @@ def register(app: typer.Typer) -> None:
             policy_timeout_s=policy_timeout, max_delta=max_delta, reset_time_s=reset_time,
             commit_every=commit_every)
         # Cheap checks first: a bad option fails before the simulator or the policy loads.
-        config.check(execute_steps or 10**9)
+        config.check(None)  # the chunk size is checked once the policy is loaded
         obs_map = parse_kv(policy_obs_map, "--policy-obs-map") if policy_obs_map else None
         pol = load_policy(policy, parse_kv(policy_arg, "--policy-arg"), obs_map=obs_map, device=device)
         bot = load_robot(robot, seed=seed, max_steps=max_steps, **parse_kv(robot_arg, "--robot-arg"))
@@ -82,27 +86,31 @@ def register(app: typer.Typer) -> None:
         label_fn = view.ask_label if label == "prompt" else None
         if label == "prompt" and not sys.stdin.isatty():
             label_fn = view.read_label  # answers piped on stdin, one per line
-        with view:
-            summary = run_rollouts(bot, pol, into, config, status=view.update, label_fn=label_fn,
-                                   policy_name=policy, keys=keys)
+        try:
+            with view:
+                summary = run_rollouts(bot, pol, into, config, status=view.update, label_fn=label_fn,
+                                       policy_name=policy, keys=keys)
+        finally:
+            close_policy(pol)
 
         def human(d: dict) -> None:
-            typer.echo(f"rolled out {d['episodes']} episodes ({d['frames']} frames) of {d['policy_id']} on "
+            n, spans = d["episodes"], d["interventions"]
+            typer.echo(f"rolled out {n} episode{'s' * (n != 1)} ({d['frames']} frames) of {d['policy_id']} on "
                        f"{d['robot']} into {d['store']}: success {d['successes']}/{d['successes'] + d['failures']}"
                        f" ({fmt(d['success_rate'], 2)}), {d['unknown']} unknown, "
-                       f"{d['intervention_frames']} intervention frames in {d['interventions']} spans")
+                       f"{d['intervention_frames']} intervention frames in {spans} span{'s' * (spans != 1)}")
             if d["late_chunks"]:
                 typer.echo(f"the policy missed its {deadline:g} s deadline {d['late_chunks']} times; "
                            "the robot held meanwhile", err=True)
             if d["nan_holds"]:
                 typer.echo(f"{d['nan_holds']} non-finite actions were not sent; the robot held", err=True)
             if d["discarded"]:
-                typer.echo(f"discarded {d['discarded']} episodes", err=True)
+                typer.echo(f"discarded {d['discarded']} episode{'s' * (d['discarded'] != 1)}", err=True)
 
         emit(summary, json_out, human)
         if summary["interrupted"]:
-            typer.echo(f"interrupted ({summary['signal'] or 'stop'}): the robot holds; the partial episode was "
-                       "saved as truncated", err=True)
+            typer.echo(f"interrupted ({summary['signal'] or 'stop'}): the robot holds; everything recorded is "
+                       "saved (an episode cut short as truncated, its outcome unknown)", err=True)
             raise typer.Exit(130)
 
 
@@ -160,8 +168,11 @@ class _StatusLine:
         self.live.stop()
         try:
             while True:
-                answer = typer.prompt(f"episode {info['episode'] + 1} ({info['length']} steps): "
-                                      "[s]uccess, [f]ailure or [d]iscard?", err=True).strip().lower()
+                try:
+                    answer = typer.prompt(f"episode {info['episode'] + 1} ({info['length']} steps): "
+                                          "[s]uccess, [f]ailure or [d]iscard?", err=True).strip().lower()
+                except typer.Abort:  # Ctrl-D: no more answers
+                    raise EOFError("no answer") from None
                 for full in ("success", "failure", "discard"):
                     if answer and full.startswith(answer):
                         return full
@@ -169,8 +180,13 @@ class _StatusLine:
             self.live.start()
 
     def read_label(self, info: dict) -> str:
-        line = sys.stdin.readline().strip().lower()
+        """One answer per line of piped stdin; at the end of input EOFError (the episode is kept, its
+        outcome unknown, and the run stops); a blank or unknown answer leaves the outcome unknown."""
+        line = sys.stdin.readline()
+        if not line:
+            raise EOFError("end of input")
+        line = line.strip().lower()
         for full in ("success", "failure", "discard"):
             if line and full.startswith(line):
                 return full
-        return line or "discard"
+        return line

@@ -281,7 +281,7 @@ def fit_critic(store: Store | str | os.PathLike, out_dir: str | os.PathLike, con
     """
     import torch
 
-    from ..policy import check_against_store, load_policy
+    from ..policy import check_against_store, close_policy, load_policy
     from .net import CriticNet
 
     config.check()
@@ -413,6 +413,8 @@ def fit_critic(store: Store | str | os.PathLike, out_dir: str | os.PathLike, con
                 policy, policy_spec, data, np.concatenate(frames), config.samples, H,
                 out_dir / SAMPLES_FILE.format(rank=dist.rank), out_dir / SAMPLES_META.format(rank=dist.rank),
                 config.seed + 1000 * dist.rank, progress if dist.rank == 0 else None)
+        if policy is not None:
+            close_policy(policy)  # its chunks are all drawn
 
         # ---- networks
         torch.manual_seed(config.seed)

@@ -70,6 +70,14 @@ def observation_keys(policy) -> tuple[str, ...]:
 _NON_FINITE = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
 
 
+def close_policy(policy) -> None:
+    """Call the policy's optional `close()` (a websocket policy's connection): what loaded it does,
+    once it has no more chunks to ask for."""
+    close = getattr(policy, "close", None)
+    if callable(close):
+        close()
+
+
 def parse_value(text: str):
     """Parse a --policy-arg value: JSON numbers, booleans and null, and nan/inf (any case) as floats, so the
     factory's own checks see a number; anything else stays a string."""

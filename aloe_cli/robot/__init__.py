@@ -166,4 +166,12 @@ def action_limits(robot: Robot):
             return None if default is None else np.full(a, default, dtype=np.float32)
         return np.broadcast_to(np.asarray(v, dtype=np.float32), (a,)).copy()
 
-    return SafetyLimits(low=vec("low", -np.inf), high=vec("high", np.inf), max_delta=vec("max_delta", None))
+    low, high, max_delta = vec("low", -np.inf), vec("high", np.inf), vec("max_delta", None)
+    where = f"{getattr(robot, 'name', 'robot')}: action_features"
+    if np.isnan(low).any() or np.isnan(high).any() or (low > high).any():
+        raise BadInput(f"expected low <= high in every dimension, got low {low.tolist()}, high {high.tolist()}",
+                       where, "low/high")
+    if max_delta is not None and not (max_delta > 0).all():  # NaN would pass NaN on, a negative move backwards
+        raise BadInput(f"must be > 0 in every dimension (inf: no limit), got {max_delta.tolist()}", where,
+                       "max_delta")
+    return SafetyLimits(low=low, high=high, max_delta=max_delta)

@@ -74,8 +74,6 @@ class MetaWorldExpertPolicy:
         for name, value in (("noise", noise), ("epsilon", epsilon), ("speed", speed)):
             if not isinstance(value, numbers.Real) or isinstance(value, bool):
                 raise PolicyError(f"must be a number, got {value!r}", field=name)
-        if chunk_size < 1:
-            raise PolicyError(f"must be at least 1, got {chunk_size}", field="chunk_size")
         if not (math.isfinite(noise) and noise >= 0):
             raise PolicyError(f"must be a finite number >= 0, got {noise}", field="noise")
         if not 0.0 <= epsilon <= 1.0:
@@ -84,6 +82,11 @@ class MetaWorldExpertPolicy:
             raise PolicyError(f"must be a finite number > 0, got {speed}", field="speed")
         if noise_after is not None and noise_until is not None:
             raise PolicyError("give noise_after or noise_until, not both", field="noise_after")
+        for name, value in (("chunk_size", chunk_size), ("noise_after", noise_after), ("noise_until", noise_until)):
+            if value is not None and (not isinstance(value, numbers.Integral) or isinstance(value, bool)):
+                raise PolicyError(f"must be a whole number, got {value!r}", field=name)
+        if chunk_size < 1:
+            raise PolicyError(f"must be at least 1, got {chunk_size}", field="chunk_size")
         self.task = task
         self.chunk_size = int(chunk_size)
         self.noise = float(noise)

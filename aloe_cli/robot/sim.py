@@ -68,6 +68,11 @@ class SimRobot:
             raise BadInput(f"must be at least 1, got {max_steps}", field="--max-steps")
         self.task = task
         self.name = f"sim:{task}"
+        if max_delta is not None and (isinstance(max_delta, bool) or not isinstance(max_delta, (int, float))
+                                      or not max_delta > 0):
+            raise BadInput(f"must be a number > 0, got {max_delta!r}", self.name, "max_delta")
+        if not isinstance(report_success, bool):
+            raise BadInput(f"must be true or false, got {report_success!r}", self.name, "report_success")
         self.seed = int(seed)
         self.max_steps = int(max_steps)
         self.report_success = bool(report_success)
