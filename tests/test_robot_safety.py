@@ -202,3 +202,22 @@ def test_drivers_and_teleoperators_meet_the_protocols():
     for t in (ExpertOnStall("drawer-open-v3"), ExpertTeleop("drawer-open-v3"), RemoteTeleop(remote),
               KeyboardTakeover(ExpertTeleop(), KeyToggle(0))):
         assert isinstance(t, Teleoperator)
+
+
+def test_the_lerobot_wrapper_gives_the_policy_the_task_the_store_records():
+    """Without --robot-arg task the policy sees task None, as the store records it and scoring
+    passes it back (it saw "", another task to a policy with a task vocabulary). The arm here has
+    LeRobot's Robot interface, without the lerobot package (it needs Python >= 3.12)."""
+    from aloe_cli.robot.lerobot_driver import LeRobotRobot
+
+    class Arm:
+        name, is_connected = "arm", True
+        observation_features = {"j0.pos": float, "j1.pos": float}
+        action_features = {"j0.pos": float, "j1.pos": float}
+
+        def get_observation(self):
+            return {"j0.pos": 0.1, "j1.pos": 0.2}
+
+    assert LeRobotRobot(Arm()).get_observation()["task"] is None
+    obs = LeRobotRobot(Arm(), task="reach").get_observation()
+    assert obs["task"] == "reach" and obs["observation.state"].tolist() == pytest.approx([0.1, 0.2])

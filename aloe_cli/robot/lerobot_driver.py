@@ -202,7 +202,7 @@ class LeRobotRobot:
         self._last = raw
         try:
             obs = {"observation.state": np.asarray([raw[k] for k in self.state_keys], dtype=np.float32),
-                   "task": self.task or ""}
+                   "task": self.task}  # None when unknown, as the store records it and scoring passes it
             for k in self.camera_keys:
                 obs[f"observation.images.{k}"] = np.asarray(raw[k], dtype=np.uint8)
         except KeyError as e:
