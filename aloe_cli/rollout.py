@@ -426,7 +426,7 @@ class _Session:
         chunk, pos, prev, holds_in_row = None, 0, None, 0
         end, error = "max_steps", None
         t0 = time.monotonic()
-        next_tick = t0
+        next_tick, last_send = t0, None
         try:
             while len(rec) < cfg.max_steps:
                 if self.stop.is_set():
@@ -437,8 +437,7 @@ class _Session:
                     if next_tick > now and self.stop.wait(next_tick - now):
                         end = "interrupted"
                         break
-                    tick = max(next_tick, time.monotonic())
-                    next_tick = tick + self.period
+                    next_tick = max(next_tick, time.monotonic()) + self.period  # behind: as fast as it can
                 t_obs = time.monotonic()
                 obs = robot.get_observation()
                 taking_over = bool(self.teleop.wants_control(obs, st)) if self.teleop is not None else False
@@ -466,9 +465,15 @@ class _Session:
                 holds_in_row = 0
                 ev["clipped"] += clipped
                 ev["rate_limited"] += limited
+                if self.period is not None and last_send is not None:
+                    ready = time.monotonic()
+                    if ready < last_send + 0.5 * self.period:  # right after a late action (a slow chunk):
+                        if self.stop.wait(last_send + self.period - ready):  # a period between two actions,
+                            end = "interrupted"
+                            break
+                        next_tick = last_send + 2 * self.period - (ready - t_obs)  # and the next on time again
                 sent = np.asarray(robot.send_action(action), dtype=np.float32).reshape(-1)
-                if self.period is not None and time.monotonic() > tick + 0.5 * self.period:
-                    next_tick = time.monotonic() + self.period  # sent late (a slow chunk): a full period to the next
+                last_send = time.monotonic()
                 stamp = (t_obs - t0) if robot.realtime or self.period else len(rec) / robot.fps
                 rec.add(obs, sent, taking_over, stamp)
                 prev = sent

@@ -232,8 +232,9 @@ def _leaves_of(md: pq.FileMetaData, columns: list[str] | None) -> list[int]:
 
 
 def ids_fingerprint(episodes: pd.DataFrame) -> str:
-    """sha256 (16 hex digits) of an episodes table's ids in order: `Store.fingerprint`. Rows are only
-    ever appended, so the fingerprint of a store's first n rows is that of the store when it had n."""
+    """sha256 (16 hex digits) of an episodes table's ids in order: `Store.fingerprint`. Commits append
+    rows (`ingest --force` drops the rows it replaces and appends their successors), so the store's
+    first n rows hash to the store's fingerprint when it had n, unless a --force dropped one since."""
     h = hashlib.sha256()
     for eid in episodes[S.EPISODE_ID]:
         h.update(eid.encode())
