@@ -254,15 +254,20 @@ def test_cli_rollout_json(cli, tmp_path):
     assert r.exit_code == 0 and closed.read_text() == "closed", r
 
 
-def test_cli_label_prompt_and_a_third_party_driver(cli, tmp_path):
-    store = tmp_path / "store"
+def _prompted(store, episodes: int, answers: str):
+    """`aloe rollout --label prompt` on a driver that cannot judge its outcome, answers piped on stdin."""
     from typer.testing import CliRunner
 
     from aloe_cli.cli import app
 
     args = ["rollout", "--robot", "rollout_plugins:blind_sim", "--policy", "rollout_plugins:constant",
-            "--episodes", "3", "--max-steps", "5", "--label", "prompt", "--into", str(store), "--json"]
-    r = CliRunner().invoke(app, args, input="s\nd\nfailure\n", catch_exceptions=False)
+            "--episodes", str(episodes), "--max-steps", "5", "--label", "prompt", "--into", str(store), "--json"]
+    return CliRunner().invoke(app, args, input=answers, catch_exceptions=False)
+
+
+def test_cli_label_prompt_and_a_third_party_driver(tmp_path):
+    store = tmp_path / "store"
+    r = _prompted(store, 3, "s\nd\nfailure\n")
     assert r.exit_code == 0, r.stderr
     d = json.loads(r.stdout)
     assert (d["episodes"], d["successes"], d["failures"], d["discarded"]) == (2, 1, 1, 1)
@@ -274,14 +279,8 @@ def test_cli_piped_labels_that_run_out_keep_the_episode_and_stop(tmp_path):
     """The end of piped answers keeps the episode it was asked about (outcome unknown) and stops the
     run (exit 130), rather than discarding every episode after it; a blank answer leaves the outcome
     unknown, not discarded."""
-    from typer.testing import CliRunner
-
-    from aloe_cli.cli import app
-
     store = tmp_path / "store"
-    args = ["rollout", "--robot", "rollout_plugins:blind_sim", "--policy", "rollout_plugins:constant",
-            "--episodes", "4", "--max-steps", "5", "--label", "prompt", "--into", str(store), "--json"]
-    r = CliRunner().invoke(app, args, input="s\n\n", catch_exceptions=False)
+    r = _prompted(store, 4, "s\n\n")
     assert r.exit_code == 130, r.stderr
     d = json.loads(r.stdout)
     assert (d["episodes"], d["successes"], d["unknown"], d["discarded"]) == (3, 1, 2, 0)
