@@ -176,7 +176,13 @@ def export(store_path: str | os.PathLike, scores_dir: str | os.PathLike | None, 
     if scores_dir is None and method in METHODS and method not in OWN_ADVANTAGES:
         raise BadInput(f"--method {method} takes its per-frame advantages from `aloe score` (--scores SCORES_DIR); "
                        f"only {', '.join(OWN_ADVANTAGES)} computes its own", field="--scores")
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).absolute()  # "." has no name: its temporary sibling would land inside it
+    here = Path.cwd()
+    if out_dir == here or out_dir in here.parents:  # --force would delete the working folder with it
+        raise BadInput("is the current folder or holds it; name an export folder outside it", out_dir, "OUT_DIR")
+    for path, what in ((store_path, "store"), (scores_dir, "scores")):
+        if path is not None and (Path(path).absolute() == out_dir or out_dir in Path(path).absolute().parents):
+            raise BadInput(f"holds the {what} {path}; name an export folder outside it", out_dir, "OUT_DIR")
     check_output(out_dir, "export", "OUT_DIR", replace=force)
     store = Store.open(store_path)
     eps = store.episodes

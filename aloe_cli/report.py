@@ -286,12 +286,12 @@ def advantage_table(chunks: pd.DataFrame, sources: pd.Series) -> pd.DataFrame:
     a = chunks[S.ADVANTAGE].astype(float)
     g = a.groupby(sources.to_numpy())
     t = pd.DataFrame({
-        "chunks": g.size(),
+        "chunks": g.count(),  # chunks with an advantage (NaN where no policy gave V), as the histograms count
         "mean": g.mean(),
         "median": g.median(),
         "p5": g.quantile(0.05),
         "p95": g.quantile(0.95),
-        "positive": g.apply(lambda x: float((x > 0).mean())),
+        "positive": g.apply(lambda x: float((x.dropna() > 0).mean()) if x.notna().any() else float("nan")),
     })
     return t.sort_values("mean", ascending=False, kind="mergesort")
 

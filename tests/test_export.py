@@ -315,7 +315,7 @@ def test_export_cli(exported, cli, tmp_path):
     assert json.loads((tmp_path / "x/meta/info.json").read_text())["robot_type"] == "so100"
 
 
-def test_export_bad_input(exported, cli, tmp_path):
+def test_export_bad_input(exported, cli, tmp_path, monkeypatch):
     d, _ = exported
     make_store(tmp_path / "other", n=3, seed=7)
     other_fp, fp = Store.open(tmp_path / "other").fingerprint, Store.open(d / "store").fingerprint
@@ -358,6 +358,18 @@ def test_export_bad_input(exported, cli, tmp_path):
         assert not (tmp_path / "new").exists()
     assert (tmp_path / "taken" / "keep").read_text() == "x"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left behind
+    # The current folder (or one holding it, the store or the scores): --force would delete it whole.
+    here = tmp_path / "here"
+    (here / "old-export").mkdir(parents=True)
+    with monkeypatch.context() as m:
+        m.chdir(here)
+        r = cli("export", d / "store", ".", "--scores", d / "scores", "--force")
+    assert r.exit_code == 2 and r.stderr == (f"Error: {here}: OUT_DIR: is the current folder or holds it; "
+                                             "name an export folder outside it\n"), r.stderr
+    r = cli("export", d / "store", d, "--scores", d / "scores", "--force")
+    assert r.exit_code == 2 and r.stderr == (f"Error: {d}: OUT_DIR: holds the store {d / 'store'}; name an export "
+                                             "folder outside it\n"), r.stderr
+    assert (here / "old-export").is_dir() and (d / "store").is_dir()
 
 
 # ---------------------------------------------------------------- read back by LeRobot itself

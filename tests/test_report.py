@@ -475,3 +475,20 @@ def test_many_critical_chunks_are_capped_in_the_listing(tmp_path):
     c = pq.read_table(root / S.SCORES_CHUNKS_FILE).to_pandas()
     c = c[c[S.EPISODE_ID] == "ep-0000"].sort_values(S.ADVANTAGE)
     assert set(listed) == set(c[S.FRAME_INDEX].iloc[:MAX_CRITICAL_LISTED])
+
+
+def test_advantage_table_counts_finite_advantages_only():
+    """Without V (no policy) a chunk's advantage is NaN: it counts toward neither the chunks nor
+    the share above 0 (a third of NaN showed 33% above 0 where the finite share was 50%)."""
+    import numpy as np
+    import pandas as pd
+
+    from aloe_cli import schema as S
+    from aloe_cli.report import advantage_table
+
+    chunks = pd.DataFrame({S.ADVANTAGE: [0.2, -0.1, np.nan, 0.3, -0.2, np.nan]})
+    t = advantage_table(chunks, pd.Series(["a", "a", "a", "a", "b", "b"]))
+    assert t.loc["a", "chunks"] == 3 and t.loc["a", "positive"] == 2 / 3
+    assert t.loc["b", "chunks"] == 1 and t.loc["b", "positive"] == 0.0
+    none = advantage_table(pd.DataFrame({S.ADVANTAGE: [np.nan, np.nan]}), pd.Series(["a", "a"]))
+    assert none.loc["a", "chunks"] == 0 and np.isnan(none.loc["a", "positive"])
