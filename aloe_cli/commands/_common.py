@@ -47,6 +47,11 @@ def command(app: typer.Typer, name: str, **kwargs) -> Callable:
     return deco
 
 
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """"1 episode", "3 episodes" (`many` for an irregular plural: "policies")."""
+    return f"{n} {word if n == 1 else many or word + 's'}"
+
+
 def help_text(doc: str | None) -> str | None:
     """A docstring as `--help` prose: each paragraph's wrapped lines joined into one line, which
     rich rewraps to the terminal (Typer keeps the line breaks of every paragraph but the first)."""

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import JsonOpt, StoreArg, command, emit
+from ._common import JsonOpt, StoreArg, command, emit, plural
 
 
 def register(app: typer.Typer) -> None:
@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
         def human(d: dict) -> None:
             if not d["files_merged"]:
                 n = d["files_before"]
-                typer.echo(f"{d['store']}: nothing to compact ({n} frames file{'' if n == 1 else 's'}; none can be "
+                typer.echo(f"{d['store']}: nothing to compact ({plural(n, 'frames file')}; none can be "
                            f"merged below {d['target_mb']:g} MiB)")
                 return
             verb = "would merge" if d["dry_run"] else "merged"

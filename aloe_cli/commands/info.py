@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from ._common import JsonOpt, StoreArg, command, emit, err, fmt
+from ._common import JsonOpt, StoreArg, command, emit, err, fmt, plural
 
 
 def register(app: typer.Typer) -> None:
@@ -23,8 +23,7 @@ def register(app: typer.Typer) -> None:
         def human(d: dict) -> None:
             typer.echo(f"{d['store']}: {d['episodes']} episodes, {d['frames']} frames, "
                        f"state {d['state_dim']}, action {d['action_dim']}, fps {fmt(d['fps'], 1)}, "
-                       f"success {fmt(d['success_rate'])}; {d['frames_files']} frames "
-                       f"file{'' if d['frames_files'] == 1 else 's'}")
+                       f"success {fmt(d['success_rate'])}; {plural(d['frames_files'], 'frames file')}")
             for key, title in (("per_policy_id", "policy_id"), ("per_task", "task")):
                 t = Table(title=f"per {title}")
                 for c in (title, "episodes", "frames", "success", "labelled", "mean length", "intervention"):

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import JsonOpt, StoreArg, command, emit, err
+from ._common import JsonOpt, StoreArg, command, emit, err, plural
 
 
 def register(app: typer.Typer) -> None:
@@ -69,14 +69,12 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"{source}: already in {store} (ingest {d['ingest_id']}); use --force to re-ingest")
                 return
             n = d["episodes_added"]
-            typer.echo(f"ingested {n} episode{'s' * (n != 1)} ({d['frames_added']} frames) "
+            typer.echo(f"ingested {plural(n, 'episode')} ({d['frames_added']} frames) "
                        f"from {source} [{d['format']}] into {store}")
             if d["duplicates_skipped"]:
-                k = d["duplicates_skipped"]
-                err.print(f"skipped {k} episode{'s' * (k != 1)} already in the store")
+                err.print(f"skipped {plural(d['duplicates_skipped'], 'episode')} already in the store")
             if d["episodes_replaced"]:
-                k = d["episodes_replaced"]
-                err.print(f"replaced {k} episode{'s' * (k != 1)} from the earlier ingest")
+                err.print(f"replaced {plural(d['episodes_replaced'], 'episode')} from the earlier ingest")
             if d["dropped_columns"]:
                 err.print(f"dropped columns the store does not have: {', '.join(d['dropped_columns'])}")
 

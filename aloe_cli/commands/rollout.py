@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import (DeviceOpt, JsonOpt, PolicyArgOpt, PolicyObsMapOpt, SeedOpt, command, emit, err, fmt)
+from ._common import (DeviceOpt, JsonOpt, PolicyArgOpt, PolicyObsMapOpt, SeedOpt, command, emit, err, fmt,
+                      plural)
 
 
 def register(app: typer.Typer) -> None:
@@ -94,18 +95,17 @@ def register(app: typer.Typer) -> None:
             close_policy(pol)
 
         def human(d: dict) -> None:
-            n, spans = d["episodes"], d["interventions"]
-            typer.echo(f"rolled out {n} episode{'s' * (n != 1)} ({d['frames']} frames) of {d['policy_id']} on "
+            typer.echo(f"rolled out {plural(d['episodes'], 'episode')} ({d['frames']} frames) of {d['policy_id']} on "
                        f"{d['robot']} into {d['store']}: success {d['successes']}/{d['successes'] + d['failures']}"
                        f" ({fmt(d['success_rate'], 2)}), {d['unknown']} unknown, "
-                       f"{d['intervention_frames']} intervention frames in {spans} span{'s' * (spans != 1)}")
+                       f"{d['intervention_frames']} intervention frames in {plural(d['interventions'], 'span')}")
             if d["late_chunks"]:
                 typer.echo(f"the policy missed its {deadline:g} s deadline {d['late_chunks']} times; "
                            "the robot held meanwhile", err=True)
             if d["nan_holds"]:
                 typer.echo(f"{d['nan_holds']} non-finite actions were not sent; the robot held", err=True)
             if d["discarded"]:
-                typer.echo(f"discarded {d['discarded']} episode{'s' * (d['discarded'] != 1)}", err=True)
+                typer.echo(f"discarded {plural(d['discarded'], 'episode')}", err=True)
 
         emit(summary, json_out, human)
         if summary["interrupted"]:

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from ._common import JsonOpt, command, emit, err, fmt
+from ._common import JsonOpt, command, emit, err, fmt, plural
 
 
 STORE_NOTES = {"relabelled": "relabelled since: it was trained on other outcomes",
@@ -47,7 +47,7 @@ def register(app: typer.Typer) -> None:
         def human(d: dict) -> None:
             rows = d["policies"]
             what = "in the chain of" if d["kind"] == "policy" else "trained on the store"
-            typer.echo(f"{len(rows)} {'policy' if len(rows) == 1 else 'policies'} {what} {d['target']}")
+            typer.echo(f"{plural(len(rows), 'policy', 'policies')} {what} {d['target']}")
             for r in rows:
                 note = "" if r["base_status"] in (None, "ok") else f"  (base {r['base_status']})"
                 if r["store_status"] not in (None, "ok"):
