@@ -155,11 +155,13 @@ def _read_json(path: Path, what: str) -> dict:
     return doc
 
 
-def load_scores(scores_dir: str | os.PathLike, store: Store) -> FrameScores:
+def load_scores(scores_dir: str | os.PathLike, store: Store, advantages: bool = True) -> FrameScores:
     """Read a scores directory written by `aloe score` and join it to `store`'s frames.
 
     Raises BadInput naming the file and field when the scores are not this store's (the
     store's fingerprint, recorded in summary.json), lack advantages, or are incomplete.
+    `advantages=False` checks and reads only the summary (AWR takes just the reward and gamma
+    from it): the per-chunk arrays come back empty.
     """
     import pandas as pd
     import pyarrow as pa
@@ -193,6 +195,10 @@ def load_scores(scores_dir: str | os.PathLike, store: Store) -> FrameScores:
             raise BadInput(f"the scores list {len(scored_ids)} episodes that are not the {len(ids)} of {store.root}; "
                            "score this store (aloe score) first", ep_path, S.EPISODE_ID)
     H = summary.get("chunk_size")
+    if not advantages:
+        empty = np.empty(0, dtype=np.int64)
+        return FrameScores(root, summary, H if isinstance(H, int) else 0, np.empty(0), empty, empty.astype(bool),
+                           empty)
     if isinstance(H, bool) or not isinstance(H, int) or H < 1:
         raise BadInput(f"missing or not a positive integer: {H!r}", summary_path, "chunk_size")
 
@@ -349,8 +355,13 @@ def _conditioned(inp: MethodInput) -> Selection:
 
 
 def reward_of(scores: FrameScores) -> tuple[dict, float]:
-    """The resolved reward spec and gamma the scores' critic was fitted with."""
+    """The resolved reward spec and gamma the scores' critic was fitted with (from the scores'
+    summary.json, or from the critic's config for scores that predate them); BadInput naming the
+    file and field when they are damaged."""
+    from .rewards import resolved_problem
+
     spec, gamma = scores.summary.get("reward_spec"), scores.summary.get("gamma")
+    where = scores.path / S.SCORES_SUMMARY_FILE
     if spec is None or gamma is None:
         from .critic.config import CONFIG_FILE
 
@@ -360,7 +371,14 @@ def reward_of(scores: FrameScores) -> tuple[dict, float]:
             spec, gamma = cfg["reward"], cfg["config"]["gamma"]
         except (OSError, ValueError, KeyError, TypeError):
             raise BadInput(f"records no reward_spec and its critic ({critic}) cannot be read; re-run aloe score",
-                           scores.path / S.SCORES_SUMMARY_FILE, "reward_spec") from None
+                           where, "reward_spec") from None
+        where = Path(str(critic)) / CONFIG_FILE
+    problem = resolved_problem(spec)
+    if problem is not None:
+        raise BadInput(f"{problem}; re-run aloe score", where, "reward_spec" if where.name == S.SCORES_SUMMARY_FILE
+                       else "reward")
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0.0 < gamma <= 1.0:
+        raise BadInput(f"must be a number in (0, 1], got {gamma!r}; re-run aloe score", where, "gamma")
     return spec, float(gamma)
 
 
@@ -445,6 +463,39 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def lineage_round(doc: dict, path: Path) -> int:
+    """The round a policy.json records (0 for a policy without a lineage); BadInput naming the file
+    and field when it is not a whole number >= 0."""
+    lineage = doc.get(LINEAGE_KEY)
+    if lineage is not None and not isinstance(lineage, dict):
+        raise BadInput(f"is not a JSON object: {lineage!r}", path, LINEAGE_KEY)
+    r = (lineage or {}).get("round", 0)
+    if isinstance(r, bool) or not isinstance(r, int) or r < 0:
+        raise BadInput(f"not a round number >= 0: {r!r}", path, f"{LINEAGE_KEY}.round")
+    return r
+
+
+ARCHITECTURE_FLAGS = {"chunk_size": "--chunk-size", "obs": "--obs"}  # the settings a fine-tune cannot change
+
+
+def check_base_architecture(base_doc: dict, settings: dict) -> None:
+    """Raise BadInput when `settings` asks for a network other than the --policy base's: a fine-tune
+    keeps the base's chunk size and inputs, so a differing --chunk-size or --obs is refused rather
+    than silently replaced."""
+    from .vision import parse_obs
+
+    config = base_doc.get("config") if isinstance(base_doc.get("config"), dict) else {}
+    for key, flag in ARCHITECTURE_FLAGS.items():
+        if key not in settings:
+            continue
+        given, theirs = settings[key], config.get(key, base_doc.get(key) if key == "chunk_size" else None)
+        same = parse_obs(given, flag) == parse_obs(theirs) if key == "obs" else given == theirs
+        if not same:
+            shown = "state" if key == "obs" and theirs is None else theirs
+            raise BadInput(f"{given} differs from the --policy base's {key.replace('_', ' ')} {shown}; a fine-tune "
+                           "keeps the base's network (leave the option out)", field=flag)
+
+
 def improve(store_path: str | os.PathLike, out: str | os.PathLike, method: str = "bc",
             settings: dict | None = None, base: str | os.PathLike | None = None,
             scores: str | os.PathLike | None = None, options: dict | None = None, round_name: str | None = None,
@@ -466,14 +517,14 @@ def improve(store_path: str | os.PathLike, out: str | os.PathLike, method: str =
     settings = dict(settings or {})
     require_scores(method, scores)
     base_doc = read_policy_json(base, "--policy") if base is not None else None
-    if base_doc is not None and "chunk_size" in settings and base_doc.get("chunk_size") != settings["chunk_size"]:
-        raise BadInput(f"{settings['chunk_size']} differs from the --policy base's chunk size "
-                       f"{base_doc.get('chunk_size')}", field="--chunk-size")
+    base_round = None if base_doc is None else lineage_round(base_doc, Path(base) / S.POLICY_FILE)
+    if base_doc is not None:
+        check_base_architecture(base_doc, settings)
     if base_doc is not None and isinstance(base_doc.get("chunk_size"), int):
         settings.setdefault("chunk_size", base_doc["chunk_size"])  # the base's network is kept
     store = Store.open(store_path)
-    frame_scores = load_scores(scores, store) if scores is not None else None
-    if frame_scores is not None and method in SCORED_METHODS:
+    frame_scores = None if scores is None else load_scores(scores, store, advantages=method not in OWN_ADVANTAGES)
+    if frame_scores is not None and method in NEEDS_SCORES:
         # The scored chunk is the first Hs actions of the policy's chunk (ALOE: predict 50, execute
         # and score 25), so the policy's chunks may be longer than the scores' but never shorter.
         Hs = frame_scores.chunk_size
@@ -493,9 +544,6 @@ def improve(store_path: str | os.PathLike, out: str | os.PathLike, method: str =
     device = resolve_device(config.device)
     selection = select(store, method, frame_scores, opts, device)
 
-    base_round = None
-    if base_doc is not None:
-        base_round = (base_doc.get(LINEAGE_KEY) or {}).get("round", 0)
     settings_used = {k: v for k, v in dataclasses.asdict(opts).items()
                      if APPLIES_TO.get(k) is None or method in APPLIES_TO[k]}
     if method not in ("conditioned",):

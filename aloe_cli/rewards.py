@@ -13,6 +13,7 @@ reward is chosen when a critic is fitted and recorded, resolved to numbers, in i
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -118,6 +119,29 @@ def frame_rewards(resolved: dict, episodes: pd.DataFrame, logged: np.ndarray | N
     failed = (success == False).to_numpy()  # noqa: E712 (None = unknown is not a failure)
     r[last[failed]] -= c_fail[failed] / t_norm[failed]
     return r
+
+
+def _positive(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+def resolved_problem(resolved) -> str | None:
+    """What is wrong with a resolved reward spec read back from a file (None when it is usable):
+    {"kind"} for sparse and logged; step-penalty also needs a {task: frames > 0} t_norm, a
+    t_norm_default > 0 and a c_fail that is None or >= 0."""
+    if not isinstance(resolved, dict) or resolved.get("kind") not in REWARD_KINDS:
+        kind = resolved.get("kind") if isinstance(resolved, dict) else resolved
+        return f"kind {kind!r} is not one of {', '.join(REWARD_KINDS)}"
+    if resolved["kind"] != "step-penalty":
+        return None
+    table, c_fail = resolved.get("t_norm"), resolved.get("c_fail")
+    if not isinstance(table, dict) or not all(_positive(v) for v in table.values()):
+        return "t_norm is not a {task: frames > 0} table"
+    if not _positive(resolved.get("t_norm_default")):
+        return f"t_norm_default {resolved.get('t_norm_default')!r} is not a number of frames > 0"
+    if c_fail is not None and not (_positive(c_fail) or c_fail == 0):
+        return f"c_fail {c_fail!r} is not a number >= 0"
+    return None
 
 
 def spec_dict(spec: RewardSpec) -> dict:

@@ -369,8 +369,29 @@ def test_improve_bad_input(loop, cli, tmp_path):
     chunks.to_parquet(tmp_path / "noadv" / S.SCORES_CHUNKS_FILE, index=False)
     shutil.copytree(d / "scores", tmp_path / "partial")
     (tmp_path / "partial" / S.SCORES_EPISODES_FILE).unlink()
+    # Damaged summaries and base lineage: a one-line error, not a traceback.
+    summaries = {}
+    for name, change in (("gamma", {"gamma": 1.5}), ("kind", {"reward_spec": {"kind": "dense"}}),
+                         ("tnorm", {"reward_spec": {"kind": "step-penalty", "t_norm": {"": -3}, "t_norm_default": 40,
+                                                    "c_fail": None}})):
+        shutil.copytree(d / "scores", tmp_path / name)
+        summaries[name] = tmp_path / name / S.SCORES_SUMMARY_FILE
+        summaries[name].write_text(json.dumps({**json.loads(summaries[name].read_text()), **change}))
+    shutil.copytree(d / "r0", tmp_path / "badround")
+    doc = json.loads((tmp_path / "badround" / S.POLICY_FILE).read_text())
+    doc["lineage"]["round"] = "two"
+    (tmp_path / "badround" / S.POLICY_FILE).write_text(json.dumps(doc))
     base = ["improve", d / "store", "--out", tmp_path / "new", "--steps", 1, "--device", "cpu"]
     cases = [
+        (["--method", "awr", "--scores", tmp_path / "gamma"],
+         f"Error: {summaries['gamma']}: gamma: must be a number in (0, 1], got 1.5; re-run aloe score"),
+        (["--method", "awr", "--scores", tmp_path / "kind"],
+         f"Error: {summaries['kind']}: reward_spec: kind 'dense' is not one of step-penalty, sparse, logged; re-run "
+         "aloe score"),
+        (["--method", "awr", "--scores", tmp_path / "tnorm"],
+         f"Error: {summaries['tnorm']}: reward_spec: t_norm is not a {{task: frames > 0}} table; re-run aloe score"),
+        (["--method", "bc", "--policy", tmp_path / "badround"],
+         f"Error: {tmp_path / 'badround' / S.POLICY_FILE}: lineage.round: not a round number >= 0: 'two'"),
         (["--method", "aloe", "--scores", tmp_path / "other-scores"],
          f"Error: {tmp_path / 'other-scores' / S.SCORES_SUMMARY_FILE}: store_fingerprint: the scores are of a store "
          f"with fingerprint {other_fp} ({tmp_path / 'other'}), but {d / 'store'} has {fp}; score this store "
@@ -418,6 +439,10 @@ def test_improve_bad_input(loop, cli, tmp_path):
         assert r.exit_code == 2, (args, r)
         assert r.stderr == message + "\n", (args, r.stderr)
         assert not (tmp_path / "new").exists()
+    # AWR takes only the reward and gamma from the scores: advantages it does not use, or chunks
+    # longer than the base's, are no reason to refuse.
+    r = cli(*base, "--method", "awr", "--scores", tmp_path / "noadv", "--policy", tmp_path / "h1")
+    assert r.exit_code == 0, r
 
 
 def test_rounds_names_a_damaged_policy_json(round1, cli, tmp_path):

@@ -8,6 +8,7 @@ import asyncio
 import io
 import json
 import math
+import shutil
 import threading
 import traceback
 
@@ -451,6 +452,10 @@ def test_weights_are_checked(tmp_path):
         with pytest.raises(BadInput) as e:
             train_policy(store, tmp_path / "pol", cfg, weights=weights)
         assert str(e.value) == message
+    ids = list(store.episodes[S.EPISODE_ID])
+    with pytest.raises(BadInput) as e:  # it would land in both the training and the validation split
+        train_policy(store, tmp_path / "pol", cfg, episode_ids=[ids[0], ids[1], ids[0]])
+    assert str(e.value) == f"{tmp_path / 'store'}: episode_ids: episode {ids[0]!r} is given more than once"
     assert not (tmp_path / "pol").exists()
 
 
@@ -570,7 +575,11 @@ def test_improve_cli_bad_input(cli, tmp_path):
         (["--method", "dagger"], "Error: --method: unknown method 'dagger'; available: aloe, awr, filtered, "
                                  "conditioned, bc"),
         (["--out", tmp_path / "taken"], f"Error: {tmp_path / 'taken'}: --out: already exists; pass --force to replace it"),
-        (["--policy", init, "--chunk-size", 5], "Error: --chunk-size: 5 differs from the --policy base's chunk size 2"),
+        (["--policy", init, "--chunk-size", 5], "Error: --chunk-size: 5 differs from the --policy base's chunk size 2; "
+                                                "a fine-tune keeps the base's network (leave the option out)"),
+        (["--policy", init, "--obs", "state,images.top"], "Error: --obs: state,images.top differs from the --policy "
+                                                          "base's obs state; a fine-tune keeps the base's network "
+                                                          "(leave the option out)"),
         (["--policy", tmp_path / "taken"], f"Error: {tmp_path / 'taken'}: --policy: is not a policy directory written "
                                            "by aloe (no policy.json)"),
         (["--lr", 0], "Error: --lr: must be > 0, got 0.0"),
@@ -585,6 +594,10 @@ def test_improve_cli_bad_input(cli, tmp_path):
         assert not (tmp_path / "new").exists()
     r = cli("improve", tmp_path / "nostore", "--out", tmp_path / "new")
     assert r.exit_code == 2 and "store does not exist" in r.stderr
+    for same in (["--obs", "observation.state"], ["--chunk-size", 2]):  # the base's own: accepted
+        r = cli("improve", store, "--policy", init, *same, "--steps", 1, "--device", "cpu", "--out", tmp_path / "same")
+        assert r.exit_code == 0, (same, r)
+        shutil.rmtree(tmp_path / "same")
     if not torch.cuda.is_available():
         r = cli("improve", store, "--out", tmp_path / "new", "--device", "cuda")
         assert r.exit_code == 2 and r.stderr == "Error: --device: CUDA is not available on this machine; use --device cpu\n"

@@ -8,7 +8,7 @@ import pytest
 
 from aloe_cli import schema as S
 from aloe_cli.errors import BadInput
-from aloe_cli.rewards import RewardSpec, frame_rewards, resolve_rewards
+from aloe_cli.rewards import RewardSpec, frame_rewards, resolve_rewards, resolved_problem
 
 # Task "a": lengths 4 (success), 2 (failure), 3 (unknown outcome); task "b": 10 (failure).
 EPISODES = pd.DataFrame({
@@ -72,3 +72,22 @@ def test_bad_specs():
         resolve_rewards(RewardSpec("dense"), EPISODES)
     with pytest.raises(BadInput, match="--t-norm: must be a positive number, got 0.0"):
         resolve_rewards(RewardSpec(t_norm=0.0), EPISODES)
+
+
+@pytest.mark.parametrize("resolved, problem", [
+    ({"kind": "sparse"}, None),
+    ({"kind": "step-penalty", "t_norm": {"": 40.0, "open": 12}, "t_norm_default": 40.0, "c_fail": None}, None),
+    ({"kind": "step-penalty", "t_norm": {}, "t_norm_default": 40.0, "c_fail": 0}, None),
+    ("sparse", "kind 'sparse' is not one of step-penalty, sparse, logged"),
+    ({"kind": "dense"}, "kind 'dense' is not one of step-penalty, sparse, logged"),
+    ({"kind": "step-penalty", "t_norm": [40], "t_norm_default": 40.0, "c_fail": None},
+     "t_norm is not a {task: frames > 0} table"),
+    ({"kind": "step-penalty", "t_norm": {"": True}, "t_norm_default": 40.0, "c_fail": None},
+     "t_norm is not a {task: frames > 0} table"),
+    ({"kind": "step-penalty", "t_norm": {}, "t_norm_default": float("nan"), "c_fail": None},
+     "t_norm_default nan is not a number of frames > 0"),
+    ({"kind": "step-penalty", "t_norm": {}, "t_norm_default": 40, "c_fail": -1},
+     "c_fail -1 is not a number >= 0"),
+])
+def test_a_resolved_spec_read_back_is_checked(resolved, problem):
+    assert resolved_problem(resolved) == problem

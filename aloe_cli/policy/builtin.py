@@ -33,6 +33,7 @@ import os
 import shutil
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -570,6 +571,11 @@ def train_policy(store, out_dir: str | os.PathLike, config: PolicyConfig = Polic
 
     spec = parse_obs(config.obs)
     check_obs(spec, store)
+    if episode_ids is not None:
+        episode_ids = list(episode_ids)
+        twice = [e for e, n in Counter(episode_ids).items() if n > 1]
+        if twice:  # one episode in both the training and the validation split
+            raise BadInput(f"episode {twice[0]!r} is given more than once", store.root, "episode_ids")
     frames = store.load_frames([S.OBS_STATE, S.ACTION] + list(spec.extras) + list(spec.images),
                                episode_ids=episode_ids)
     n_frames, E = frames.num_frames, len(frames.episode_ids)
