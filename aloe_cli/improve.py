@@ -271,6 +271,7 @@ class MethodInput:
     device: str = "cpu"
     frame_interv: np.ndarray = field(default=None)  # (N,) bool: frame t is a human's
     frame_policy: np.ndarray = field(default=None)  # (N,) object: the episode's policy_id
+    seed: int = 0  # seeds what a method fits itself (AWR's value net): the policy's training seed
 
     def groups(self) -> dict[str, np.ndarray]:
         return {"policy_id": self.frame_policy, "intervention": self.frame_interv}
@@ -429,7 +430,7 @@ def mc_advantages(store: Store, scores: FrameScores | None, options: MethodOptio
 def _awr(inp: MethodInput) -> Selection:
     """AWR: w = clip(exp(A_mc / beta), 0, w_max), A_mc = return-to-go - V_mc (no critic, no policy)."""
     o = inp.options
-    adv, value_info = mc_advantages(inp.store, inp.scores, o, inp.device)
+    adv, value_info = mc_advantages(inp.store, inp.scores, o, inp.device, seed=inp.seed)
     beta, rule = W.resolve_beta(adv, o.beta, o.beta_scale)
     w = W.exp_weights(adv, beta, o.w_max)
     positive = W.advantage_indicator(adv, inp.frame_interv, o.quantile)
@@ -446,14 +447,14 @@ METHODS: dict[str, Callable[[MethodInput], Selection]] = {
 
 
 def select(store: Store, method: str, scores: FrameScores | None, options: MethodOptions,
-           device: str = "cpu") -> Selection:
+           device: str = "cpu", seed: int = 0) -> Selection:
     """Run `method` on the store (and scores): the per-frame weights, advantages and indicators."""
     check_method(method)
     require_scores(method, scores)
     frames = store.load_frames([S.IS_INTERVENTION])
     policy = np.repeat(store.episodes[S.POLICY_ID].fillna(S.UNKNOWN_POLICY_ID).astype(str).to_numpy(),
                        frames.lengths)
-    inp = MethodInput(store, scores, options, device, frames.columns[S.IS_INTERVENTION].astype(bool), policy)
+    inp = MethodInput(store, scores, options, device, frames.columns[S.IS_INTERVENTION].astype(bool), policy, seed)
     return METHODS[method](inp)
 
 
@@ -522,6 +523,10 @@ def improve(store_path: str | os.PathLike, out: str | os.PathLike, method: str =
         check_base_architecture(base_doc, settings)
     if base_doc is not None and isinstance(base_doc.get("chunk_size"), int):
         settings.setdefault("chunk_size", base_doc["chunk_size"])  # the base's network is kept
+    base_config = base_doc.get("config") if base_doc is not None else None
+    base_flow = base_config.get("flow_steps") if isinstance(base_config, dict) else None
+    if isinstance(base_flow, int) and not isinstance(base_flow, bool) and base_flow >= 1:
+        settings.setdefault("flow_steps", base_flow)  # and so is how it samples
     store = Store.open(store_path)
     frame_scores = None if scores is None else load_scores(scores, store, advantages=method not in OWN_ADVANTAGES)
     if frame_scores is not None and method in NEEDS_SCORES:
@@ -542,7 +547,7 @@ def improve(store_path: str | os.PathLike, out: str | os.PathLike, method: str =
     out = Path(out)
     check_output(out, "policy", "--out", replace=force)
     device = resolve_device(config.device)
-    selection = select(store, method, frame_scores, opts, device)
+    selection = select(store, method, frame_scores, opts, device, seed=config.seed)
 
     settings_used = {k: v for k, v in dataclasses.asdict(opts).items()
                      if APPLIES_TO.get(k) is None or method in APPLIES_TO[k]}

@@ -193,6 +193,17 @@ def test_awr_needs_no_critic(round1, tmp_path):
     assert lineage["settings"]["reward_from"] == "options"
 
 
+def test_awr_value_net_follows_the_seed_and_a_fine_tune_keeps_the_base_flow_steps(loop, tmp_path):
+    d = loop
+    store = Store.open(d / "store")
+    a0, a0b, a3 = (select(store, "awr", None, MethodOptions(value_steps=50), seed=s) for s in (0, 0, 3))
+    np.testing.assert_array_equal(a0.advantages, a0b.advantages)
+    assert not np.allclose(a0.advantages, a3.advantages) and a3.info["value"]["value_config"]["seed"] == 3
+    improve(d / "store", tmp_path / "base", "bc", settings=dict(TINY, chunk_size=H, steps=1, flow_steps=4))
+    improve(d / "store", tmp_path / "ft", "bc", settings=dict(TINY, steps=1), base=tmp_path / "base")
+    assert json.loads((tmp_path / "ft" / S.POLICY_FILE).read_text())["config"]["flow_steps"] == 4
+
+
 def test_strided_scores_weight_every_frame_by_the_previous_scored_chunk(loop, tmp_path):
     d = loop
     score(d / "store", d / "critic", tmp_path / "s3", stride=3, device="cpu")
