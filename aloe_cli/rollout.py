@@ -615,7 +615,11 @@ class _Session:
         robot = self.robot
         names = {key: f.get("names") for key, f in {**robot.observation_features, **robot.action_features}.items()
                  if isinstance(f, dict) and f.get("names")}
-        options = {"run_id": self.run_id, "robot": robot.name, "policy": self.name, "config": asdict(self.cfg),
+        config = asdict(self.cfg)
+        made_with = getattr(robot, "seed", None)  # a remote robot's is the server's, not --seed
+        if isinstance(made_with, int) and not isinstance(made_with, bool):
+            config["seed"] = made_with
+        options = {"run_id": self.run_id, "robot": robot.name, "policy": self.name, "config": config,
                    "episodes": [meta for _, meta, _ in self.pending]}
 
         def waiting() -> None:

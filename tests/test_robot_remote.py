@@ -87,6 +87,24 @@ def test_normal_run_through_the_bridge(bridge, tmp_path, cli):
     assert d["episodes"] == 1 and d["intervention_frames"] == 30 - 16 and d["interventions"] == 1
 
 
+def test_the_store_records_the_seed_the_served_robot_was_made_with(tmp_path):
+    """Seed and episode length belong to the robot side: the client's --seed is not sent, so the
+    episodes record the server's (they recorded the client's, which did not apply)."""
+    served = SimRobot(TASK, seed=3, max_steps=40)
+    served.connect()
+    server = RobotBridgeServer(served, port=0, watchdog_s=0.2).start()
+    try:
+        robot = load_robot(f"remote:{server.url}", seed=0, max_steps=20)
+        run_rollouts(robot, metaworld_expert(TASK, chunk_size=5), tmp_path / "s",
+                     RolloutConfig(episodes=1, max_steps=20, seed=0))
+        assert (robot.seed, robot.max_steps) == (3, 40)
+    finally:
+        server.stop()
+        served.disconnect()
+    record = Store.open(tmp_path / "s").manifest["ingests"][-1]["options"]
+    assert record["config"]["seed"] == 3 and record["config"]["max_steps"] == 20  # the client's limit applies too
+
+
 def test_the_robot_sides_teleoperator_takes_over_through_the_bridge(sim, bridge, tmp_path):
     from aloe_cli.robot.experts import ExpertOnStall
 

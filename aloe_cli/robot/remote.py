@@ -16,7 +16,10 @@ b"shape": [...]}``). The server speaks first::
 
     server: {"type": "hello", "protocol": 1, "name": str, "fps": float, "realtime": bool,
              "task": str | None, "observation_features": {...}, "action_features": {...},
-             "teleop": bool}
+             "teleop": bool, "seed": int | None, "max_steps": int | None}
+
+``seed`` and ``max_steps`` (optional) are what the served robot was made with: they belong to the
+robot side, so the client's own are not sent; the client records the server's seed.
 
 Then the client sends requests, each answered by exactly one reply:
 
@@ -75,6 +78,13 @@ def _status_from(d: Any) -> EpisodeStatus:
                          reward=opt(d.get("reward"), float), progress=opt(d.get("progress"), float))
 
 
+def _optional_int(d: dict, key: str) -> int | None:
+    v = d.get(key)
+    if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+        raise ValueError(f"{key} must be an integer, got {v!r:.80}")
+    return v
+
+
 # ---------------------------------------------------------------------- client
 
 class RemoteRobot:
@@ -92,6 +102,7 @@ class RemoteRobot:
         self.ws = None
         # Filled from the server's hello (seed and episode length belong to the robot side).
         self.fps, self.realtime, self.task = 0.0, True, None
+        self.seed = self.max_steps = None
         self.observation_features: dict = {}
         self.action_features: dict = {}
         self.teleop = None
@@ -119,6 +130,7 @@ class RemoteRobot:
             self.fps = float(hello["fps"])
             self.realtime = bool(hello["realtime"])
             self.task = hello.get("task")
+            self.seed, self.max_steps = (_optional_int(hello, k) for k in ("seed", "max_steps"))
             self.observation_features = dict(hello["observation_features"])
             self.action_features = dict(hello["action_features"])
             int(self.observation_features["observation.state"]["shape"][0])
@@ -308,7 +320,9 @@ class RobotBridgeServer:
         return {"type": "hello", "protocol": PROTOCOL, "name": r.name, "fps": float(r.fps),
                 "realtime": bool(r.realtime), "task": r.task,
                 "observation_features": r.observation_features, "action_features": r.action_features,
-                "teleop": getattr(r, "teleop", None) is not None}
+                "teleop": getattr(r, "teleop", None) is not None,
+                **{k: v for k in ("seed", "max_steps")
+                   if isinstance(v := getattr(r, k, None), int) and not isinstance(v, bool)}}
 
     def _handle(self, ws) -> None:
         from websockets.exceptions import ConnectionClosed
