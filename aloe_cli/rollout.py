@@ -28,6 +28,7 @@ then exits 130). Nothing recorded is lost.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -195,6 +196,7 @@ class _Stop:
         self.event = event or threading.Event()
         self.signal: str | None = None
         self._old: dict = {}
+        self._prompting = False
 
     def __enter__(self) -> "_Stop":
         if threading.current_thread() is threading.main_thread():
@@ -207,6 +209,17 @@ class _Stop:
             raise KeyboardInterrupt
         self.signal = signal.Signals(signum).name
         self.event.set()
+        if self._prompting:  # a person at the label prompt: the prompt ends now, not at their next answer
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def prompting(self):
+        """While asking a person: the first signal interrupts the question as well as setting the flag."""
+        self._prompting = True
+        try:
+            yield
+        finally:
+            self._prompting = False
 
     def __exit__(self, *exc) -> None:
         for sig, old in self._old.items():
@@ -496,11 +509,13 @@ class _Session:
             success = st.success
         if success is None and end in ("done", "max_steps") and self.cfg.label == "prompt":
             try:
-                answer = self.label_fn({"episode": index, "length": len(rec),
-                                        "intervention_frames": int(sum(rec.interventions))})
-            except EOFError:  # no more answers (end of piped input, Ctrl-D): keep it, outcome unknown; stop
-                answer = None
-                log.warning("episode %d: no label (end of input); kept with its outcome unknown, stopping", index)
+                with self.stop.prompting():
+                    answer = self.label_fn({"episode": index, "length": len(rec),
+                                            "intervention_frames": int(sum(rec.interventions))})
+            except (EOFError, KeyboardInterrupt):  # end of piped input, Ctrl-D or Ctrl-C at the prompt: keep it,
+                answer = None                      # outcome unknown; stop
+                log.warning("episode %d: no label (%s); kept with its outcome unknown, stopping", index,
+                            "interrupted" if self.stop.is_set() else "end of input")
                 self.stop.end("end of label input")
             except BaseException as e:
                 answer, error = None, e

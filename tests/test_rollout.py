@@ -205,6 +205,27 @@ def test_label_prompt_where_the_robot_does_not_know(tmp_path):
     assert s["unknown"] == 1 and s["success_rate"] is None
 
 
+def test_ctrl_c_at_the_label_prompt_ends_the_question_at_once(tmp_path):
+    """The first Ctrl-C while a person is asked for a label interrupts the question (the run stops,
+    the episode is kept with its outcome unknown); it used to only set the stop flag, so nothing
+    happened until the person answered."""
+    robot = SimRobot(TASK, seed=0, max_steps=8, report_success=False)
+    answered = []
+
+    def label(info):
+        os.kill(os.getpid(), signal.SIGINT)  # the person presses Ctrl-C at the prompt
+        time.sleep(5)  # ... and would answer "success" some time later
+        answered.append(info["episode"])
+        return "success"
+
+    t0 = time.monotonic()
+    s = run_rollouts(robot, constant(0.0), tmp_path / "s", RolloutConfig(episodes=3, max_steps=8, label="prompt"),
+                     label_fn=label)
+    assert time.monotonic() - t0 < 4 and answered == []
+    assert s["interrupted"] and s["signal"] == "SIGINT" and s["episodes"] == 1 and s["unknown"] == 1
+    assert pd.isna(Store.open(tmp_path / "s").episodes[S.SUCCESS][0])
+
+
 def test_keyboard_takeover_from_a_real_terminal(sim, tmp_path):
     from aloe_cli.robot.keyboard import KeyToggle
     from aloe_cli.rollout import make_intervention
