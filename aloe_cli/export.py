@@ -12,7 +12,7 @@ LeRobotDataset v3.0 (the layout of huggingface/lerobot ``datasets/utils.py``: ``
     OUT/data/chunk-000/file-000.parquet              frames, one row group per episode (more files past 100 MB)
 
 Frame columns: ``action``, ``observation.state``, the store's other ``observation.*`` vectors and
-cameras (``image`` features: struct {bytes, path}, the store's encoded frames byte for byte),
+cameras (``image`` features: struct {bytes, path}, the store's encoded frames byte for byte; see below),
 ``next.reward`` (when every frame has a logged reward), ``next.done`` (the last frame of a
 terminated episode), ``next.success`` (when every episode has an outcome), ``intervention`` (as
 LeRobot's DAgger recorder writes it), the LeRobot index columns, and three per-frame columns:
@@ -28,6 +28,19 @@ Frames without their own score row (``aloe score --stride``) take the values of 
 chunk start before them, as `aloe improve` trains on them. Episodes keep the store's order
 (``episode_index`` 0..E-1); the episodes table also carries ``aloe/episode_id``,
 ``aloe/policy_id`` and ``aloe/success`` so rows can be traced back to the store.
+
+Cameras: a LeRobot image feature has one shape (its ``add_frame`` refuses a frame of another), so a
+camera whose frames change size (or channel count) is refused, naming the frame; ``aloe ingest
+--image-size`` gives every frame one size. The channel count declared is the one the frames decode to
+(LeRobot's loader keeps Pillow's mode: a grayscale PNG or JPEG is ``[H, W, 1]``, RGBA ``[H, W, 4]``), and
+image statistics are per channel, shaped ``(C, 1, 1)``. Frames in another 8-bit mode (palette, CMYK,
+1-bit) are re-encoded as the PNG of the pixels they show, since LeRobot would read a palette PNG as its
+indices; 16-bit and float frames are refused. A frame that cannot be decoded (of those read: every
+frame's header, and the statistics' sample) is refused the same way. All this is checked before anything
+is written (and before awr fits its value network); nothing is left in OUT_DIR.
+
+``timestamp`` is LeRobot's ``frame_index / fps``: the store's own timestamps where the fps exported is
+the store's recorded one, otherwise (``--fps`` for a store without one, or another rate) worked out anew.
 """
 
 from __future__ import annotations
@@ -86,13 +99,12 @@ def feature_stats(x: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def image_stats(frames: list[bytes]) -> dict[str, np.ndarray]:
-    """Per-channel statistics in [0, 1] of a sample of encoded frames, shaped (3, 1, 1) as LeRobot's."""
-    from PIL import Image
-
+def image_stats(frames: list[bytes], fail: Callable[[int, str], Exception] | None = None) -> dict[str, np.ndarray]:
+    """Per-channel statistics in [0, 1] of a sample of encoded frames, shaped (C, 1, 1) as LeRobot's, C the
+    channels they decode to (as exported: `export_mode`). `fail(t, why)`: the error to raise for frame t that
+    cannot be decoded (default: Pillow's own)."""
     sample = sample_indices(len(frames))
-    px = np.concatenate([np.asarray(Image.open(io.BytesIO(frames[i])).convert("RGB"), dtype=np.float64)
-                         .reshape(-1, 3) / 255.0 for i in sample])
+    px = np.concatenate([_pixels(frames[i], i, fail) for i in sample])
     out = {k: v[:, None, None] for k, v in feature_stats(px).items() if k != "count"}
     out["count"] = np.array([len(sample)])
     return out
@@ -122,18 +134,125 @@ def _jsonable(stats: dict[str, np.ndarray]) -> dict:
     return {k: np.asarray(v).tolist() for k, v in stats.items()}
 
 
-# ---------------------------------------------------------------------------- export
+# ---------------------------------------------------------------------------- camera frames
 
-def _image_shape(data: bytes, where: str, col: str) -> list[int]:
+# Pillow modes that LeRobot's loader decodes as they are (datasets.Image keeps the mode; ToTensor gives one
+# plane per band), with their channel counts.
+IMAGE_CHANNELS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
+# Other 8-bit modes, exported as the PNG of the pixels they show (a palette PNG would be read as its indices).
+CONVERT_MODES = {"1": "L", "P": "RGB", "PA": "RGBA", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
+
+
+class _PixelMode(ValueError):
+    """A frame whose pixels a LeRobot image feature cannot hold (16-bit, float)."""
+
+
+def export_mode(img) -> str:
+    """The Pillow mode a decoded frame is exported in: its own (IMAGE_CHANNELS), or the one it converts to."""
+    if img.mode in IMAGE_CHANNELS:
+        return img.mode
+    if img.mode == "P" and "transparency" in img.info:
+        return "RGBA"
+    if img.mode in CONVERT_MODES:
+        return CONVERT_MODES[img.mode]
+    raise _PixelMode(f"has {img.mode} pixels (Pillow's mode); a LeRobot image feature holds 8-bit "
+                     f"{', '.join(IMAGE_CHANNELS)}")
+
+
+def _why(e: Exception) -> str:
+    """Pillow's complaint about bad bytes, without the object address it names for unknown formats."""
+    from PIL import UnidentifiedImageError
+
+    return "not an image Pillow can read" if isinstance(e, UnidentifiedImageError) else (str(e) or type(e).__name__)
+
+
+def _undecodable(e: Exception) -> str:
+    return str(e) if isinstance(e, _PixelMode) else f"cannot be decoded as an image: {_why(e)}"
+
+
+def _pixels(data: bytes, t: int, fail: Callable[[int, str], Exception] | None) -> np.ndarray:
+    """(H * W, C) values in [0, 1] of an encoded frame, decoded in its export mode."""
     from PIL import Image
 
     try:
         img = Image.open(io.BytesIO(data))
-        w, h = img.size
-    except Exception as e:  # PIL raises many types for bad bytes
-        raise BadInput(f"the first frame cannot be decoded as an image: {e}", where, col) from None
-    return [int(h), int(w), 3]
+        mode = export_mode(img)
+        a = np.asarray(img if mode == img.mode else img.convert(mode), dtype=np.float64)
+    except Exception as e:  # Pillow raises many types for bad bytes
+        if fail is None:
+            raise
+        raise fail(t, _undecodable(e)) from None
+    return a.reshape(a.shape[0] * a.shape[1], -1) / 255.0
 
+
+def _camera_frame(data: bytes) -> tuple[bytes, list[int]]:
+    """A stored frame as exported, and its [height, width, channels] (read from the header): the bytes as
+    they are, or the PNG of its pixels where its mode is not one LeRobot reads as is."""
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(data))
+    mode = export_mode(img)
+    w, h = img.size
+    if mode != img.mode:
+        buf = io.BytesIO()
+        img.convert(mode).save(buf, format="PNG")
+        data = buf.getvalue()
+    return data, [int(h), int(w), IMAGE_CHANNELS[mode]]
+
+
+def _dims(shape: list[int]) -> str:
+    return "x".join(str(d) for d in shape)
+
+
+def export_frames(frames: list, shape: list[int] | None,
+                  fail: Callable[[int, str], Exception]) -> tuple[list[bytes], list[int]]:
+    """An episode's frames of one camera as exported (`_camera_frame`) and their shape. Every frame must have
+    `shape` (the first frame's when None): `fail(t, why)` is raised for frame t that has not, or that cannot
+    be decoded."""
+    out = []
+    for t, data in enumerate(frames):
+        try:
+            data, got = _camera_frame(data)
+        except Exception as e:  # Pillow raises many types for bad bytes
+            raise fail(t, _undecodable(e)) from None
+        if shape is None:
+            shape = got
+        elif got != shape:
+            hint = " (aloe ingest --image-size WxH gives every frame one)" if got[:2] != shape[:2] else ""
+            raise fail(t, f"is {_dims(got)} but the first frame is {_dims(shape)}; a LeRobot image feature has one "
+                          f"shape{hint}")
+        out.append(data)
+    return out, shape
+
+
+def _frame_failure(store: Store, col: str, e: int, episode_id: str) -> Callable[[int, str], BadInput]:
+    """fail(t, why): the one-line error naming frame t of episode e's camera `col`."""
+    return lambda t, why: BadInput(f"episode {e} ({episode_id}) frame {t} {why}", store.root, col)
+
+
+def scan_cameras(store: Store, images: list[str]) -> tuple[dict[str, list[int]], dict[str, list[dict]]]:
+    """Each camera's [height, width, channels] and per-episode image statistics, read before anything is
+    written: a frame of another shape, or one that cannot be decoded, is refused here (BadInput naming it)."""
+    shapes: dict = dict.fromkeys(images)
+    stats: dict[str, list[dict]] = {c: [] for c in images}
+    if not images:
+        return shapes, stats
+    for e, (row, t) in enumerate(store.iter_episode_tables(columns=images)):
+        for c in images:
+            fail = _frame_failure(store, c, e, row[S.EPISODE_ID])
+            data, shapes[c] = export_frames(t.column(c).to_pylist(), shapes[c], fail)
+            stats[c].append(image_stats(data, fail))
+    return shapes, stats
+
+
+def _timestamps(stored: np.ndarray, fps: float, store_fps: float | None) -> np.ndarray:
+    """LeRobot's timestamps, frame_index / fps: the store's own where they are on the exported clock."""
+    if store_fps is not None and math.isclose(fps, store_fps, rel_tol=1e-9):
+        return stored.astype(np.float32)
+    return np.arange(len(stored), dtype=np.float32) / np.float32(fps)
+
+
+# ---------------------------------------------------------------------------- export
 
 def _null_columns(store: Store, columns: list[str]) -> set[str]:
     """Those of `columns` that are null on some frame, from the frames files' Parquet statistics."""
@@ -194,12 +313,7 @@ def export(store_path: str | os.PathLike, scores_dir: str | os.PathLike | None, 
     if fps is None or not (math.isfinite(fps) and fps > 0):
         raise BadInput("the store records no frame rate; pass --fps", store.root / S.MANIFEST_FILE, "fps")
     fps_out = int(round(fps)) if abs(fps - round(fps)) < 1e-6 else float(fps)
-    scores = None if scores_dir is None else load_scores(scores_dir, store)
-    sel = select(store, method, scores, opts, device)
-    n_frames = int(eps[S.LENGTH].sum())
-    weight = np.ones(n_frames, np.float32) if sel.weights is None else np.asarray(sel.weights, np.float32)
-    advantage = np.asarray(sel.advantages, np.float32)
-    positive = np.asarray(sel.positive, bool)
+    scores = None if scores_dir is None else load_scores(scores_dir, store, advantages=method not in OWN_ADVANTAGES)
 
     # ---- features
     extras = sorted(store.extra_columns)
@@ -219,13 +333,9 @@ def export(store_path: str | os.PathLike, scores_dir: str | os.PathLike | None, 
     feats[S.OBS_STATE] = vec(S.OBS_STATE, store.state_dim)
     for c in extras:
         feats[c] = vec(c, store.extra_columns[c])
-    first_images = {}
-    if images:
-        row, t = next(store.iter_episode_tables(columns=images))
-        for c in images:
-            first_images[c] = t.column(c)[0].as_py()
-            feats[c] = {"dtype": "image", "shape": _image_shape(first_images[c], str(store.root), c),
-                        "names": ["height", "width", "channels"]}
+    shapes, camera_stats = scan_cameras(store, images)  # before the weights (awr fits a value network)
+    for c in images:
+        feats[c] = {"dtype": "image", "shape": shapes[c], "names": ["height", "width", "channels"]}
     scalar = lambda dtype: {"dtype": dtype, "shape": [1], "names": None}  # noqa: E731
     if has_reward:
         feats[LR_REWARD] = scalar("float32")
@@ -238,6 +348,12 @@ def export(store_path: str | os.PathLike, scores_dir: str | os.PathLike | None, 
     feats[S.EXPORT_POSITIVE] = scalar("bool")
     for k, dtype in INDEX_FEATURES.items():
         feats[k] = scalar(dtype)
+
+    sel = select(store, method, scores, opts, device)
+    n_frames = int(eps[S.LENGTH].sum())
+    weight = np.ones(n_frames, np.float32) if sel.weights is None else np.asarray(sel.weights, np.float32)
+    advantage = np.asarray(sel.advantages, np.float32)
+    positive = np.asarray(sel.positive, bool)
 
     arrow_type = {"float32": pa.float32(), "int64": pa.int64(), "bool": pa.bool_()}
     image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
@@ -292,7 +408,7 @@ def export(store_path: str | os.PathLike, scores_dir: str | os.PathLike | None, 
             cols[S.EXPORT_ADVANTAGE] = advantage[sl]
             cols[S.EXPORT_WEIGHT] = weight[sl]
             cols[S.EXPORT_POSITIVE] = positive[sl]
-            cols["timestamp"] = t.column(S.TIMESTAMP).to_numpy(zero_copy_only=False).astype(np.float32)
+            cols["timestamp"] = _timestamps(t.column(S.TIMESTAMP).to_numpy(zero_copy_only=False), fps, store.fps)
             cols["frame_index"] = np.arange(T, dtype=np.int64)
             cols["episode_index"] = np.full(T, e, dtype=np.int64)
             cols["index"] = np.arange(g, g + T, dtype=np.int64)
@@ -300,9 +416,10 @@ def export(store_path: str | os.PathLike, scores_dir: str | os.PathLike | None, 
             arrays = []
             for k, f in zip(feats, fields):
                 if feats[k]["dtype"] == "image":
-                    data = t.column(k).to_pylist()
+                    fail = _frame_failure(store, k, e, row[S.EPISODE_ID])
+                    data, _ = export_frames(t.column(k).to_pylist(), feats[k]["shape"], fail)
                     arrays.append(pa.array([{"bytes": b, "path": None} for b in data], image_type))
-                    ep_stats[k].append(image_stats(data))
+                    ep_stats[k].append(camera_stats[k][e])
                     continue
                 a = np.asarray(cols[k])
                 if a.ndim == 2 and feats[k]["shape"] == [1]:  # LeRobot stores a (1,) feature as a scalar column

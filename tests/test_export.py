@@ -12,6 +12,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -26,6 +28,7 @@ import torch
 from aloe_cli import schema as S
 from aloe_cli.critic import CriticConfig, fit_critic
 from aloe_cli.episode import Episode
+from aloe_cli.errors import BadInput
 from aloe_cli.export import aggregate_stats, export, feature_stats
 from aloe_cli.improve import improve
 from aloe_cli.scoring import score
@@ -245,6 +248,15 @@ def test_awr_export_needs_no_scores(scored, tmp_path):
     other = export(d / "store", None, tmp_path / "sparse", method="awr", options={**opts, "reward": "sparse"})
     assert other["value"]["reward"] == "sparse"
     assert not np.allclose(data_table(tmp_path / "sparse")[S.EXPORT_ADVANTAGE], a[S.EXPORT_ADVANTAGE])
+    # It reads only the reward and gamma from --scores: scores without advantages (scored with no
+    # policy) give the same columns.
+    shutil.copytree(d / "scores", tmp_path / "noadv")
+    chunks = pd.read_parquet(tmp_path / "noadv" / S.SCORES_CHUNKS_FILE)
+    chunks[S.ADVANTAGE] = np.float32("nan")
+    chunks.to_parquet(tmp_path / "noadv" / S.SCORES_CHUNKS_FILE, index=False)
+    export(d / "store", tmp_path / "noadv", tmp_path / "noadv-out", method="awr", options=opts)
+    np.testing.assert_allclose(data_table(tmp_path / "noadv-out")[S.EXPORT_ADVANTAGE], a[S.EXPORT_ADVANTAGE],
+                               atol=1e-6)
 
 
 # ---------------------------------------------------------------- read back by aloe
@@ -370,6 +382,183 @@ def test_export_bad_input(exported, cli, tmp_path, monkeypatch):
     assert r.exit_code == 2 and r.stderr == (f"Error: {d}: OUT_DIR: holds the store {d / 'store'}; name an export "
                                              "folder outside it\n"), r.stderr
     assert (here / "old-export").is_dir() and (d / "store").is_dir()
+
+
+# ---------------------------------------------------------------- cameras, frame rates and bad frames
+
+AWR_QUICK = {"value_steps": 1}  # export without scores: awr's Monte-Carlo advantages, one value step
+
+
+def camera_store(path, episodes: list[list[bytes]], fps=FPS) -> Store:
+    """A store whose camera CAM holds the given encoded frames, one list per episode."""
+    rng = np.random.default_rng(1)
+    store = Store.open(path, create=True)
+    with store.writer("synthetic", "test") as w:
+        for i, frames in enumerate(episodes):
+            T = len(frames)
+            w.add(Episode(state=rng.normal(size=(T, 3)).astype(np.float32),
+                          action=rng.normal(size=(T, 2)).astype(np.float32), source_key=f"ep{i}", source_index=i,
+                          reward=rng.normal(size=T).astype(np.float32), is_intervention=np.zeros(T, bool),
+                          success=bool(i % 2), task=TASKS[0], images={CAM: list(frames)}), fps=fps)
+        w.commit()
+    return Store.open(path)
+
+
+def pixels(shape, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, size=shape, dtype=np.uint8)
+
+
+def encoded(arr: np.ndarray, fmt="PNG", mode: str | None = None) -> bytes:
+    from PIL import Image
+
+    img = Image.fromarray(arr[..., 0] if arr.ndim == 3 and arr.shape[-1] == 1 else arr)
+    if mode is not None:
+        img = img.convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def decoded(b: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(b)))
+
+
+def assert_nothing_written(out):
+    assert not out.exists()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]  # no temporary folder
+
+
+def eid(store_path, e: int) -> str:
+    return Store.open(store_path).episodes[S.EPISODE_ID].iloc[e]
+
+
+@pytest.mark.parametrize("where", ["between episodes", "within an episode", "channels"])
+def test_a_camera_whose_frame_size_changes_is_refused(tmp_path, cli, where):
+    # LeRobot gives an image feature one shape (its add_frame refuses a frame of another): so does the export.
+    big = [encoded(pixels((8, 10, 3), t)) for t in range(4)]
+    other = [encoded(pixels((8, 10) if where == "channels" else (6, 10, 3), t)) for t in range(4)]
+    episodes = [big[:2] + other[:1] + big[2:]] if where == "within an episode" else [big, other]
+    camera_store(tmp_path / "store", episodes)
+    e, t = (0, 2) if where == "within an episode" else (1, 0)
+    got, hint = ("8x10x1", "") if where == "channels" else ("6x10x3", " (aloe ingest --image-size WxH gives every "
+                                                                      "frame one)")
+    message = (f"{tmp_path / 'store'}: {CAM}: episode {e} ({eid(tmp_path / 'store', e)}) frame {t} is {got} but the "
+               f"first frame is 8x10x3; a LeRobot image feature has one shape{hint}")
+    with pytest.raises(BadInput) as exc:
+        export(tmp_path / "store", None, tmp_path / "out", method="awr", options=AWR_QUICK)
+    assert str(exc.value) == message
+    assert_nothing_written(tmp_path / "out")
+    if where == "between episodes":  # the CLI: one line, exit 2, refused before awr's value network is fitted
+        r = cli("export", tmp_path / "store", tmp_path / "out", "--method", "awr")
+        assert (r.exit_code, r.stderr) == (2, f"Error: {message}\n"), r
+        assert_nothing_written(tmp_path / "out")
+
+
+@pytest.mark.parametrize("shape,fmt", [((8, 10), "PNG"), ((8, 10, 1), "PNG"), ((8, 10), "JPEG")],
+                         ids=["HxW-png", "HxWx1-png", "HxW-jpeg"])
+def test_grayscale_cameras_have_one_channel(tmp_path, shape, fmt):
+    frames = [[encoded(pixels(shape, 10 * e + t), fmt) for t in range(5)] for e in range(2)]
+    camera_store(tmp_path / "store", frames)
+    export(tmp_path / "store", None, tmp_path / "out", method="awr", options=AWR_QUICK)
+    info = json.loads((tmp_path / "out/meta/info.json").read_text())
+    assert info["features"][CAM] == {"dtype": "image", "shape": [8, 10, 1], "names": ["height", "width", "channels"]}
+    df = data_table(tmp_path / "out")
+    written = [c["bytes"] for c in df[CAM]]
+    assert written == [b for ep in frames for b in ep]  # byte for byte
+    assert {decoded(b).reshape(8, 10, -1).shape for b in written} == {(8, 10, 1)}
+    # Statistics per channel, as the frames decode: one channel, (1, 1, 1).
+    stats = json.loads((tmp_path / "out/meta/stats.json").read_text())
+    px = np.concatenate([decoded(b).reshape(-1) for b in written]) / 255.0
+    assert np.asarray(stats[CAM]["mean"]).shape == (1, 1, 1)
+    np.testing.assert_allclose(np.asarray(stats[CAM]["mean"]).reshape(-1), [px.mean()], rtol=1e-6)
+    ep = pd.read_parquet(tmp_path / "out/meta/episodes/chunk-000/file-000.parquet")
+    assert np.asarray(ep[f"stats/{CAM}/max"].iloc[0].tolist()).shape == (1, 1)  # [[[x]]] as lists
+
+
+def test_palette_and_rgba_frames_are_written_as_declared(tmp_path):
+    # A palette PNG decodes to palette indices (one band): it is re-encoded as the RGB it shows. RGBA keeps 4 channels.
+    rgb = pixels((8, 10, 3), 3) // 64 * 64  # few colours: the palette holds them exactly
+    palette = [encoded(rgb, mode="P") for _ in range(3)]
+    rgba = [encoded(pixels((8, 10, 4), t)) for t in range(3)]
+    camera_store(tmp_path / "p", [palette])
+    camera_store(tmp_path / "a", [rgba])
+    export(tmp_path / "p", None, tmp_path / "out_p", method="awr", options=AWR_QUICK)
+    export(tmp_path / "a", None, tmp_path / "out_a", method="awr", options=AWR_QUICK)
+    for out, channels in (("out_p", 3), ("out_a", 4)):
+        info = json.loads((tmp_path / out / "meta/info.json").read_text())
+        assert info["features"][CAM]["shape"] == [8, 10, channels]
+        stats = json.loads((tmp_path / out / "meta/stats.json").read_text())
+        assert np.asarray(stats[CAM]["mean"]).shape == (channels, 1, 1)
+    p_frames = [c["bytes"] for c in data_table(tmp_path / "out_p")[CAM]]
+    from PIL import Image
+
+    want = np.asarray(Image.open(io.BytesIO(palette[0])).convert("RGB"))
+    assert all(decoded(b).shape == (8, 10, 3) and (decoded(b) == want).all() for b in p_frames)
+    assert [c["bytes"] for c in data_table(tmp_path / "out_a")[CAM]] == rgba
+
+
+def test_fps_option_sets_the_timestamps_of_a_store_without_a_frame_rate(tmp_path, cli):
+    make_store(tmp_path / "store", n=3, seed=4, fps=None)
+    export(tmp_path / "store", None, tmp_path / "out", method="awr", options=AWR_QUICK, fps=4.0)
+    info = json.loads((tmp_path / "out/meta/info.json").read_text())
+    df = data_table(tmp_path / "out")
+    assert info["fps"] == 4
+    assert df["timestamp"].dtype == np.float32
+    np.testing.assert_array_equal(df["timestamp"], (df["frame_index"].to_numpy() / np.float32(4.0)).astype(np.float32))
+    assert df["timestamp"].iloc[1] == 0.25
+    # A store with a frame rate keeps its timestamps; another --fps re-times the frames on that clock.
+    make_store(tmp_path / "timed", n=2, seed=5, fps=FPS)
+    export(tmp_path / "timed", None, tmp_path / "same", method="awr", options=AWR_QUICK, fps=FPS)
+    export(tmp_path / "timed", None, tmp_path / "other", method="awr", options=AWR_QUICK, fps=20.0)
+    stored = Store.open(tmp_path / "timed").load_frames([S.TIMESTAMP]).columns[S.TIMESTAMP]
+    np.testing.assert_array_equal(data_table(tmp_path / "same")["timestamp"], stored)
+    other = data_table(tmp_path / "other")
+    np.testing.assert_array_equal(other["timestamp"], (other["frame_index"].to_numpy() / np.float32(20.0))
+                                  .astype(np.float32))
+
+
+TRUNCATED = r"image file is truncated( \(\d+ bytes not processed\))?"
+
+
+@pytest.mark.parametrize("bad,why", [
+    (lambda: encoded(pixels((8, 10, 3), 7), "JPEG")[:-40], TRUNCATED),  # the header parses, the pixels do not
+    (lambda: encoded(pixels((8, 10, 3), 7))[:150], TRUNCATED),
+    (lambda: encoded(pixels((8, 10, 3), 7), "JPEG")[:40], "Truncated File Read"),  # the header does not
+    (lambda: b"not an image at all", "not an image Pillow can read"),
+], ids=["jpeg-pixels", "png-pixels", "jpeg-header", "not-an-image"])
+def test_a_corrupt_frame_is_one_line_naming_it(tmp_path, bad, why):
+    # Frame 4 of episode 1: among the frames the image statistics decode (all of them, in a short episode).
+    frames = [[encoded(pixels((8, 10, 3), 10 * e + t), "JPEG") for t in range(6)] for e in range(3)]
+    frames[1][4] = bad()
+    camera_store(tmp_path / "store", frames)
+    with pytest.raises(BadInput) as exc:
+        export(tmp_path / "store", None, tmp_path / "out", method="awr", options=AWR_QUICK)
+    prefix = f"{tmp_path / 'store'}: {CAM}: episode 1 ({eid(tmp_path / 'store', 1)}) frame 4 "
+    assert re.fullmatch(re.escape(prefix + "cannot be decoded as an image: ") + why, str(exc.value)), str(exc.value)
+    assert_nothing_written(tmp_path / "out")
+
+
+def test_16_bit_frames_are_refused(tmp_path):
+    depth = [encoded(np.full((8, 10), 1000 + t, np.uint16)) for t in range(3)]  # Pillow mode I;16
+    camera_store(tmp_path / "store", [depth])
+    with pytest.raises(BadInput) as exc:
+        export(tmp_path / "store", None, tmp_path / "out", method="awr", options=AWR_QUICK)
+    assert str(exc.value) == (f"{tmp_path / 'store'}: {CAM}: episode 0 ({eid(tmp_path / 'store', 0)}) frame 0 has "
+                              "I;16 pixels (Pillow's mode); a LeRobot image feature holds 8-bit L, LA, RGB, RGBA")
+    assert_nothing_written(tmp_path / "out")
+
+
+def test_a_corrupt_frame_exits_2_through_the_cli(tmp_path, cli):
+    frames = [[encoded(pixels((8, 10, 3), 10 * e + t), "JPEG") for t in range(6)] for e in range(2)]
+    frames[1][3] = frames[1][3][:-40]
+    camera_store(tmp_path / "store", frames)
+    r = cli("export", tmp_path / "store", tmp_path / "out", "--method", "awr")
+    assert r.exit_code == 2, r
+    prefix = f"Error: {tmp_path / 'store'}: {CAM}: episode 1 ({eid(tmp_path / 'store', 1)}) frame 3 "
+    assert re.fullmatch(re.escape(prefix + "cannot be decoded as an image: ") + TRUNCATED + "\n", r.stderr), r.stderr
+    assert_nothing_written(tmp_path / "out")
 
 
 # ---------------------------------------------------------------- read back by LeRobot itself
