@@ -72,12 +72,15 @@ def read_labels(path: str | os.PathLike) -> Labels:
     return Labels(by_key, by_index)
 
 
-def hash_source(path: Path) -> str:
-    """A content hash of a file, or of every file under a folder (names and bytes)."""
+def hash_source(path: Path, files: list[Path] | None = None) -> str:
+    """A content hash of a file, or of every file under a folder (names and bytes). `files`: the reader's
+    own list of the files that make up the source (a Minari main_data.hdf5 and its metadata.json)."""
     h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    base = path if path.is_dir() else path.parent
+    if files is None:
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     for p in files:
-        h.update(str(p.relative_to(path) if p != path else p.name).encode())
+        h.update(str(p.relative_to(base)).encode())
         with open(p, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
@@ -105,7 +108,8 @@ def ingest(store_path: str | os.PathLike, source_path: str | os.PathLike, fmt: s
     # What was read depends on the options too (--filter train vs valid, --state-keys, --images):
     # the same file read differently is a different ingest, not an unchanged one.
     read_as = json.dumps({"format": fmt, **vars(options)}, sort_keys=True, default=str)
-    content_hash = hashlib.sha256((hash_source(source) + read_as).encode()).hexdigest()
+    files = reader.source_files(source) if hasattr(reader, "source_files") else None
+    content_hash = hashlib.sha256((hash_source(source, files) + read_as).encode()).hexdigest()
     # How the episodes were labelled: the same content labelled otherwise needs --force to replace it.
     labels_hash = hashlib.sha256(Path(labels).read_bytes()).hexdigest() if labels else None
     labelling = {"labels": labels_hash, "success": success, "policy_id": policy_id, "task": task}

@@ -496,3 +496,122 @@ def test_an_empty_split_is_bad_input(cli, tmp_path):
     assert bad(cli, store, d, "--split", "val") == f"{d}: holds no episodes (with --split val)"
     assert not store.exists()
     assert cli("ingest", store, d, "--split", "train").exit_code == 0
+
+
+# ---------------------------------------------------------------------------- the final observation-only step
+
+def d4rl_features_json(obs_len: int, act_len: int) -> dict:
+    """features.json as TFDS's D4RL builders write it (tensorflow_datasets/d4rl/dataset_builder.py
+    get_features_dict, a v2 mujoco config): one observation tensor, step infos, episode metadata."""
+    def fdict(d):
+        return {"pythonClassName": "tensorflow_datasets.core.features.features_dict.FeaturesDict",
+                "featuresDict": {"features": d}}
+    return fdict({
+        "steps": {
+            "pythonClassName": "tensorflow_datasets.core.features.dataset_feature.Dataset",
+            "sequence": {"feature": fdict({
+                "observation": tensor([obs_len], "float32"),
+                "action": tensor([act_len], "float32"),
+                "reward": tensor([], "float32"),
+                "is_terminal": tensor([], "bool"),
+                "is_first": tensor([], "bool"),
+                "is_last": tensor([], "bool"),
+                "discount": tensor([], "float32"),
+                "infos": fdict({"qpos": tensor([3], "float32"), "qvel": tensor([3], "float32"),
+                                "action_log_probs": tensor([], "float32")}),
+            }), "length": "-1"},
+        },
+        "algorithm": TEXT,
+        "iteration": tensor([], "int32"),
+    })
+
+
+def d4rl_episode(rng, T: int, terminal: bool, last_reward: float, next_obs: bool) -> tuple[dict, dict]:
+    """One episode as tensorflow_datasets/d4rl/dataset_utils.py _get_episode builds it from D4RL's flat
+    arrays: T real steps; where the episode ends in a terminal (or the file has next_observations) one more
+    step holding the last next observation (zeros without next_observations), a zero action, reward and
+    discount, is_last and is_terminal = whether it ended in a terminal; else the T-th step is is_last.
+    Returns (the record's flattened features, the T real steps)."""
+    real = {"observation": rng.normal(size=(T, 11)).astype(np.float32),
+            "action": rng.uniform(-1, 1, size=(T, 3)).astype(np.float32),
+            "reward": np.r_[rng.uniform(-1, 0, T - 1), last_reward].astype(np.float32),
+            "qpos": rng.normal(size=(T, 3)).astype(np.float32), "qvel": rng.normal(size=(T, 3)).astype(np.float32),
+            "logp": rng.normal(size=T).astype(np.float32)}
+    obs, act, rew = real["observation"], real["action"], real["reward"]
+    qpos, qvel, logp = real["qpos"], real["qvel"], real["logp"]
+    discount = np.ones(T, np.float32)
+    is_first, is_last, is_terminal = np.r_[1, np.zeros(T - 1)], np.zeros(T), np.zeros(T)
+    if terminal:
+        discount[-1] = 0.0  # the transition into the terminal state
+    if terminal or next_obs:
+        final = rng.normal(size=(1, 11)) if next_obs else np.zeros((1, 11))
+        obs = np.concatenate([obs, final.astype(np.float32)])
+        act, rew = np.concatenate([act, np.zeros((1, 3), np.float32)]), np.r_[rew, 0.0]
+        discount = np.r_[discount, 0.0]
+        is_first, is_last, is_terminal = np.r_[is_first, 0], np.r_[is_last, 1], np.r_[is_terminal, int(terminal)]
+        qpos, qvel = np.concatenate([qpos, np.zeros((1, 3))]), np.concatenate([qvel, np.zeros((1, 3))])
+        logp = np.r_[logp, 0.0]
+    else:
+        is_last[-1] = 1
+    record = {
+        "steps/observation": obs, "steps/action": act, "steps/reward": rew.astype(np.float32),
+        "steps/discount": discount.astype(np.float32), "steps/is_first": is_first.astype(np.int64),
+        "steps/is_last": is_last.astype(np.int64), "steps/is_terminal": is_terminal.astype(np.int64),
+        "steps/infos/qpos": qpos.astype(np.float32), "steps/infos/qvel": qvel.astype(np.float32),
+        "steps/infos/action_log_probs": logp.astype(np.float32),
+        "algorithm": [b"SAC"], "iteration": np.array([1000], np.int64),
+    }
+    return record, real
+
+
+@pytest.mark.parametrize("next_obs", [False, True])
+def test_d4rl_final_observation_step_is_not_a_frame(cli, tmp_path, next_obs):
+    """TFDS's D4RL datasets end a terminal episode (and, with next_observations, every episode) with a step
+    that holds only the final observation: a zero action, reward and discount. It is not a frame, and the
+    success reward is on the step before it."""
+    rng = np.random.default_rng(7)
+    cases = [(6, True, 1.0), (5, False, 1.0), (4, True, 0.0)]  # (real steps, ends in a terminal, last reward)
+    built = [d4rl_episode(rng, T, term, r, next_obs) for T, term, r in cases]
+    src = write_rlds(tmp_path / "tfds", {"train": [[rec for rec, _ in built]]})
+    (src / "features.json").write_text(json.dumps(d4rl_features_json(11, 3), indent=2))
+    store = tmp_path / "store"
+    r = cli("ingest", store, src)
+    assert r.exit_code == 0, r
+    assert r.stdout.strip() == f"ingested 3 episodes (15 frames) from {src} [rlds] into {store}"
+    s = Store.open(store)
+    got = list(s.iter_episodes())
+    for g, (_, real) in zip(got, built):
+        np.testing.assert_array_equal(g.state, real["observation"])  # the one observation tensor is the state
+        np.testing.assert_array_equal(g.action, real["action"])
+        np.testing.assert_array_equal(g.reward, real["reward"])
+    # terminal with a positive reward on the last real step: success; a time-out, or no reward: unknown.
+    assert [g.success for g in got] == [True, None, None]
+    assert [g.terminated for g in got] == [True, False, False]
+    assert s.manifest["ingests"][0]["options"]["state_keys"] == ["steps/observation"]
+
+
+def test_envlogger_final_step_with_cameras_and_oxe_last_steps_kept(cli, tmp_path):
+    """An envlogger-style episode (dict observation, cameras) ends with the final observation and a zero
+    action, reward and discount: dropped, cameras too. Open X-Embodiment last steps are real (discount 1),
+    even with a zero action and no reward: kept."""
+    T = 6
+    logged = make_episode(T, 11, True, 0.0, "close the drawer")
+    logged["steps/action"][-1] = 0.0
+    logged["steps/reward"][-2] = 1.0  # the reward for the last action, on the step it was taken
+    logged["steps/discount"][-1] = 0.0
+    oxe = make_episode(5, 12, True, 0.0, "close the drawer")
+    oxe["steps/action"][-1] = 0.0  # the robot held still at the end; discount 1: a real step
+    src = write_rlds(tmp_path / "tfds", {"train": [[logged, oxe]]})
+    store = tmp_path / "store"
+    assert cli("ingest", store, src).exit_code == 0
+    got = list(Store.open(store).iter_episodes())
+    assert [len(g) for g in got] == [T - 1, 5]
+    np.testing.assert_array_equal(got[0].action, logged["steps/action"][:-1])
+    np.testing.assert_array_equal(got[0].state, logged["steps/observation/state"][:-1])
+    np.testing.assert_array_equal(got[0].reward, logged["steps/reward"][:-1])
+    np.testing.assert_array_equal(got[0].extras["observation.joint_velocity"],
+                                  logged["steps/observation/joint_velocity"][:-1])
+    assert got[0].images["observation.images.image"] == logged["steps/observation/image"][:-1]
+    assert got[0].images["observation.images.wrist_image"] == logged["steps/observation/wrist_image"][:-1]
+    np.testing.assert_array_equal(got[1].action, oxe["steps/action"])
+    assert [g.success for g in got] == [True, None]

@@ -155,6 +155,26 @@ class MinariReader:
             return False
         return isinstance(m, dict) and "data_format" in m
 
+    def source_files(self, path: Path) -> list[Path]:
+        """The files whose bytes make up the dataset `path` names, for ingest's content hash: whether `path`
+        is the dataset folder, its data/ folder or main_data.hdf5, they include the metadata.json that says
+        how to read the episodes (the data format, the observation space, the task), so a change to it is
+        noticed. A folder: every file under it. A file: the file, the metadata.json beside it and, where
+        that names the arrow or parquet format, the episode folders beside it too (what read() reads)."""
+        path = Path(path)
+        if path.is_dir():
+            return sorted(p for p in path.rglob("*") if p.is_file())
+        data, meta = _locate(path)
+        if meta is None:
+            return [path]
+        try:
+            fmt = json.loads(meta.read_text()).get("data_format", "hdf5")
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError):  # read() says what is wrong
+            fmt = "hdf5"
+        if fmt == "hdf5":
+            return sorted({path, meta})
+        return sorted({path} | {p for p in data.rglob("*") if p.is_file()})
+
     def read(self, path: Path, options: ReadOptions) -> Source:
         if options.filter_key:
             raise BadInput("selects robomimic mask/<key> demos; a Minari dataset has no filter keys", field="--filter")

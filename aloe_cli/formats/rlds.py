@@ -9,9 +9,18 @@ holds T*A floats, ``steps/is_first``/``is_last``/``is_terminal`` T int64 (bools)
 ``episode_metadata/*`` one value each. ``features.json`` (the TFDS feature tree) gives the
 per-step shapes used to reshape the flat lists.
 
-Outcome: a last step with ``is_terminal`` and a positive last reward is a success; anything
-else (``is_last`` without ``is_terminal``, or no positive reward) is left unknown, so
-``--success`` or ``--labels`` can say.
+The final step: on an ``is_last`` step only the observation is valid; its action, reward and discount
+"are considered invalid" (google-research/rlds README). Writers that follow this (TFDS's D4RL builders,
+tensorflow_datasets/d4rl/dataset_utils.py; envlogger's rlds_utils.to_rlds_step) end an episode with an
+extra step that holds the final observation and a zero action, reward and discount. Open X-Embodiment
+builders (rlds_dataset_builder) store a real last action instead (discount 1, the success reward on it).
+So an ``is_last`` step whose action, reward and discount are all zero is the final observation, not a
+frame: it is dropped (as Minari's final observation is) and the episode has the steps before it.
+
+Outcome: an episode whose last step is ``is_terminal`` and whose last frame has a positive reward is a
+success (with an observation-only last step, the reward is on the step before it); anything else
+(``is_last`` without ``is_terminal``, or no positive reward) is left unknown, so ``--success`` or
+``--labels`` can say.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ STEPS = "steps/"
 OBS = "steps/observation/"
 ACTION = "steps/action"
 STATE = "steps/observation/state"
+OBSERVATION = "steps/observation"  # one tensor, not a dict (TFDS's D4RL datasets)
 INSTRUCTION_KEYS = ("steps/language_instruction", "steps/observation/natural_language_instruction",
                     "steps/observation/language_instruction")
 
@@ -274,6 +284,8 @@ def _plan(specs: dict[str, Spec], feat_path: Path, options: ReadOptions) -> _Pla
             state_keys.append(full)
     elif STATE in specs and specs[STATE].numeric and specs[STATE].size and len(specs[STATE].shape) <= 1:
         state_keys = [STATE]
+    elif OBSERVATION in _step_numeric(specs, OBSERVATION):
+        state_keys = [OBSERVATION]
     else:
         state_keys = _step_numeric(specs, OBS)
         if not state_keys:
@@ -385,8 +397,21 @@ def _episode(fmap, specs: dict[str, Spec], plan: _Plan, options: ReadOptions, fi
         reward = _finite(_steps_array(fmap, "steps/reward", specs["steps/reward"], T, file, rec),
                          file, "steps/reward", rec)[:, 0]
     terminal = flag("steps/is_terminal")
+    # n: the frames kept. An is_last step with a zero action, reward and discount holds only the final
+    # observation (TFDS's D4RL builders, envlogger; see the module docstring): not a frame.
+    n = T
+    last = flag("steps/is_last")
+    if last is not None and T > 1 and last[-1] and not action[-1].any() and (reward is None or reward[-1] == 0):
+        d = specs.get("steps/discount")
+        if d is None or not (d.numeric and d.size == 1) or \
+                _steps_array(fmap, "steps/discount", d, T, file, rec)[-1, 0] == 0:
+            n = T - 1
+    action, state = action[:n], state[:n]
+    extras = {col: a[:n] for col, a in extras.items()}
+    if reward is not None:
+        reward = reward[:n]
     success = None
-    if T and terminal is not None and terminal[-1] and reward is not None and reward[-1] > 0:
+    if n and terminal is not None and terminal[-1] and reward is not None and reward[-1] > 0:
         success = True
 
     task = None
@@ -402,12 +427,12 @@ def _episode(fmap, specs: dict[str, Spec], plan: _Plan, options: ReadOptions, fi
         frames = _values(fmap, key, specs[key], file, rec)
         if len(frames) != T:
             raise BadInput(f"record {rec} has {len(frames)} images for {T} steps", file, key)
-        images[col] = jpeg_passthrough(frames, options.image_size, file, key)
+        images[col] = jpeg_passthrough(frames[:n], options.image_size, file, key)
     for key, col in plan.raw_images.items():
         arr = _steps_array(fmap, key, specs[key], T, file, rec).reshape((T,) + specs[key].shape)
         if arr.min(initial=0) < 0 or arr.max(initial=0) > 255:
             raise BadInput(f"record {rec} holds values outside 0..255 for a uint8 image", file, key)
-        frames = arr.astype(np.uint8)
+        frames = arr[:n].astype(np.uint8)
         images[col] = encode_frames(frames[..., 0] if frames.shape[-1] == 1 else frames, options.image_size)
 
     return Episode(state=state, action=action, source_key=source_key, source_index=source_index,
