@@ -13,6 +13,13 @@ values V_i and estimates Vhat_i:
 Each metric's interval comes from a paired bootstrap (`bootstrap_metrics`): the estimator's
 per-start-state values are resampled over start states (the same resample for every
 candidate), and each candidate's true returns over its own simulated episodes.
+
+Start states repeat: Meta-World MT1 has 50 fixed start configurations per task and each episode
+picks one with replacement (100 episodes hold about 43 distinct ones), and a deterministic policy
+returns the same from the same start. Given each episode's start configuration, the bootstrap
+resamples start configurations (a cluster bootstrap: every episode of a drawn configuration, as
+often as it is drawn) and `mean_and_se` gives the cluster-robust standard error of the mean;
+without them (results recorded before the ids were) both fall back to the episode as the unit.
 """
 
 from __future__ import annotations
@@ -87,34 +94,99 @@ def metrics(estimates, truth) -> dict:
     return {name: fn(estimates, truth) for name, fn in METRICS.items()}
 
 
-def mean_and_se(x) -> tuple[float, float]:
-    """Sample mean and its standard error (ddof 1; 0 for a single value)."""
+def cluster_labels(clusters, n: int) -> np.ndarray:
+    """(n,) integer labels 0..G-1 of the clusters that `clusters` names (one id per element, e.g. each
+    episode's start configuration); None: every element is its own cluster (labels 0..n-1).
+    ("b", "a", "b") -> (1, 0, 1)."""
+    if clusters is None:
+        return np.arange(n)
+    ids = list(clusters)
+    if len(ids) != n or any(i is None for i in ids):
+        raise ValueError(f"need one cluster id per element ({n}), got {len(ids)} with "
+                         f"{sum(i is None for i in ids)} missing")
+    return np.unique(np.asarray(ids), return_inverse=True)[1].reshape(-1).astype(np.int64)
+
+
+def _cluster_residuals(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(G,) S_g - n_g * mean: each cluster's sum of deviations from the overall mean."""
+    return np.bincount(labels, weights=x - x.mean())
+
+
+def mean_and_se(x, clusters=None) -> tuple[float, float]:
+    """Sample mean and its standard error. Without `clusters`: s / sqrt(n) (ddof 1; 0 for a single
+    value). With `clusters` (an id per element, e.g. each episode's start configuration): the
+    cluster-robust s.e. of the mean, sqrt(G / (G - 1) * sum_g (S_g - n_g * mean)^2) / n over the G
+    clusters (S_g, n_g: sum and count of cluster g); s / sqrt(n) when every element is its own
+    cluster, 0 for a single cluster. E.g. (1, 3, 2, 6) in clusters (a, a, b, c): mean 3, residuals
+    (-2, -1, 3), sqrt(3/2 * 14) / 4 = 1.146 (episode-level: 1.080)."""
     x = np.asarray(x, dtype=np.float64)
-    se = float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else 0.0
-    return float(x.mean()), se
+    if clusters is None:
+        se = float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else 0.0
+        return float(x.mean()), se
+    labels = cluster_labels(clusters, len(x))
+    G = int(labels.max()) + 1 if len(x) else 0
+    if G < 2:
+        return float(x.mean()) if len(x) else float("nan"), 0.0
+    e = _cluster_residuals(x, labels)
+    return float(x.mean()), float(np.sqrt(G / (G - 1) * (e * e).sum()) / len(x))
+
+
+def effective_sample_size(x, clusters=None) -> float:
+    """n over the design effect of the mean of `x` under its clusters: n^2 var(x) / sum_g (S_g -
+    n_g * mean)^2 (var with ddof 0), at most n; n when every element is its own cluster; G, the
+    number of clusters, when `x` is constant (nothing to compare with). For a success rate's
+    Wilson interval. E.g. (1, 1, 0, 0) in clusters (a, a, b, b): 16 * 0.25 / (1 + 1) = 2."""
+    x = np.asarray(x, dtype=np.float64)
+    n = len(x)
+    labels = cluster_labels(clusters, n)
+    G = int(labels.max()) + 1 if n else 0
+    var = float(x.var()) if n else 0.0
+    if var <= 0:
+        return float(G)
+    e = _cluster_residuals(x, labels)
+    denom = float((e * e).sum())
+    return float(n) if denom <= 0 else float(min(n, n * n * var / denom))
+
+
+def cluster_bootstrap_mean(values, labels: np.ndarray, rng) -> np.ndarray:
+    """One cluster-bootstrap replicate of the mean over the last axis of `values` (..., n): G
+    clusters (labels 0..G-1, `cluster_labels`) drawn with replacement, every element of a drawn
+    cluster counted as often as it is drawn. With every element its own cluster this is the
+    plain bootstrap (the same draw: values[..., rng.integers(0, n, n)].mean(-1))."""
+    G = int(labels.max()) + 1
+    w = np.bincount(rng.integers(0, G, size=G), minlength=G)[labels].astype(np.float64)
+    return np.asarray(values, dtype=np.float64) @ w / w.sum()
 
 
 def bootstrap_metrics(per_state: np.ndarray, truth_returns: list, n_boot: int = 1000, seed: int = 0,
-                      level: float = 0.95) -> dict:
+                      level: float = 0.95, state_clusters=None, truth_clusters=None) -> dict:
     """Point values and percentile bootstrap intervals of every metric.
 
     per_state: (C, E) an estimator's value of each of C candidates at each of E start states
     (its estimate is the mean over states); truth_returns: C arrays, each candidate's
     discounted returns over its simulated episodes. Each replicate resamples the E states
     (one resample shared by every candidate, so the comparison stays paired) and each
-    candidate's episodes. Returns {metric: {"value", "ci_low", "ci_high"}}.
+    candidate's episodes. state_clusters: (E,) the start configuration of each start state;
+    truth_clusters: C arrays (or None entries), the start configuration of each truth episode:
+    given, the replicates resample start configurations instead (`cluster_bootstrap_mean`), so
+    repeated starts are not counted as independent; None: each state or episode is its own unit.
+    Returns {metric: {"value", "ci_low", "ci_high"}}.
     """
     per_state = np.asarray(per_state, dtype=np.float64)
     C, E = per_state.shape
     if len(truth_returns) != C:
         raise ValueError(f"{len(truth_returns)} truth arrays for {C} candidates")
+    truth_returns = [np.asarray(t, dtype=np.float64) for t in truth_returns]
     truth = np.array([np.mean(t) for t in truth_returns])
     point = metrics(per_state.mean(1), truth)
+    s_lab = cluster_labels(state_clusters, E)
+    t_labs = [cluster_labels(None if truth_clusters is None else truth_clusters[i], len(t))
+              for i, t in enumerate(truth_returns)]
     rng = np.random.default_rng(seed)
     reps = {name: np.empty(n_boot) for name in METRICS}
     for b in range(n_boot):
-        est = per_state[:, rng.integers(0, E, size=E)].mean(1)
-        tru = np.array([np.asarray(t)[rng.integers(0, len(t), size=len(t))].mean() for t in truth_returns])
+        est = cluster_bootstrap_mean(per_state, s_lab, rng)
+        tru = np.array([cluster_bootstrap_mean(t, lab, rng) for t, lab in zip(truth_returns, t_labs)])
         for name, fn in METRICS.items():
             reps[name][b] = fn(est, tru)
     a = (1 - level) / 2
@@ -123,6 +195,21 @@ def bootstrap_metrics(per_state: np.ndarray, truth_returns: list, n_boot: int = 
         r = reps[name][np.isfinite(reps[name])]
         lo, hi = (np.quantile(r, [a, 1 - a]) if r.size else (np.nan, np.nan))
         out[name] = {"value": point[name], "ci_low": float(lo), "ci_high": float(hi)}
+    return out
+
+
+def indistinct_pairs(values: dict, ses: dict, k: float = 1.0) -> list[dict]:
+    """Pairs of candidates whose true values lie within k combined standard errors of each other,
+    |V_a - V_b| <= k * sqrt(se_a^2 + se_b^2) (the protocol asks for clearly different quality), in
+    the order of `values`. E.g. V (0, 0.002), s.e. (0.002, 0.0015): 0.002 <= 0.0025 -> flagged."""
+    names = list(values)
+    out = []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            diff = abs(float(values[a]) - float(values[b]))
+            se = float(np.hypot(ses.get(a) or 0.0, ses.get(b) or 0.0))
+            if diff <= k * se:
+                out.append({"a": a, "b": b, "difference": diff, "combined_se": se})
     return out
 
 

@@ -11,7 +11,11 @@
    (ALOE, policy bootstrap; aloe and filtered only: awr's Monte-Carlo value needs none, and takes
    the critic's reward and gamma), score the store's chunks (`aloe_cli.scoring.score`), and train
    the next policy with `aloe_cli.improve.improve(..., method=...)`, fine-tuning the current
-   one; then measure success over the evaluation episodes (no takeover), with a Wilson interval.
+   one; then measure success over the evaluation episodes (no takeover), with a Wilson interval
+   at the effective number of episodes: MT1 starts each episode from one of the task's 50 fixed
+   configurations, drawn with replacement, so episodes from the same configuration are not
+   independent (`clustered_wilson`; `interval_unit` in the JSON, "episode" where the
+   configurations are not known). The rounds' rollouts record their robot's seed in the store.
 3. Methods compared on the same budget: aloe (advantage weights), awr (Monte-Carlo value),
    filtered (top advantages), bc (all data, DAgger-like). A method that this aloe does not
    offer is reported as skipped.
@@ -78,22 +82,42 @@ BUDGETS = {
 }
 
 
+def clustered_wilson(successes, clusters=None) -> tuple[float, float, float]:
+    """Wilson interval of a success rate whose episodes share start configurations (`clusters`, one
+    id per episode; None: all independent): the Wilson interval at the effective number of episodes
+    n_eff (`common.effective_sample_size`) with the same rate. Returns (low, high, n_eff). E.g.
+    successes (1, 1, 0, 0) from configurations (a, a, b, b): n_eff 2, the interval of 1 in 2."""
+    y = np.asarray(successes, dtype=np.float64)
+    if y.size == 0:
+        return float("nan"), float("nan"), 0.0
+    n_eff = B.effective_sample_size(y, clusters)
+    p = float(y.mean())
+    lo, hi = wilson(p * n_eff, n_eff)
+    return min(lo, p), max(hi, p), n_eff  # (p * n_eff) / n_eff may round off p by an ulp
+
+
 def evaluate(task: str, policy_dir: Path, episodes: int, max_steps: int, seed: int,
              deterministic: bool = False) -> dict:
-    """Success over `episodes` evaluation episodes (no takeover) with a Wilson interval; the policy
-    samples its chunks, or with `deterministic` integrates its flow from zero noise."""
+    """Success over `episodes` evaluation episodes (no takeover) with a Wilson interval clustered by
+    start configuration (`clustered_wilson`); the policy samples its chunks, or with
+    `deterministic` integrates its flow from zero noise."""
     from aloe_cli.policy import load_policy
-    from aloe_cli.robot.sim import SimRobot
     from aloe_cli.rollout import RolloutConfig, run_rollouts
 
+    from .starts import StartRecordingSimRobot, known
+
     policy = load_policy(str(policy_dir), {"seed": seed, "deterministic": deterministic})
-    s = run_rollouts(SimRobot(task, seed=seed, max_steps=max_steps), policy, None,
-                     RolloutConfig(episodes=episodes, max_steps=max_steps, seed=seed))
+    robot = StartRecordingSimRobot(task, seed=seed, max_steps=max_steps)
+    s = run_rollouts(robot, policy, None, RolloutConfig(episodes=episodes, max_steps=max_steps, seed=seed))
     if s.get("interrupted"):
         raise SystemExit(f"interrupted ({s.get('signal')})")
     k = int(s["successes"])
-    lo, hi = wilson(k, episodes)
-    return {"success_rate": k / episodes, "ci_low": lo, "ci_high": hi, "episodes": episodes}
+    outcomes = [bool(r["success"]) for r in s["per_episode"]]
+    clusters = known(robot.starts) if len(robot.starts) == len(outcomes) == episodes else None
+    lo, hi, n_eff = clustered_wilson(outcomes, clusters) if clusters else (*wilson(k, episodes), float(episodes))
+    return {"success_rate": k / episodes, "ci_low": lo, "ci_high": hi, "episodes": episodes,
+            "interval_unit": "start configuration" if clusters else "episode",
+            "distinct_starts": len(set(clusters)) if clusters else None, "effective_episodes": n_eff}
 
 
 def evaluate_both(task: str, policy_dir: Path, budget: Budget, seed: int) -> tuple[dict, dict]:
@@ -168,11 +192,13 @@ def run(task: str, budget_name: str, seed: int, out: Path, device: str = "cpu", 
     curves = {m: [start_eval] for m in methods}
     curves_det = {m: [start_det] for m in methods}
     skipped = [m for m in wanted if m not in offered]
+    round_seeds = {}  # the seed of the robot each method's round rollouts ran on
     for m in methods:
         store = work / m / "store"
         shutil.copytree(seed_store, store)
         current = start
-        robot = SimRobot(task, seed=seed + 1 + METHODS.index(m), max_steps=budget.max_steps)
+        robot_seed = round_seeds[m] = round_robot_seed(seed, m)
+        robot = SimRobot(task, seed=robot_seed, max_steps=budget.max_steps)
         robot.connect()
         try:
             for r in range(1, budget.rounds + 1):
@@ -181,8 +207,8 @@ def run(task: str, budget_name: str, seed: int, out: Path, device: str = "cpu", 
 
                 run_rollouts(robot, load_policy(str(current), {**policy_args, "seed": seed + r}), store,
                              RolloutConfig(episodes=budget.episodes_per_round, max_steps=budget.max_steps,
-                                           policy_id=f"{POLICY_ID}{r - 1}", intervene="expert-on-stall", seed=seed,
-                                           commit_every=budget.episodes_per_round))
+                                           policy_id=f"{POLICY_ID}{r - 1}", intervene="expert-on-stall",
+                                           seed=robot_seed, commit_every=budget.episodes_per_round))
                 scores, options = None, method_options_for(m, method_set)
                 if m == "awr":  # no critic: the Monte-Carlo returns under the round critics' reward and gamma
                     options.update(reward=critic_settings.get("reward"), gamma=critic_settings.get("gamma"))
@@ -204,8 +230,14 @@ def run(task: str, budget_name: str, seed: int, out: Path, device: str = "cpu", 
             "seed": seed, "seed_noise": seed_noise, "machine": machine, "chunk_size": H, "critic_obs": critic_obs,
             "critic_overrides": overrides, "policy_args": policy_args, "method_set": method_set,
             "methods": methods, "skipped_methods": skipped, "success": curves,
-            "success_deterministic": curves_det, "ceiling": ceiling,
-            "wall_seconds": time.perf_counter() - t0}
+            "success_deterministic": curves_det, "ceiling": ceiling, "round_robot_seeds": round_seeds,
+            "eval_seed": eval_seed, "wall_seconds": time.perf_counter() - t0}
+
+
+def round_robot_seed(seed: int, method: str) -> int:
+    """The seed of the robot a method's round rollouts run on (each method its own sequence of
+    initial states), recorded with the rollouts: (0, "aloe") -> 1, (0, "bc") -> 4."""
+    return seed + 1 + METHODS.index(method)
 
 
 def method_options_for(method: str, method_set: dict) -> dict:
@@ -282,10 +314,12 @@ def merge(results: list[dict]) -> dict:
     success = {m: r["success"][m] for r in results for m in r["methods"]}
     det = ({m: r["success_deterministic"][m] for r in results for m in r["methods"]}
            if all("success_deterministic" in r for r in results) else None)
-    base = {k: v for k, v in first.items() if k != "success_deterministic"}
+    base = {k: v for k, v in first.items() if k not in ("success_deterministic", "round_robot_seeds")}
+    seeds = {m: r["round_robot_seeds"][m] for r in results for m in r["methods"] if m in r.get("round_robot_seeds", {})}
     return {**base, "methods": order, "skipped_methods": sorted({m for r in results for m in r["skipped_methods"]}),
             "success": {m: success[m] for m in order},
             **({"success_deterministic": {m: det[m] for m in order}} if det is not None else {}),
+            **({"round_robot_seeds": {m: seeds[m] for m in order if m in seeds}} if seeds else {}),
             "ceiling": next((r["ceiling"] for r in results if r.get("ceiling")), None),
             "wall_seconds": max(r["wall_seconds"] for r in results),
             "merged_from": [{"methods": r["methods"], "date": r["machine"]["date"], "wall_seconds": r["wall_seconds"]}
@@ -335,6 +369,7 @@ def print_report(r: dict) -> None:
         rows = [[m] + [f"{e['success_rate']:.2f} [{e['ci_low']:.2f}, {e['ci_high']:.2f}]" for e in r[key][m]]
                 + [f"{mean_after_start(r[key][m]):.3f}"] for m in r["methods"]]
         print(B.format_table(["method"] + [f"round {i}" for i in range(n)] + [f"mean 1-{n - 1}"], rows))
+    print(intervals_line(r))
     c = r.get("ceiling")
     if c:
         b = c["bc"]
@@ -344,6 +379,15 @@ def print_report(r: dict) -> None:
               + (f", {d['success_rate']:.2f} deterministic" if d else ""))
     if r["skipped_methods"]:
         print(f"skipped (not offered by this aloe_cli.improve): {', '.join(r['skipped_methods'])}")
+
+
+def intervals_line(r: dict) -> str:
+    """How the Wilson intervals count the evaluation episodes; older JSON (no `interval_unit`) by episode."""
+    e = next((c[0] for c in r["success"].values() if c), {})
+    if e.get("interval_unit") != "start configuration":
+        return "[lo, hi]: Wilson 95% intervals over episodes (repeated start configurations counted as independent)"
+    return (f"[lo, hi]: Wilson 95% intervals at the effective number of episodes, clustered by start configuration "
+            f"({e['distinct_starts']} distinct in {e['episodes']} evaluation episodes)")
 
 
 def plot(r: dict, path: Path) -> None:

@@ -11,12 +11,18 @@ On one Meta-World task, in one run:
 2. Candidates: chunk policies of clearly different quality, each sampling from the observation
    alone: the expert at noise 0 / 0.5 / 1 / 2, a slower expert, "expert then noisy" and
    "noisy then expert" (noise switched by the hand-object distance, so the first chunks of
-   each look like the expert's or like noise whatever comes later), and the built-in
-   flow-matching policy trained by behaviour cloning on the logged data.
+   each look like the expert's or like noise whatever comes later; the radius of the switch
+   is derived per task from the noise-free expert's closest approach, `candidates.phase_radius`,
+   so that it is reached on every task), and the built-in flow-matching policy trained by
+   behaviour cloning on the logged data. Two candidates whose true values lie within their
+   combined standard errors are reported (a warning, and `truth_checks` in the JSON).
 3. Truth: every candidate run on the simulator (`run_rollouts` with no store), chunks executed
    open loop as deployed, from the same sequence of initial states; its value is the mean
    discounted return under the critic's own reward spec (T_norm and C_fail resolved from the
    logged store exactly as `fit_critic` resolves them) and gamma, with its standard error.
+   MT1 starts each episode from one of the task's 50 fixed configurations, drawn with
+   replacement (100 episodes hold about 43 distinct ones): the standard error is clustered by
+   start configuration (`common.mean_and_se`), and so are the bootstrap's resamples below.
 4. Estimators, fitted on the same store, all with the observation input `OBS` (the state and
    the time input, since a time-out is a failure): ALOE (chunked TD, policy bootstrap, H = 5), one-step
    FQE (H = 1, policy bootstrap), chunked SARSA (data bootstrap) and Monte-Carlo regression
@@ -25,7 +31,9 @@ On one Meta-World task, in one run:
    Every estimate is the mean over the logged episodes' first observations of K-sample values.
    d3rlpy's FQE runs as an outside reference when `--d3rlpy-python` names a Python that has
    d3rlpy (a separate virtual environment; see benchmarks/d3rlpy_fqe.py).
-5. Metrics with paired bootstrap intervals (`common.bootstrap_metrics`): normalised absolute
+5. Metrics with paired bootstrap intervals (`common.bootstrap_metrics`, resampling start
+   configurations of the logged start states and of the truth episodes; `resampling_unit` in the
+   JSON names the unit, "episode" where the configurations are not known): normalised absolute
    error, Spearman, regret@1; wall time per estimator.
 6. Credit assignment: the AUROC of the chunk advantage (`aloe_cli.scoring.score_chunks`, with
    the expert as the evaluated policy) for finding the injected chunks among the other chunk
@@ -37,6 +45,10 @@ of a policy's own data its estimate needs.
 
 Writes OUT/ope-<task>-<budget>-seed<seed>.json and .png; the store, policies and critics stay
 in OUT/ope-<task>-<budget>-seed<seed>/ for inspection.
+
+`--from-json RUN.json` prints the tables of a finished run and writes nothing: the run's PNG is
+left as the run drew it. Add `--plot PATH` to redraw the plot from the JSON into PATH (which may
+be the run's own PNG, if that is what you want).
 """
 
 from __future__ import annotations
@@ -75,10 +87,12 @@ class Budget:
     bc_steps: int  # behaviour-cloning steps of the built-in candidate
     n_boot: int  # bootstrap replicates of the metrics
     max_steps: int = 150  # episode cap of the logged data and of the truth (a time-out is a failure)
+    phase_episodes: int = 10  # noise-free expert episodes that set the phase candidates' radius
 
 
 BUDGETS = {
-    "smoke": Budget(logged_scale=0.04, truth_episodes=3, critic_steps=20, bc_steps=20, n_boot=50, max_steps=60),
+    "smoke": Budget(logged_scale=0.04, truth_episodes=3, critic_steps=20, bc_steps=20, n_boot=50, max_steps=60,
+                    phase_episodes=2),
     "small": Budget(logged_scale=0.4, truth_episodes=100, critic_steps=2000, bc_steps=1500, n_boot=500),
     "full": Budget(logged_scale=1.0, truth_episodes=200, critic_steps=4000, bc_steps=3000, n_boot=1000),
 }
@@ -130,17 +144,18 @@ def _quiet_warnings() -> None:
 
 # --------------------------------------------------------------------------- 1. logged data
 def log_data(task: str, budget: Budget, seed: int, store_path: Path) -> dict:
-    """Run every behaviour into the store; returns {"counts", "injected": [(episode_id, frame)], "seconds"}."""
+    """Run every behaviour into the store; returns {"counts", "injected": [(episode_id, frame)],
+    "starts": {episode_id: start configuration (`_start_keys`)}, "seconds"}."""
     from aloe_cli.robot.experts import metaworld_expert
-    from aloe_cli.robot.sim import SimRobot
 
     from .candidates import HarmfulChunkBehaviour
+    from .starts import StartRecordingSimRobot
 
     _quiet_warnings()
     t0 = time.perf_counter()
-    robot = SimRobot(task, seed=seed, max_steps=budget.max_steps)
+    robot = StartRecordingSimRobot(task, seed=seed, max_steps=budget.max_steps)
     robot.connect()
-    counts, injected = {}, []
+    counts, injected, starts = {}, [], {}
     try:
         for i, (pid, full, args, intervene) in enumerate(BEHAVIOURS):
             n = max(1, int(round(budget.logged_scale * full)))
@@ -150,25 +165,38 @@ def log_data(task: str, budget: Budget, seed: int, store_path: Path) -> dict:
             else:
                 policy = metaworld_expert(task, chunk_size=H, seed=seed + 100 * i, **args)
             summary = _log_episodes(robot, policy, store_path, n, budget, pid, seed, intervene)
+            starts.update(summary["start_keys"])
             counts[pid] = {**_counts(summary), "intervention_frames": summary["intervention_frames"]}
             if args is None:
                 ids = [r["episode_id"] for r in summary["per_episode"]]
                 injected += [(ids[e], int(f)) for e, f in policy.events]
     finally:
         robot.disconnect()
-    return {"counts": counts, "injected": injected, "seconds": time.perf_counter() - t0}
+    return {"counts": counts, "injected": injected, "starts": starts, "seconds": time.perf_counter() - t0}
 
 
 def _log_episodes(robot, policy, store_path: Path, n: int, budget: Budget, policy_id: str, seed: int,
                   intervene: str = "none") -> dict:
-    """Roll `policy` out `n` times into the store (one commit); run_rollouts' summary."""
+    """Roll `policy` out `n` times into the store (one commit); run_rollouts' summary, with
+    "start_keys": {episode_id: start configuration} (the robot records them: `StartRecordingSimRobot`)."""
     from aloe_cli.rollout import RolloutConfig, run_rollouts
 
     cfg = RolloutConfig(episodes=n, max_steps=budget.max_steps, policy_id=policy_id, intervene=intervene,
                         seed=seed, commit_every=max(n, 1))
+    before = len(robot.starts)
     summary = run_rollouts(robot, policy, store_path, cfg)
     _stop_if_interrupted(summary)
+    summary["start_keys"] = _start_keys(robot.seed, summary["per_episode"], robot.starts[before:])
     return summary
+
+
+def _start_keys(robot_seed: int, per_episode: list[dict], ids: list) -> dict:
+    """{episode_id: "<robot seed>:<configuration>"} for the episodes of one run_rollouts call (robots
+    made with other seeds hold other configurations); None for every episode where the ids do not
+    line up with the episodes: (3, [{"episode_id": "e1"}], [7]) -> {"e1": "3:7"}."""
+    aligned = len(ids) == len(per_episode)
+    return {r["episode_id"]: (f"{robot_seed}:{i}" if aligned and i is not None else None)
+            for r, i in zip(per_episode, ids if aligned else [None] * len(per_episode)) if r.get("episode_id")}
 
 
 def _counts(summary: dict) -> dict:
@@ -186,23 +214,27 @@ def log_candidates(task: str, budget: Budget, seed: int, store_path: Path, cands
     """The coverage probe (`--log-candidate NAME=N`): append N episodes of each named candidate to
     the logged store, from initial states of their own (robot seed + 20,000, apart from the logged
     behaviours' and the truth's). Runs after the BC candidate is trained, so BC, the behaviours'
-    episodes and the truth are those of the run without the probe. Returns {name: counts}."""
+    episodes and the truth are those of the run without the probe. Returns ({name: counts},
+    {episode_id: start configuration})."""
     from aloe_cli.policy import load_policy
-    from aloe_cli.robot.sim import SimRobot
+
+    from .starts import StartRecordingSimRobot
 
     _quiet_warnings()
     by_name = {c["name"]: c for c in cands}
-    robot = SimRobot(task, seed=seed + 20_000, max_steps=budget.max_steps)
+    robot = StartRecordingSimRobot(task, seed=seed + 20_000, max_steps=budget.max_steps)
     robot.connect()
-    out = {}
+    out, starts = {}, {}
     try:
         for name, n in counts.items():
             cand = by_name[name]
             policy = load_policy(cand["spec"], cand["args"])
-            out[name] = _counts(_log_episodes(robot, policy, store_path, n, budget, f"candidate:{name}", seed + 20_000))
+            summary = _log_episodes(robot, policy, store_path, n, budget, f"candidate:{name}", seed + 20_000)
+            out[name] = _counts(summary)
+            starts.update(summary["start_keys"])
     finally:
         robot.disconnect()
-    return out
+    return out, starts
 
 
 def parse_log_candidates(pairs: list[str] | None) -> dict[str, int]:
@@ -220,16 +252,33 @@ def parse_log_candidates(pairs: list[str] | None) -> dict[str, int]:
 
 
 # --------------------------------------------------------------------------- 2. candidates
-def candidate_specs(task: str, seed: int, bc_dir: Path) -> list[dict]:
+def candidate_specs(task: str, seed: int, bc_dir: Path, radius: float | None = None) -> list[dict]:
+    """The candidates' specs and arguments; the phase candidates get `radius` (`phase_calibration`)."""
     out = []
     for i, (name, spec, args) in enumerate(CANDIDATES):
         if name == "bc":
             out.append({"name": name, "spec": str(bc_dir), "args": {"seed": seed}})
         else:
+            extra = {"radius": radius} if spec == PHASE and radius is not None else {}
             out.append({"name": name, "spec": spec,
-                        "args": {"task": task, "chunk_size": H, "seed": seed + 1000 + i, **args}})
+                        "args": {"task": task, "chunk_size": H, "seed": seed + 1000 + i, **args, **extra}})
         out[-1]["deterministic"] = name in DETERMINISTIC
     return out
+
+
+def phase_calibration(task: str, budget: Budget, seed: int) -> dict:
+    """The phase candidates' radius on this task (`candidates.phase_radius`) from `phase_episodes`
+    noise-free expert episodes on a robot of their own (seed + 30,000), and where the switch then
+    happens in them: {"radius", "closest", "lengths", "switch_frames" (None: never), "seconds"}."""
+    from .candidates import closest_approach, first_within, phase_radius
+
+    _quiet_warnings()
+    t0 = time.perf_counter()
+    c = closest_approach(task, seed + 30_000, budget.max_steps, budget.phase_episodes, H)
+    radius = phase_radius(c["closest"])
+    return {"radius": radius, "closest": c["closest"], "lengths": c["lengths"],
+            "switch_frames": [first_within(f, d, radius) for f, d in zip(c["frames"], c["distances"])],
+            "seconds": time.perf_counter() - t0}
 
 
 def train_bc(store_path: Path, out: Path, budget: Budget, seed: int, device: str) -> dict:
@@ -245,20 +294,24 @@ def train_bc(store_path: Path, out: Path, budget: Budget, seed: int, device: str
 
 # --------------------------------------------------------------------------- 3. truth
 def truth_job(task: str, cand: dict, episodes: int, max_steps: int, seed: int) -> dict:
-    """Roll the candidate out `episodes` times (no store); lengths and outcomes per episode."""
+    """Roll the candidate out `episodes` times (no store); lengths, outcomes and start
+    configurations (None where unknown) per episode."""
     from aloe_cli.policy import load_policy
-    from aloe_cli.robot.sim import SimRobot
     from aloe_cli.rollout import RolloutConfig, run_rollouts
+
+    from .starts import StartRecordingSimRobot
 
     _quiet_warnings()
     t0 = time.perf_counter()
     policy = load_policy(cand["spec"], cand["args"])
-    robot = SimRobot(task, seed=seed, max_steps=max_steps)
+    robot = StartRecordingSimRobot(task, seed=seed, max_steps=max_steps)
     s = run_rollouts(robot, policy, None, RolloutConfig(episodes=episodes, max_steps=max_steps,
                                                         policy_id=cand["name"], seed=seed))
     _stop_if_interrupted(s)
+    starts = robot.starts if len(robot.starts) == len(s["per_episode"]) else [None] * len(s["per_episode"])
     return {"name": cand["name"], "lengths": [r["length"] for r in s["per_episode"]],
-            "success": [bool(r["success"]) for r in s["per_episode"]], "seconds": time.perf_counter() - t0}
+            "success": [bool(r["success"]) for r in s["per_episode"]], "starts": starts,
+            "seconds": time.perf_counter() - t0}
 
 
 def discounted_returns(lengths, success, task: str, reward: dict, gamma: float) -> np.ndarray:
@@ -288,6 +341,14 @@ def start_states(store_path: Path) -> tuple[np.ndarray, list]:
     fa = store.load_frames([S.OBS_STATE])
     tasks = store.episodes.set_index(S.EPISODE_ID).loc[fa.episode_ids][S.TASK].tolist()
     return fa.columns[S.OBS_STATE][fa.starts], tasks
+
+
+def start_episode_ids(store_path: Path) -> list:
+    """The episode of each row of `start_states`, in the same order."""
+    from aloe_cli import schema as S
+    from aloe_cli.store import Store
+
+    return list(Store.open(store_path).load_frames([S.OBS_STATE]).episode_ids)
 
 
 def start_values(critic, cand: dict, states: np.ndarray, tasks: list, K: int, seed: int) -> np.ndarray:
@@ -399,10 +460,15 @@ def run(task: str, budget_name: str, seed: int, out: Path, workers: int = 1, dev
     progress(f"[ope] {len(store.episodes)} episodes, {int(store.episodes['length'].sum())} frames in "
              f"{logged['seconds']:.0f} s; {len(logged['injected'])} injected harmful chunks; training the BC candidate")
     bc = train_bc(store_path, work / "bc", budget, seed, device)
-    cands = candidate_specs(task, seed, work / "bc")
-    probe = {}
+    phase = phase_calibration(task, budget, seed)
+    never = sum(f is None for f in phase["switch_frames"])
+    progress(f"[ope] phase candidates' radius {phase['radius']:.3f} (the expert's closest approach "
+             f"{max(phase['closest']):.3f}; no switch in {never} of {len(phase['closest'])} expert episodes)")
+    cands = candidate_specs(task, seed, work / "bc", phase["radius"])
+    probe, starts = {}, dict(logged["starts"])
     if log_candidate:
-        probe = log_candidates(task, budget, seed, store_path, cands, log_candidate)
+        probe, probe_starts = log_candidates(task, budget, seed, store_path, cands, log_candidate)
+        starts.update(probe_starts)
         store = Store.open(store_path)
         added = ", ".join(f"{v['episodes']} episodes of {k}" for k, v in probe.items())
         progress(f"[ope] coverage probe: logged {added}; {len(store.episodes)} episodes in all")
@@ -438,16 +504,33 @@ def run(task: str, budget_name: str, seed: int, out: Path, workers: int = 1, dev
              f"device {device}")
     results = _run_jobs(jobs, workers, threads, progress)
 
-    # ---- truth
+    # ---- truth (standard errors clustered by start configuration where every episode's is known)
+    from .starts import known
+
+    truth_runs = {r["name"]: r for kind, r in results if kind == "truth"}
+    by_config = all(known(r.get("starts") or []) is not None for r in truth_runs.values())
     truth = {}
-    for r in (r for kind, r in results if kind == "truth"):
+    for name, r in truth_runs.items():
         ret = discounted_returns(r["lengths"], r["success"], task, reward, base.gamma)
-        m, se = B.mean_and_se(ret)
-        truth[r["name"]] = {"value": m, "se": se, "success_rate": float(np.mean(r["success"])),
-                            "mean_length": float(np.mean(r["lengths"])), "episodes": len(ret),
-                            "returns": ret.tolist(), "seconds": r["seconds"]}
+        clusters = r["starts"] if by_config else None
+        m, se = B.mean_and_se(ret, clusters)
+        truth[name] = {"value": m, "se": se, "se_episode": B.mean_and_se(ret)[1],
+                       "success_rate": float(np.mean(r["success"])), "mean_length": float(np.mean(r["lengths"])),
+                       "episodes": len(ret), "start_configs": r.get("starts"),
+                       "distinct_starts": len(set(clusters)) if clusters else None,
+                       "returns": ret.tolist(), "seconds": r["seconds"]}
     names = [c["name"] for c in cands]
     truth_returns = [np.asarray(truth[n]["returns"]) for n in names]
+    truth_clusters = [truth[n]["start_configs"] for n in names] if by_config else None
+    start_ids = start_episode_ids(store_path)
+    state_clusters = known(starts.get(e) for e in start_ids)
+    unit = {"truth": "start configuration" if by_config else "episode",
+            "start_states": "start configuration" if state_clusters else "episode",
+            "logged_start_states": len(start_ids),
+            "logged_distinct_starts": len(set(state_clusters)) if state_clusters else None}
+    checks = truth_checks({n: truth[n] for n in names})
+    if truth_warning(checks["indistinct"]):
+        progress(f"[ope] {truth_warning(checks['indistinct'])}")
 
     # ---- estimates and metrics
     fits = [r for kind, r in results if kind == "fit"]
@@ -474,7 +557,8 @@ def run(task: str, budget_name: str, seed: int, out: Path, workers: int = 1, dev
                                   "train_s": d3["seconds"], "cpu_s": None}
     table = {}
     for est, ps in per_state.items():
-        table[est] = {"metrics": B.bootstrap_metrics(ps, truth_returns, budget.n_boot, seed),
+        table[est] = {"metrics": B.bootstrap_metrics(ps, truth_returns, budget.n_boot, seed,
+                                                     state_clusters=state_clusters, truth_clusters=truth_clusters),
                       "estimates": {n: float(v) for n, v in zip(names, ps.mean(1))},
                       "wall": wall[est]}
         estimates[est] = table[est]["estimates"]
@@ -509,6 +593,9 @@ def run(task: str, budget_name: str, seed: int, out: Path, workers: int = 1, dev
         "candidates": [{"name": c["name"], "spec": c["spec"], "args": c["args"], "deterministic": c["deterministic"]}
                        for c in cands],
         "truth": {n: {k: v for k, v in truth[n].items() if k != "returns"} for n in names},
+        "resampling_unit": unit,  # what the truth's s.e. and the bootstrap treat as independent
+        "truth_checks": checks,
+        "phase_calibration": phase,
         "estimators": table,
         "credit_assignment": credit,
         "d3rlpy": d3,
@@ -518,6 +605,23 @@ def run(task: str, budget_name: str, seed: int, out: Path, workers: int = 1, dev
     }
     result["targets"] = targets(result)
     return result
+
+
+def truth_checks(truth: dict) -> dict:
+    """The protocol's "clearly different quality", checked on the truth ({name: {"value", "se"}}):
+    the pairs whose true values lie within their combined standard errors (`common.indistinct_pairs`)."""
+    pairs = B.indistinct_pairs({n: t["value"] for n, t in truth.items()}, {n: t["se"] for n, t in truth.items()})
+    return {"rule": "|V_a - V_b| <= sqrt(se_a^2 + se_b^2)", "indistinct": pairs}
+
+
+def truth_warning(pairs: list[dict]) -> str | None:
+    """One warning line naming the indistinct pairs (`truth_checks`); None when there are none."""
+    if not pairs:
+        return None
+    listed = ", ".join(f"{p['a']} ~ {p['b']} ({p['difference']:.4f} apart, s.e. {p['combined_se']:.4f})"
+                       for p in pairs)
+    return (f"WARNING: {len(pairs)} pair(s) of candidates have true values within their combined standard "
+            f"errors, not clearly different in quality: {listed}")
 
 
 def _run_jobs(jobs: list, workers: int, threads: int, progress) -> list:
@@ -603,6 +707,10 @@ def print_report(r: dict, markdown: bool = False) -> None:
         t = r["truth"][n]
         rows.append([n, t["value"], t["se"], t["success_rate"]] + [r["estimators"][e]["estimates"][n] for e in ests])
     print(table(["candidate", "true V", "s.e.", "success"] + ests, rows))
+    print(intervals_line(r))
+    warning = truth_warning(truth_checks(r["truth"])["indistinct"])  # recomputed: older JSON has no truth_checks
+    if warning:
+        print(warning)
     print()
     rows = []
     for e in ests:
@@ -621,6 +729,23 @@ def print_report(r: dict, markdown: bool = False) -> None:
         print(f"d3rlpy FQE: not run ({r['d3rlpy'].get('error')})")
     print("targets: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in r["targets"].items()))
     print(f"wall time {r['wall_seconds']:.0f} s")
+
+
+def intervals_line(r: dict) -> str:
+    """What the s.e. and the intervals treat as independent; older JSON (no `resampling_unit`) is by episode."""
+    u = r.get("resampling_unit")
+    if not u:
+        return ("s.e. and intervals by episode (a result from before start configurations were recorded: "
+                "repeated start states counted as independent, so they are too narrow)")
+    starts = [t.get("distinct_starts") for t in r["truth"].values() if t.get("distinct_starts")]
+    span = f"{min(starts)}" if starts and min(starts) == max(starts) else f"{min(starts or [0])}-{max(starts or [0])}"
+    truth = (f"the truth by {u['truth']} ({span} distinct in {next(iter(r['truth'].values()))['episodes']} episodes "
+             "per candidate)" if starts else f"the truth by {u['truth']}")
+    logged = (f" ({u['logged_distinct_starts']} distinct in {u['logged_start_states']})"
+              if u.get("logged_distinct_starts") else "")
+    phase = r.get("phase_calibration")
+    radius = f"; phase candidates' radius {phase['radius']:.3f}" if phase else ""
+    return f"s.e. and intervals: {truth}, the logged start states by {u['start_states']}{logged}{radius}"
 
 
 def _fmt(x) -> str:
@@ -687,7 +812,9 @@ def stem_of(task: str, budget: str, seed: int, overrides: dict | None = None,
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.ope", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.ope", description=__doc__.splitlines()[0],
+                                 epilog="--from-json RUN.json prints a finished run's tables and writes nothing; "
+                                        "--from-json RUN.json --plot PATH also redraws its plot into PATH.")
     ap.add_argument("--task", default="drawer-open-v3", help="any Meta-World v3 task with a scripted expert")
     ap.add_argument("--budget", choices=list(BUDGETS), default="small")
     ap.add_argument("--seed", type=int, default=0)
@@ -702,13 +829,21 @@ def main(argv=None) -> dict:
     ap.add_argument("--log-candidate", action="append", metavar="NAME=N",
                     help="coverage probe: also log N episodes of candidate NAME (not part of the protocol)")
     ap.add_argument("--from-json", type=Path, default=None,
-                    help="print the tables (and redraw the plot) of a finished run's JSON instead of running")
+                    help="print the tables of a finished run's JSON instead of running; writes nothing "
+                         "(the run's PNG is left as it is) unless --plot names a file")
+    ap.add_argument("--plot", type=Path, default=None, metavar="PATH",
+                    help="with --from-json: also redraw the plot from the JSON into PATH")
     ap.add_argument("--markdown", action="store_true", help="print the tables in GitHub markdown")
     args = ap.parse_args(argv)
+    if args.plot is not None and args.from_json is None:
+        raise SystemExit("--plot: only with --from-json (a run writes its plot next to its JSON)")
     if args.from_json is not None:
         result = json.loads(args.from_json.read_text())
-        plot(result, args.from_json.with_suffix(".png"))
+        if args.plot is not None:
+            plot(result, args.plot)
         print_report(result, args.markdown)
+        if args.plot is not None:
+            print(f"wrote {args.plot}")
         return result
     from aloe_cli.robot.sim import metaworld_tasks
 

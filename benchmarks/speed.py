@@ -13,7 +13,9 @@
   forward + backward of the network alone (no target, no optimiser).
 - scoring: chunks/s of `score_chunks` (streaming the store, Q of the logged chunk and V from
   K policy chunks) against the bare batched forward pass over the same (state, chunk) pairs
-  already in memory; and the Q-only variant (no policy).
+  already in memory; and the Q-only variant (no policy). Both sides are timed in wall time, in
+  the same process with the same torch threads (`score_chunks` also reads files, which CPU time
+  would not count); critic training compares process CPU time on a CPU, wall time on a GPU.
 - scoring memory: peak RSS of `score_chunks` in a child process at 1x and 10x the store.
 - camera frames (`benchmarks.bench_images`' measurement): samples/s of the same critic step
   (chunked SARSA, so each sample also gathers its next frame) with a 64x64 camera against state
@@ -251,10 +253,11 @@ def _fused_ok(dev) -> bool:
         return False
 
 
-def _rate(step, n: int, batch: int, dev) -> float:
+def _rate(step, n: int, batch: int, dev, clock=None) -> float:
     """Samples/s of `step`: per second of process CPU time on a CPU (as `steady_rate(cpu=True)`),
-    of wall time (synchronised) on a GPU."""
-    clock = time.process_time if dev.type == "cpu" else time.perf_counter
+    of wall time (synchronised) on a GPU; `clock` (e.g. time.perf_counter) overrides the choice,
+    to time a floor on the clock of the figure it is compared with."""
+    clock = clock or (time.process_time if dev.type == "cpu" else time.perf_counter)
     for _ in range(max(3, n // 10)):  # warm-up
         step()
     _sync(dev)
@@ -266,7 +269,11 @@ def _rate(step, n: int, batch: int, dev) -> float:
 
 
 # --------------------------------------------------------------------------- scoring
-def scoring(store_path: Path, critic_dir: Path, device: str, repeats: int = 1) -> dict:
+SCORING_CLOCK = "wall time"  # score_chunks and its floor alike (`scoring`)
+
+
+def scoring(store_path: Path, critic_dir: Path, device: str, repeats: int = 1, clock=time.perf_counter) -> dict:
+    """score_chunks' chunks/s and its floor's, both timed on `clock` (wall time; `SCORING_CLOCK`)."""
     import torch
 
     from aloe_cli import schema as S
@@ -279,13 +286,13 @@ def scoring(store_path: Path, critic_dir: Path, device: str, repeats: int = 1) -
     store = Store.open(store_path)
     n = int(store.episodes[S.LENGTH].sum())
     policy = GaussianChunks(H)
-    out = {"chunks": n, "K": K}
+    out = {"chunks": n, "K": K, "timing": SCORING_CLOCK, "torch_threads": torch.get_num_threads()}
     for label, pol in (("with_policy", policy), ("q_only", None)):
         score_chunks(store, critic, policy=pol, q_only=pol is None)  # warm-up (file cache, CUDA kernels)
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(repeats):
             score_chunks(store, critic, policy=pol, q_only=pol is None)
-        out[f"{label}_chunks_per_s"] = repeats * n / (time.perf_counter() - t0)
+        out[f"{label}_chunks_per_s"] = repeats * n / (clock() - t0)
 
     # the floor: the same batched forward passes on tensors already on the device (batch 1024)
     dev = torch.device(device)
@@ -297,7 +304,7 @@ def scoring(store_path: Path, critic_dir: Path, device: str, repeats: int = 1) -
     with torch.no_grad():
         for label, fn in (("with_policy", lambda: (net.q_heads(st, one), net.q_heads(st, many))),
                           ("q_only", lambda: net.q_heads(st, one))):
-            out[f"{label}_floor_chunks_per_s"] = _rate(fn, max(10, -(-n // 1024)), 1024, dev)
+            out[f"{label}_floor_chunks_per_s"] = _rate(fn, max(10, -(-n // 1024)), 1024, dev, clock=clock)
             out[f"{label}_ratio_to_floor"] = out[f"{label}_chunks_per_s"] / out[f"{label}_floor_chunks_per_s"]
     return out
 
@@ -408,7 +415,7 @@ def print_report(r: dict) -> None:
         rows.append([f"ingest {row['frames']} frames", f"{row['ingest_fps']:.0f} frames/s",
                      f"{row['floor_fps']:.0f} (h5py+pyarrow)", f"{row['ratio']:.2f}x"])
     full = f"{c['full_samples_per_s']:.0f} samples/s"
-    rows.append([f"critic step (batch {c['batch_size']}, K {c['samples_K']})", full,
+    rows.append([f"critic step (batch {c['batch_size']}, K {c['samples_K']}; {c.get('timing', 'wall time')})", full,
                  f"{c['floor_samples_per_s']:.0f} (same step, batch in memory)", f"{c['ratio_to_floor']:.2f}x"])
     rows.append(["", "", f"{c['bare_fwd_bwd_samples_per_s']:.0f} (bare forward+backward)",
                  f"{c['ratio_to_bare_fwd_bwd']:.2f}x"])
@@ -427,10 +434,11 @@ def print_report(r: dict) -> None:
             rows.append([f"ALOE critic step (H {H}, K {c['samples_K']}) vs d3rlpy FQE", full,
                          f"{d3['samples_per_s']:.0f} (d3rlpy FQE, H 1)",
                          f"{c['full_samples_per_s'] / d3['samples_per_s']:.2f}x"])
-    rows.append([f"score_chunks (K {s['K']})", f"{s['with_policy_chunks_per_s']:.0f} chunks/s",
+    clock = f"{s.get('timing', 'wall time; floor in CPU time')}, {s.get('torch_threads', '?')} threads"
+    rows.append([f"score_chunks (K {s['K']}; {clock})", f"{s['with_policy_chunks_per_s']:.0f} chunks/s",
                  f"{s['with_policy_floor_chunks_per_s']:.0f} (batched forward)",
                  f"{s['with_policy_ratio_to_floor']:.2f}x"])
-    rows.append(["score_chunks (Q only)", f"{s['q_only_chunks_per_s']:.0f} chunks/s",
+    rows.append([f"score_chunks (Q only; {clock})", f"{s['q_only_chunks_per_s']:.0f} chunks/s",
                  f"{s['q_only_floor_chunks_per_s']:.0f} (batched forward)", f"{s['q_only_ratio_to_floor']:.2f}x"])
     im = r["images"]
     rows.append([f"critic step, 64x64 camera (batch {im['batch_size']}, CPU)",

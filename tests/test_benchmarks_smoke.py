@@ -48,6 +48,18 @@ def test_ope_smoke(tmp_path, capsys):
     for t in r["truth"].values():
         assert _num(t["value"]) and _num(t["se"]) and t["episodes"] == ope.BUDGETS["smoke"].truth_episodes
         assert -3.0 < t["value"] <= 0.0  # step-penalty values lie in about (-2, 0]
+        # each truth episode's start configuration: one of MT1's 50, the same sequence for every candidate
+        assert len(t["start_configs"]) == t["episodes"] and all(0 <= i < 50 for i in t["start_configs"])
+        assert t["start_configs"] == r["truth"]["expert"]["start_configs"]
+        assert t["distinct_starts"] == len(set(t["start_configs"])) and _num(t["se_episode"])
+    assert r["resampling_unit"]["truth"] == r["resampling_unit"]["start_states"] == "start configuration"
+    assert r["resampling_unit"]["logged_start_states"] == r["logged"]["episodes"]
+    assert 1 <= r["resampling_unit"]["logged_distinct_starts"] <= r["logged"]["episodes"]
+    assert r["truth_checks"]["indistinct"] == common.indistinct_pairs(
+        {n: t["value"] for n, t in r["truth"].items()}, {n: t["se"] for n, t in r["truth"].items()})
+    ph = r["phase_calibration"]
+    assert ph["radius"] >= 0.08 and len(ph["closest"]) == ope.BUDGETS["smoke"].phase_episodes
+    assert all(c["args"]["radius"] == ph["radius"] for c in r["candidates"] if c["spec"] == ope.PHASE)
     assert set(r["estimators"]) >= set(ope.ESTIMATORS)
     for est in ope.ESTIMATORS:
         e = r["estimators"][est]
@@ -67,14 +79,74 @@ def test_ope_smoke(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "OPE benchmark: drawer-open-v3" in out and "regret@1" in out
     assert "coverage probe (not the protocol): the logs include 1 episodes of candidate slow-0.5" in out
+    assert "s.e. and intervals: the truth by start configuration (" in out
+    assert "the logged start states by start configuration (" in out
+    # --from-json prints and writes nothing: the run's PNG stays as the run drew it
+    png = tmp_path / f"{stem}.png"
+    png.write_bytes(b"the run's own plot")
     again = ope.main(["--from-json", str(tmp_path / f"{stem}.json"), "--markdown"])
     assert again["estimators"].keys() == r["estimators"].keys()
     assert "| estimator | NAE [95% CI] | Spearman | regret@1 |" in capsys.readouterr().out
+    assert png.read_bytes() == b"the run's own plot"
+    ope.main(["--from-json", str(tmp_path / f"{stem}.json"), "--plot", str(tmp_path / "redrawn.png")])
+    assert (tmp_path / "redrawn.png").stat().st_size > 1000 and png.read_bytes() == b"the run's own plot"
+    assert f"wrote {tmp_path / 'redrawn.png'}" in capsys.readouterr().out
+    # an older result (no start configurations recorded) still prints, and says its intervals are by episode
+    old = {k: v for k, v in r.items() if k not in ("resampling_unit", "truth_checks", "phase_calibration")}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    ope.main(["--from-json", str(tmp_path / "old.json")])
+    assert "s.e. and intervals by episode (a result from before start configurations" in capsys.readouterr().out
+    assert not (tmp_path / "old.png").exists()
 
 
 def test_ope_rejects_an_unknown_task(tmp_path):
     with pytest.raises(SystemExit, match="unknown Meta-World task 'no-such-task'"):
         ope.main(["--task", "no-such-task", "--budget", "smoke", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--plot: only with --from-json"):
+        ope.main(["--budget", "smoke", "--plot", str(tmp_path / "p.png"), "--out", str(tmp_path)])
+    assert not any(tmp_path.iterdir())
+
+
+def test_ope_truth_warning_names_indistinct_candidates():
+    truth = {"expert": {"value": -0.3137, "se": 0.0030}, "expert-then-noisy": {"value": -0.3140, "se": 0.0030},
+             "noisy-1": {"value": -0.61, "se": 0.017}}
+    pairs = ope.truth_checks(truth)["indistinct"]
+    assert [(p["a"], p["b"]) for p in pairs] == [("expert", "expert-then-noisy")]
+    assert ope.truth_warning(pairs).startswith("WARNING: 1 pair(s) of candidates have true values within their "
+                                               "combined standard errors")
+    assert "expert ~ expert-then-noisy (0.0003 apart, s.e. 0.0042)" in ope.truth_warning(pairs)
+    assert ope.truth_warning([]) is None
+
+
+def test_start_configurations_by_hand():
+    from benchmarks.starts import known, match_start
+
+    vecs = np.array([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]])
+    assert match_start(vecs, [2.0, 3.0]) == 1
+    assert match_start(vecs, [2.0, 3.5]) is None and match_start(None, [2.0, 3.0]) is None
+    assert match_start(vecs, [1.0, 2.0, 3.0]) is None
+    assert known([3, 1, 3]) == [3, 1, 3] and known([3, None]) is None and known([]) is None
+    # episode ids of one run_rollouts call, named with the robot's seed; misaligned ids are unknown
+    per_episode = [{"episode_id": "e1"}, {"episode_id": "e2"}, {"episode_id": None}]
+    assert ope._start_keys(3, per_episode, [7, None, 2]) == {"e1": "3:7", "e2": None}
+    assert ope._start_keys(3, per_episode, [7]) == {"e1": None, "e2": None}
+
+
+def test_start_recording_robot_names_mt1_configurations():
+    from benchmarks.starts import StartRecordingSimRobot
+
+    runs = []
+    for _ in range(2):
+        robot = StartRecordingSimRobot("button-press-v3", seed=10_000, max_steps=5)
+        robot.connect()
+        try:
+            for _ in range(12):
+                robot.reset()
+        finally:
+            robot.disconnect()
+        runs.append(robot.starts)
+    assert runs[0] == runs[1] and all(isinstance(i, int) and 0 <= i < 50 for i in runs[0])
+    assert len(set(runs[0])) < 12  # with replacement: this seed repeats a configuration in its first 12
 
 
 def test_critic_set_names_a_config_field():
@@ -100,6 +172,7 @@ def test_speed_smoke(tmp_path, capsys):
         assert _num(r["critic_training"][k]) and math.isfinite(r["critic_training"][k])
     for k in ("with_policy_chunks_per_s", "q_only_chunks_per_s", "with_policy_ratio_to_floor"):
         assert r["scoring"][k] > 0
+    assert r["scoring"]["timing"] == "wall time" and r["scoring"]["torch_threads"] == 1
     assert [m["chunks"] for m in r["scoring_memory"]["rows"]] == [8 * 150, 16 * 150]
     assert set(r["targets"]) == {"data_path_overhead<=15%", "ingest>=0.5x_floor", "ingest_memory_flat(<=1.25x)",
                                  "scoring_memory_flat(<=1.25x)"}
@@ -112,6 +185,7 @@ def test_speed_smoke(tmp_path, capsys):
     assert 0 < im["frames_share_of_image_step"] < 1
     out = capsys.readouterr().out
     assert "data-path overhead" in out and "critic step, 64x64 camera" in out and "PNG decode" in out
+    assert "score_chunks (K 4; wall time, 1 threads)" in out and "score_chunks (Q only; wall time, 1 threads)" in out
     f = r["fqe_vs_d3rlpy"]
     assert f["aloe_fqe_samples_per_s"] > 0 and f["aloe_fqe_parameters"] > 0 and f["d3rlpy_layers"] == 4
     assert "one-step FQE step (H 1, 1 scalar head" in out
@@ -119,6 +193,39 @@ def test_speed_smoke(tmp_path, capsys):
         assert f["d3rlpy"] is None and "No module named 'd3rlpy'" in f["d3rlpy_error"]
     else:
         assert f["d3rlpy"]["samples_per_s"] > 0 and f["aloe_fqe_over_d3rlpy"] > 0
+
+
+def test_speed_rate_uses_the_clock_it_is_given():
+    import time
+
+    import torch
+
+    # a step that waits 20 ms and computes nothing: ~50/s of wall time, far more per second of CPU time
+    wait = lambda: time.sleep(0.02)  # noqa: E731
+    assert speed._rate(wait, 3, 1, torch.device("cpu"), clock=time.perf_counter) < 60
+    assert speed._rate(wait, 3, 1, torch.device("cpu")) > 200  # the CPU-time default on a CPU
+
+
+def test_speed_scoring_times_both_sides_on_one_clock(tmp_path):
+    import itertools
+
+    from aloe_cli.critic import CriticConfig, fit_critic
+    from benchmarks.bench_policy import synthetic_store
+
+    store = tmp_path / "store"
+    synthetic_store(store, 2, 30, 39, 4)
+    fit_critic(store, tmp_path / "critic", CriticConfig(bootstrap="policy", chunk_size=5, steps=2, val_every=2,
+                                                        log_every=1, device="cpu"),
+               policy_spec=speed.POLICY, policy_args={"chunk_size": 5})
+    # a clock that moves one unit per reading: every timed section lasts exactly 1 on it, so each rate is
+    # its amount of work, whatever else (CPU time, say) a side might have been timed on instead
+    ticks = itertools.count(0.0, 1.0)
+    out = speed.scoring(store, tmp_path / "critic", "cpu", clock=lambda: next(ticks))
+    steps = max(10, -(-out["chunks"] // 1024))
+    assert out["with_policy_chunks_per_s"] == out["q_only_chunks_per_s"] == out["chunks"] == 60
+    assert out["with_policy_floor_chunks_per_s"] == out["q_only_floor_chunks_per_s"] == steps * 1024
+    assert out["with_policy_ratio_to_floor"] == pytest.approx(60 / (steps * 1024))
+    assert out["timing"] == "wall time"
 
 
 def test_store_smoke(tmp_path, capsys):
@@ -172,6 +279,25 @@ def test_harmful_chunk_and_phase_expert():
         PhaseExpert("drawer-open-v3", noisy="middle")
 
 
+def test_phase_radius_is_reached_on_every_task():
+    from benchmarks.candidates import first_within, phase_radius
+
+    assert phase_radius([0.017, 0.018]) == pytest.approx(0.08)  # drawer-open: the default, well inside
+    # button-press: the hand gets to 0.074-0.081 of the button, never inside 0.08 -> 1.25 * 0.081
+    assert phase_radius([0.074, 0.081, 0.077]) == pytest.approx(0.10125)
+    assert phase_radius([]) == pytest.approx(0.08)
+    assert first_within([0, 5, 10], [0.3, 0.1, 0.05], 0.08) == 10
+    assert first_within([0, 5, 10], [0.3, 0.1, 0.09], 0.08) is None
+
+
+def test_phase_calibration_switches_on_button_press():
+    # the expert's closest approach at its chunk starts sets the radius: every calibration episode switches
+    budget = ope.dataclasses.replace(ope.BUDGETS["smoke"], max_steps=150, phase_episodes=2)
+    ph = ope.phase_calibration("button-press-v3", budget, 0)
+    assert ph["radius"] > 0.08 and ph["radius"] == pytest.approx(1.25 * max(ph["closest"]))
+    assert all(f is not None and 0 < f < n for f, n in zip(ph["switch_frames"], ph["lengths"]))
+
+
 def test_wilson_interval_by_hand():
     from benchmarks.improve import wilson
 
@@ -180,6 +306,26 @@ def test_wilson_interval_by_hand():
     assert lo == pytest.approx(0.4902, abs=1e-4) and hi == pytest.approx(0.9433, abs=1e-4)
     lo, hi = wilson(0, 3)
     assert lo == pytest.approx(0.0, abs=1e-12) and hi == pytest.approx(0.5615, abs=1e-4)
+
+
+def test_clustered_wilson_by_hand():
+    from benchmarks.improve import clustered_wilson, wilson
+
+    # (1, 1, 0, 0) from configurations (a, a, b, b): two independent starts -> the interval of 1 in 2
+    lo, hi, n_eff = clustered_wilson([1, 1, 0, 0], ["a", "a", "b", "b"])
+    assert n_eff == pytest.approx(2.0) and (lo, hi) == pytest.approx(wilson(1, 2))
+    # all independent: the plain Wilson interval of 8 in 10
+    assert clustered_wilson([1] * 8 + [0] * 2)[:2] == pytest.approx(wilson(8, 10))
+    # all successes from 3 distinct starts in 5 episodes: the interval of 3 in 3, wider than 5 in 5
+    lo, hi, n_eff = clustered_wilson([1] * 5, [4, 4, 9, 9, 1])
+    assert n_eff == 3.0 and (lo, hi) == pytest.approx(wilson(3, 3)) and lo < wilson(5, 5)[0]
+
+
+def test_round_robot_seed():
+    from benchmarks.improve import round_robot_seed
+
+    assert [round_robot_seed(0, m) for m in ("aloe", "awr", "filtered", "bc")] == [1, 2, 3, 4]
+    assert round_robot_seed(10, "bc") == 14
 
 
 def test_mean_after_start_by_hand():
@@ -210,12 +356,20 @@ def test_improve_smoke(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "critics evaluate, the policy with --policy-arg deterministic=true\n" in out
     assert "the rounds improve with --method-set beta_scale=0.5 (applies to aloe, awr)\n" in out
+    assert "Wilson 95% intervals at the effective number of episodes, clustered by start configuration" in out
     _check_machine(r["machine"])
     for m in r["methods"]:
         for key in ("success", "success_deterministic"):
             assert len(r[key][m]) == improve.BUDGETS["smoke"].rounds + 1
             for e in r[key][m]:
                 assert 0.0 <= e["ci_low"] <= e["success_rate"] <= e["ci_high"] <= 1.0
+                assert e["interval_unit"] == "start configuration" and 1 <= e["distinct_starts"] <= e["episodes"]
+                assert 0 < e["effective_episodes"] <= e["episodes"]
+        # the JSON names the seed the round rollouts ran with: the one the store recorded from the robot
+        ingests = json.loads((tmp_path / stem / m / "store" / "aloe.json").read_text())["ingests"]
+        configs = [i["options"].get("config") or {} for i in ingests]
+        assert [c["seed"] for c in configs if c.get("policy_id") == "round0"] == [r["round_robot_seeds"][m]]
+    assert len(set(r["round_robot_seeds"].values())) == len(r["methods"]) and r["eval_seed"] == 20_000
     assert set(r["methods"]) | set(r["skipped_methods"]) == set(improve.METHODS)
     c = r["ceiling"]
     assert c["expert_episodes"] == improve.BUDGETS["smoke"].seed_episodes and 0.0 <= c["expert_success_rate"] <= 1.0
@@ -297,7 +451,8 @@ def test_improve_merge_joins_disjoint_method_runs(tmp_path):
     m = improve.main(["--merge", *map(str, paths), "--out", str(tmp_path / "out")])
     assert m["methods"] == ["aloe", "awr", "filtered", "bc"] and m["wall_seconds"] == 120.0
     assert [m["success"][k][1]["success_rate"] for k in m["methods"]] == [0.8, 0.5, 0.6, 0.7]
-    assert json.loads((tmp_path / "out" / "improve-pick-place-v3-full-seed0.json").read_text())["methods"] == m["methods"]
+    merged = json.loads((tmp_path / "out" / "improve-pick-place-v3-full-seed0.json").read_text())
+    assert merged["methods"] == m["methods"]
     with pytest.raises(SystemExit, match="the runs differ in seed_noise: 0.5 vs 1.0"):
         improve.merge([a, {**b, "seed_noise": 1.0}])
     with pytest.raises(SystemExit, match="the runs differ in critic_overrides"):
@@ -321,6 +476,9 @@ def test_improve_merge_joins_disjoint_method_runs(tmp_path):
     ceiling = {"expert_episodes": 30, "bc": {**start, "success_rate": 1.0}}
     assert improve.merge([{**a, "ceiling": None}, {**b, "ceiling": ceiling}])["ceiling"] == ceiling
     assert improve.merge([a, b])["ceiling"] is None  # runs from before the ceiling
+    assert "round_robot_seeds" not in improve.merge([a, b])  # runs from before it was recorded
+    seeded = improve.merge([{**a, "round_robot_seeds": {"aloe": 1, "bc": 4}}, {**b, "round_robot_seeds": {"awr": 2}}])
+    assert seeded["round_robot_seeds"] == {"aloe": 1, "awr": 2, "bc": 4}
 
 
 def test_improve_no_ceiling_skips_it(tmp_path, capsys):
