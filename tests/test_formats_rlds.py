@@ -108,26 +108,32 @@ def image_feature(shape, fmt):
 TEXT = {"pythonClassName": "tensorflow_datasets.core.features.text_feature.Text", "text": {}}
 
 
+def fdict(d: dict) -> dict:
+    """A TFDS FeaturesDict in features.json."""
+    return {"pythonClassName": "tensorflow_datasets.core.features.features_dict.FeaturesDict",
+            "featuresDict": {"features": d}}
+
+
+def steps_feature(step: dict) -> dict:
+    """The `steps` Dataset feature of an RLDS features.json: a sequence of `step` dicts."""
+    return {"pythonClassName": "tensorflow_datasets.core.features.dataset_feature.Dataset",
+            "sequence": {"feature": fdict(step), "length": "-1"}}
+
+
 def features_json(observation: dict, action) -> dict:
     """features.json as TFDS writes it for rlds_dataset_builder's example builder."""
-    def fdict(d):
-        return {"pythonClassName": "tensorflow_datasets.core.features.features_dict.FeaturesDict",
-                "featuresDict": {"features": d}}
     return fdict({
-        "steps": {
-            "pythonClassName": "tensorflow_datasets.core.features.dataset_feature.Dataset",
-            "sequence": {"feature": fdict({
-                "observation": fdict(observation),
-                "action": action,
-                "discount": tensor([], "float32"),
-                "reward": tensor([], "float32"),
-                "is_first": tensor([], "bool"),
-                "is_last": tensor([], "bool"),
-                "is_terminal": tensor([], "bool"),
-                "language_instruction": TEXT,
-                "language_embedding": tensor([8], "float32"),
-            }), "length": "-1"},
-        },
+        "steps": steps_feature({
+            "observation": fdict(observation),
+            "action": action,
+            "discount": tensor([], "float32"),
+            "reward": tensor([], "float32"),
+            "is_first": tensor([], "bool"),
+            "is_last": tensor([], "bool"),
+            "is_terminal": tensor([], "bool"),
+            "language_instruction": TEXT,
+            "language_embedding": tensor([8], "float32"),
+        }),
         "episode_metadata": fdict({"file_path": TEXT}),
     })
 
@@ -503,24 +509,18 @@ def test_an_empty_split_is_bad_input(cli, tmp_path):
 def d4rl_features_json(obs_len: int, act_len: int) -> dict:
     """features.json as TFDS's D4RL builders write it (tensorflow_datasets/d4rl/dataset_builder.py
     get_features_dict, a v2 mujoco config): one observation tensor, step infos, episode metadata."""
-    def fdict(d):
-        return {"pythonClassName": "tensorflow_datasets.core.features.features_dict.FeaturesDict",
-                "featuresDict": {"features": d}}
     return fdict({
-        "steps": {
-            "pythonClassName": "tensorflow_datasets.core.features.dataset_feature.Dataset",
-            "sequence": {"feature": fdict({
-                "observation": tensor([obs_len], "float32"),
-                "action": tensor([act_len], "float32"),
-                "reward": tensor([], "float32"),
-                "is_terminal": tensor([], "bool"),
-                "is_first": tensor([], "bool"),
-                "is_last": tensor([], "bool"),
-                "discount": tensor([], "float32"),
-                "infos": fdict({"qpos": tensor([3], "float32"), "qvel": tensor([3], "float32"),
-                                "action_log_probs": tensor([], "float32")}),
-            }), "length": "-1"},
-        },
+        "steps": steps_feature({
+            "observation": tensor([obs_len], "float32"),
+            "action": tensor([act_len], "float32"),
+            "reward": tensor([], "float32"),
+            "is_terminal": tensor([], "bool"),
+            "is_first": tensor([], "bool"),
+            "is_last": tensor([], "bool"),
+            "discount": tensor([], "float32"),
+            "infos": fdict({"qpos": tensor([3], "float32"), "qvel": tensor([3], "float32"),
+                            "action_log_probs": tensor([], "float32")}),
+        }),
         "algorithm": TEXT,
         "iteration": tensor([], "int32"),
     })
