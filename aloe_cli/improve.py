@@ -479,10 +479,10 @@ def lineage_round(doc: dict, path: Path) -> int:
 ARCHITECTURE_FLAGS = {"chunk_size": "--chunk-size", "obs": "--obs"}  # the settings a fine-tune cannot change
 
 
-def check_base_architecture(base_doc: dict, settings: dict) -> None:
-    """Raise BadInput when `settings` asks for a network other than the --policy base's: a fine-tune
-    keeps the base's chunk size and inputs, so a differing --chunk-size or --obs is refused rather
-    than silently replaced."""
+def check_base_architecture(base_doc: dict, settings: dict, path: Path) -> None:
+    """Raise BadInput when `settings` asks for a network other than the --policy base's (its
+    policy.json at `path`): a fine-tune keeps the base's chunk size and inputs, so a differing
+    --chunk-size or --obs is refused rather than silently replaced."""
     from .vision import parse_obs
 
     config = base_doc.get("config") if isinstance(base_doc.get("config"), dict) else {}
@@ -490,7 +490,12 @@ def check_base_architecture(base_doc: dict, settings: dict) -> None:
         if key not in settings:
             continue
         given, theirs = settings[key], config.get(key, base_doc.get(key) if key == "chunk_size" else None)
-        same = parse_obs(given, flag) == parse_obs(theirs) if key == "obs" else given == theirs
+        if key == "obs":
+            try:
+                base_spec = parse_obs(theirs, "config.obs")
+            except BadInput as e:
+                raise BadInput(str(e), path) from None  # "<policy.json>: config.obs: <what is wrong>"
+        same = parse_obs(given, flag) == base_spec if key == "obs" else given == theirs
         if not same:
             shown = "state" if key == "obs" and theirs is None else theirs
             raise BadInput(f"{given} differs from the --policy base's {key.replace('_', ' ')} {shown}; a fine-tune "
@@ -520,7 +525,7 @@ def improve(store_path: str | os.PathLike, out: str | os.PathLike, method: str =
     base_doc = read_policy_json(base, "--policy") if base is not None else None
     base_round = None if base_doc is None else lineage_round(base_doc, Path(base) / S.POLICY_FILE)
     if base_doc is not None:
-        check_base_architecture(base_doc, settings)
+        check_base_architecture(base_doc, settings, Path(base) / S.POLICY_FILE)
     if base_doc is not None and isinstance(base_doc.get("chunk_size"), int):
         settings.setdefault("chunk_size", base_doc["chunk_size"])  # the base's network is kept
     base_config = base_doc.get("config") if base_doc is not None else None

@@ -631,9 +631,9 @@ class _Session:
         names = {key: f.get("names") for key, f in {**robot.observation_features, **robot.action_features}.items()
                  if isinstance(f, dict) and f.get("names")}
         config = asdict(self.cfg)
-        made_with = getattr(robot, "seed", None)  # a remote robot's is the server's, not --seed
-        if isinstance(made_with, int) and not isinstance(made_with, bool):
-            config["seed"] = made_with
+        if hasattr(robot, "seed"):  # the seed the robot says it was made with (a remote one: the server's)
+            made_with = robot.seed
+            config["seed"] = made_with if isinstance(made_with, int) and not isinstance(made_with, bool) else None
         options = {"run_id": self.run_id, "robot": robot.name, "policy": self.name, "config": config,
                    "episodes": [meta for _, meta, _ in self.pending]}
 

@@ -9,8 +9,9 @@ is where every Meta-World v3 task puts them.
 
 The radius that separates the phases depends on the task: the expert's hand comes within 0.02 of
 drawer-open's handle but only within about 0.08 of button-press's button (its position is the
-button's body, not the face the hand presses), where a fixed 0.08 is never reached and the
-"expert then noisy" candidate is the expert. `phase_radius` derives it from the expert's closest
+button's body, not the face the hand presses), where a fixed 0.08 is reached only in the last
+chunks, if at all (not in 2 of 10 episodes), and the "expert then noisy" candidate acts as the
+expert. `phase_radius` derives it from the expert's closest
 approach (`closest_approach`, a few noise-free episodes), so that the switch happens on every task.
 
     --policy benchmarks.candidates:phase_expert --policy-arg task=drawer-open-v3 \

@@ -594,6 +594,13 @@ def test_improve_cli_bad_input(cli, tmp_path):
         assert not (tmp_path / "new").exists()
     r = cli("improve", tmp_path / "nostore", "--out", tmp_path / "new")
     assert r.exit_code == 2 and "store does not exist" in r.stderr
+    shutil.copytree(init, tmp_path / "badobs")
+    doc = json.loads((tmp_path / "badobs" / S.POLICY_FILE).read_text())
+    doc["config"]["obs"] = "state,,x"
+    (tmp_path / "badobs" / S.POLICY_FILE).write_text(json.dumps(doc))
+    r = cli("improve", store, "--policy", tmp_path / "badobs", "--obs", "state", "--out", tmp_path / "new")
+    assert r.exit_code == 2 and r.stderr == (f"Error: {tmp_path / 'badobs' / S.POLICY_FILE}: config.obs: empty name in "
+                                             "'state,,x'\n"), r.stderr
     for same in (["--obs", "observation.state"], ["--chunk-size", 2]):  # the base's own: accepted
         r = cli("improve", store, "--policy", init, *same, "--steps", 1, "--device", "cpu", "--out", tmp_path / "same")
         assert r.exit_code == 0, (same, r)

@@ -103,6 +103,18 @@ def test_the_store_records_the_seed_the_served_robot_was_made_with(tmp_path):
         served.disconnect()
     record = Store.open(tmp_path / "s").manifest["ingests"][-1]["options"]
     assert record["config"]["seed"] == 3 and record["config"]["max_steps"] == 20  # the client's limit applies too
+    # A served robot that names no seed (a real arm): the store records none, not the client's --seed.
+    served = SimRobot(TASK, seed=3, max_steps=40)
+    served.connect()
+    served.seed = None
+    server = RobotBridgeServer(served, port=0, watchdog_s=0.2).start()
+    try:
+        run_rollouts(load_robot(f"remote:{server.url}", seed=5), metaworld_expert(TASK, chunk_size=5), tmp_path / "s",
+                     RolloutConfig(episodes=1, max_steps=5, seed=5))
+    finally:
+        server.stop()
+        served.disconnect()
+    assert Store.open(tmp_path / "s").manifest["ingests"][-1]["options"]["config"]["seed"] is None
 
 
 def test_the_robot_sides_teleoperator_takes_over_through_the_bridge(sim, bridge, tmp_path):
