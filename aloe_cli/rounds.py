@@ -92,9 +92,17 @@ def policy_row(policy_dir: str | os.PathLike) -> dict:
             base_status = "ok"
     recorded = _obj(doc, "store", problems)
     store = lin.get("store") or recorded.get("path")
+    round_ = lin.get("round")
+    if round_ is not None and (isinstance(round_, bool) or not isinstance(round_, int) or round_ < 0):
+        problems.append(f"{S.POLICY_FILE}: lineage.round is not a round number >= 0: {round_!r:.40}")
+        round_ = None
+    created = lin.get("created")
+    if created is not None and not isinstance(created, str):
+        problems.append(f"{S.POLICY_FILE}: lineage.created is not a time: {created!r:.40}")
+        created = None
     return {
         "policy": _resolve(policy_dir),
-        "round": lin.get("round"),
+        "round": round_,
         "round_name": lin.get("round_name"),
         "method": lin.get("method") or training.get("method"),
         "base_policy": None if base is None else _resolve(base),
@@ -113,7 +121,7 @@ def policy_row(policy_dir: str | os.PathLike) -> dict:
         "ess_fraction": weights.get("ess_fraction"),
         "fraction_clipped": weights.get("fraction_clipped"),
         "fraction_zero": weights.get("fraction_zero"),
-        "created": lin.get("created"),
+        "created": created,
         "fingerprint": policy_fingerprint(policy_dir),
         "has_lineage": bool(lin),
         "problem": "; ".join(problems) or None,  # a damaged policy.json: the row shows what could be read

@@ -462,7 +462,10 @@ def test_rounds_names_a_damaged_policy_json(round1, cli, tmp_path):
     for name, text, problem in (("trunc", '{"lineage": {', "policy.json cannot be read"),
                                 ("list", "[]", "policy.json is not a JSON object"),
                                 ("lin", '{"lineage": "x", "training": 3}',
-                                 "policy.json: lineage is not an object; policy.json: training is not an object")):
+                                 "policy.json: lineage is not an object; policy.json: training is not an object"),
+                                ("round", '{"lineage": {"round": "two", "created": 5}}',
+                                 "policy.json: lineage.round is not a round number >= 0: 'two'; policy.json: "
+                                 "lineage.created is not a time: 5")):
         p = tmp_path / name
         shutil.copytree(d / "r1-aloe", p)
         (p / S.POLICY_FILE).write_text(text)
@@ -471,3 +474,12 @@ def test_rounds_names_a_damaged_policy_json(round1, cli, tmp_path):
         r = cli("rounds", p)
         assert r.exit_code == 0 and f"warning: {p.resolve()}: {problem}" in " ".join(r.stderr.split()), r
     assert rounds(d / "r1-aloe")["policies"][-1]["problem"] is None
+    # A store's policies sort by round and time: a damaged one among good ones is a warning, not a traceback.
+    shelf = tmp_path / "shelf"
+    for name in ("good", "bad"):
+        shutil.copytree(d / "r1-aloe", shelf / name)
+    doc = json.loads((shelf / "bad" / S.POLICY_FILE).read_text())
+    doc["lineage"].update(round="two", created=5)
+    (shelf / "bad" / S.POLICY_FILE).write_text(json.dumps(doc))
+    rows = rounds(d / "store", search=shelf)["policies"]
+    assert [r["round"] for r in rows] == [None, 1] and rows[0]["policy"] == str((shelf / "bad").resolve())
