@@ -508,14 +508,16 @@ class _Session:
         if end == "done":
             success = st.success
         if success is None and end in ("done", "max_steps") and self.cfg.label == "prompt":
+            stopped_before = self.stop.is_set()
             try:
                 with self.stop.prompting():
                     answer = self.label_fn({"episode": index, "length": len(rec),
                                             "intervention_frames": int(sum(rec.interventions))})
-            except (EOFError, KeyboardInterrupt):  # end of piped input, Ctrl-D or Ctrl-C at the prompt: keep it,
-                answer = None                      # outcome unknown; stop
+            except (EOFError, KeyboardInterrupt) as e:  # end of piped input, Ctrl-D or Ctrl-C at the prompt:
+                answer = None                           # keep it, outcome unknown; stop
+                interrupted = isinstance(e, KeyboardInterrupt) or (self.stop.is_set() and not stopped_before)
                 log.warning("episode %d: no label (%s); kept with its outcome unknown, stopping", index,
-                            "interrupted" if self.stop.is_set() else "end of input")
+                            "interrupted" if interrupted else "end of input")
                 self.stop.end("end of label input")
             except BaseException as e:
                 answer, error = None, e
