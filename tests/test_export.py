@@ -319,6 +319,7 @@ def test_export_cli(exported, cli, tmp_path):
     r = cli("export", d / "store", "--scores", d / "scores", "--to", "lerobot", tmp_path / "x", "--method",
             "filtered", "--top-fraction", 0.5, "--robot-type", "so100")
     assert r.exit_code == 0, r
+    assert r.stderr == ""  # stderr is not a terminal: no progress bar, and no blank line where it was
     lines = r.stdout.splitlines()
     n = int(Store.open(d / "store").episodes[S.LENGTH].sum())
     assert lines[0] == (f"exported 8 episodes / {n} frames (2 tasks) as a LeRobotDataset v3.0 with aloe.weight from "

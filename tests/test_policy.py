@@ -546,6 +546,7 @@ def test_improve_cli_bc_then_fine_tune(cli, tmp_path):
     r = cli("improve", store, "--method", "bc", "--out", out, "--chunk-size", 3, "--steps", 20,
             "--batch-size", 16, "--device", "cpu", "--json")
     assert r.exit_code == 0, r
+    assert r.stderr == ""  # stderr is not a terminal: no progress bar, and no blank line where it was
     d = json.loads(r.stdout)
     assert d["method"] == "bc" and d["chunk_size"] == 3 and d["steps"] == 20 and d["train_episodes"] == 3
     assert sorted(p.name for p in out.iterdir()) == sorted(

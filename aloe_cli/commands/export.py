@@ -52,7 +52,8 @@ def register(app: typer.Typer) -> None:
         from ..export import export
         from ..policy.builtin import resolve_device
 
-        bar = Progress(TextColumn("[bold]export"), BarColumn(), MofNCompleteColumn(), console=err, transient=True)
+        bar = Progress(TextColumn("[bold]export"), BarColumn(), MofNCompleteColumn(), console=err, transient=True,
+                       disable=not err.is_terminal)  # piped: no bar, no stray blank line
         state = {"task": None}
 
         def progress(done: int, total: int) -> None:

@@ -94,7 +94,8 @@ def register(app: typer.Typer) -> None:
                    "reward": reward, "gamma": gamma}
         bar = Progress(TextColumn("[bold]improve {task.fields[method]}"), BarColumn(), MofNCompleteColumn(),
                        TextColumn("loss {task.fields[loss]}  val {task.fields[val]}"), TimeRemainingColumn(),
-                       console=err, transient=True)
+                       console=err, transient=True,
+                       disable=not err.is_terminal)  # piped: no bar, no stray blank line
         state = {"task": None, "val": "-"}
 
         def progress(step: int, total: int, info: dict) -> None:
