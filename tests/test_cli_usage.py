@@ -84,3 +84,31 @@ def test_help_paragraphs_are_rewrapped_to_the_terminal(capsys, monkeypatch):
     code, out, _ = run(capsys, "demo", "--help")
     assert code == 0
     assert "a weak behaviour-cloned policy v0 with the expert taking over on stalls. Prints" in out, out
+
+
+def test_a_failing_phase_leaves_no_blank_line_on_a_piped_stderr():
+    """fit-critic's, score's and compact's bar: on a stderr that is not a terminal, a finished phase
+    stays as one line, and a failed one leaves nothing (clearing it printed a blank line before the
+    Error: line)."""
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from aloe_cli.commands.fit_critic import _Bar
+
+    out = {}
+    for fail in (False, True):
+        buf = io.StringIO()
+        bar = _Bar(Progress(console=Console(file=buf, width=60), transient=False))
+        try:
+            with bar:
+                bar.start()
+                bar.bar.update(bar.bar.add_task("fit", total=3), completed=1)
+                if fail:
+                    raise ValueError("the work failed")
+        except ValueError:
+            pass
+        out[fail] = buf.getvalue()
+    assert out[False].startswith("fit ") and out[False].count("\n") == 1
+    assert out[True] == ""

@@ -30,9 +30,15 @@ class _Bar:
         return self
 
     def __exit__(self, kind, *_) -> None:
-        if self.bar.live.is_started:
-            self.bar.live.transient = kind is not None
+        if not self.bar.live.is_started:
+            return
+        self.bar.live.transient = kind is not None
+        console = self.bar.console
+        quiet, console.quiet = console.quiet, console.quiet or (kind is not None and not console.is_terminal)
+        try:  # piped and failing: clearing the bar would leave a blank line before the Error: line
             self.bar.stop()
+        finally:
+            console.quiet = quiet
 
 
 def make_progress():
