@@ -37,7 +37,8 @@ image statistics are per channel, shaped ``(C, 1, 1)``. Frames in another 8-bit 
 1-bit) are re-encoded as the PNG of the pixels they show, since LeRobot would read a palette PNG as its
 indices; 16-bit and float frames are refused. A frame that cannot be decoded (of those read: every
 frame's header, and the statistics' sample) is refused the same way. All this is checked before anything
-is written (and before awr fits its value network); nothing is left in OUT_DIR.
+is written (and before awr fits its value network); a re-encoded frame whose pixels turn out broken while
+the frames are written is refused in the same words. Nothing is left in OUT_DIR either way.
 
 ``timestamp`` is LeRobot's ``frame_index / fps``: the store's own timestamps where the fps exported is
 the store's recorded one, otherwise (``--fps`` for a store without one, or another rate) worked out anew.
@@ -185,34 +186,39 @@ def _pixels(data: bytes, t: int, fail: Callable[[int, str], Exception] | None) -
     return a.reshape(a.shape[0] * a.shape[1], -1) / 255.0
 
 
-def _camera_frame(data: bytes) -> tuple[bytes, list[int]]:
-    """A stored frame as exported, and its [height, width, channels] (read from the header): the bytes as
-    they are, or the PNG of its pixels where its mode is not one LeRobot reads as is."""
+def _frame_shape(img) -> list[int]:
+    """[height, width, channels] of an opened frame as exported (from its header: nothing is decoded)."""
+    w, h = img.size
+    return [int(h), int(w), IMAGE_CHANNELS[export_mode(img)]]
+
+
+def _camera_frame(data: bytes) -> bytes:
+    """A stored frame as exported: the bytes as they are, or the PNG of its pixels where its mode is not
+    one LeRobot reads as is."""
     from PIL import Image
 
     img = Image.open(io.BytesIO(data))
     mode = export_mode(img)
-    w, h = img.size
-    if mode != img.mode:
-        buf = io.BytesIO()
-        img.convert(mode).save(buf, format="PNG")
-        data = buf.getvalue()
-    return data, [int(h), int(w), IMAGE_CHANNELS[mode]]
+    if mode == img.mode:
+        return data
+    buf = io.BytesIO()
+    img.convert(mode).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def _dims(shape: list[int]) -> str:
     return "x".join(str(d) for d in shape)
 
 
-def export_frames(frames: list, shape: list[int] | None,
-                  fail: Callable[[int, str], Exception]) -> tuple[list[bytes], list[int]]:
-    """An episode's frames of one camera as exported (`_camera_frame`) and their shape. Every frame must have
-    `shape` (the first frame's when None): `fail(t, why)` is raised for frame t that has not, or that cannot
-    be decoded."""
-    out = []
+def check_frames(frames: list, shape: list[int] | None, fail: Callable[[int, str], Exception]) -> list[int]:
+    """The shape (`_frame_shape`) every one of an episode's frames of one camera has: `shape` (the first
+    frame's when None). `fail(t, why)` is raised for frame t of another shape, or whose header cannot be
+    read."""
+    from PIL import Image
+
     for t, data in enumerate(frames):
         try:
-            data, got = _camera_frame(data)
+            got = _frame_shape(Image.open(io.BytesIO(data)))
         except Exception as e:  # Pillow raises many types for bad bytes
             raise fail(t, _undecodable(e)) from None
         if shape is None:
@@ -221,8 +227,19 @@ def export_frames(frames: list, shape: list[int] | None,
             hint = " (aloe ingest --image-size WxH gives every frame one)" if got[:2] != shape[:2] else ""
             raise fail(t, f"is {_dims(got)} but the first frame is {_dims(shape)}; a LeRobot image feature has one "
                           f"shape{hint}")
-        out.append(data)
-    return out, shape
+    return shape
+
+
+def export_frames(frames: list, fail: Callable[[int, str], Exception]) -> list[bytes]:
+    """An episode's frames of one camera as exported (`_camera_frame`; their shapes checked by
+    `check_frames`): `fail(t, why)` is raised for frame t whose pixels cannot be decoded."""
+    out = []
+    for t, data in enumerate(frames):
+        try:
+            out.append(_camera_frame(data))
+        except Exception as e:  # Pillow raises many types for bad bytes
+            raise fail(t, _undecodable(e)) from None
+    return out
 
 
 def _frame_failure(store: Store, col: str, e: int, episode_id: str) -> Callable[[int, str], BadInput]:
@@ -240,8 +257,9 @@ def scan_cameras(store: Store, images: list[str]) -> tuple[dict[str, list[int]],
     for e, (row, t) in enumerate(store.iter_episode_tables(columns=images)):
         for c in images:
             fail = _frame_failure(store, c, e, row[S.EPISODE_ID])
-            data, shapes[c] = export_frames(t.column(c).to_pylist(), shapes[c], fail)
-            stats[c].append(image_stats(data, fail))
+            frames = t.column(c).to_pylist()
+            shapes[c] = check_frames(frames, shapes[c], fail)
+            stats[c].append(image_stats(frames, fail))  # decoded in the export mode, as the frames are written
     return shapes, stats
 
 
@@ -417,7 +435,7 @@ def export(store_path: str | os.PathLike, scores_dir: str | os.PathLike | None, 
             for k, f in zip(feats, fields):
                 if feats[k]["dtype"] == "image":
                     fail = _frame_failure(store, k, e, row[S.EPISODE_ID])
-                    data, _ = export_frames(t.column(k).to_pylist(), feats[k]["shape"], fail)
+                    data = export_frames(t.column(k).to_pylist(), fail)
                     arrays.append(pa.array([{"bytes": b, "path": None} for b in data], image_type))
                     ep_stats[k].append(camera_stats[k][e])
                     continue

@@ -541,6 +541,23 @@ def test_a_corrupt_frame_is_one_line_naming_it(tmp_path, bad, why):
     assert_nothing_written(tmp_path / "out")
 
 
+def test_a_converted_frame_outside_the_statistics_sample_that_cannot_be_decoded_is_one_line(tmp_path):
+    """A palette frame is re-encoded as PNG while the frames are written: broken pixels there, in a
+    frame the statistics never decode, are the same one line, and nothing is left in OUT_DIR."""
+    from aloe_cli.export import sample_indices
+
+    T = 130
+    t = int(next(i for i in range(T) if i not in set(sample_indices(T).tolist())))
+    frames = [encoded(pixels((8, 10, 3), i), mode="P") for i in range(T)]
+    frames[t] = frames[t][:-30]  # the header parses, the pixels do not
+    camera_store(tmp_path / "store", [frames])
+    with pytest.raises(BadInput) as exc:
+        export(tmp_path / "store", None, tmp_path / "out", method="awr", options=AWR_QUICK)
+    prefix = f"{tmp_path / 'store'}: {CAM}: episode 0 ({eid(tmp_path / 'store', 0)}) frame {t} "
+    assert str(exc.value).startswith(prefix + "cannot be decoded as an image: "), str(exc.value)
+    assert_nothing_written(tmp_path / "out")
+
+
 def test_16_bit_frames_are_refused(tmp_path):
     depth = [encoded(np.full((8, 10), 1000 + t, np.uint16)) for t in range(3)]  # Pillow mode I;16
     camera_store(tmp_path / "store", [depth])
