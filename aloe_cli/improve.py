@@ -40,7 +40,7 @@ import numpy as np
 
 from . import schema as S
 from . import weights as W
-from .errors import BadInput
+from .errors import BadInput, is_count
 from .outdirs import check_output
 from .store import Store
 
@@ -471,7 +471,7 @@ def lineage_round(doc: dict, path: Path) -> int:
     if lineage is not None and not isinstance(lineage, dict):
         raise BadInput(f"is not a JSON object: {lineage!r}", path, LINEAGE_KEY)
     r = (lineage or {}).get("round", 0)
-    if isinstance(r, bool) or not isinstance(r, int) or r < 0:
+    if not is_count(r, 0):
         raise BadInput(f"not a round number >= 0: {r!r}", path, f"{LINEAGE_KEY}.round")
     return r
 
@@ -530,7 +530,7 @@ def improve(store_path: str | os.PathLike, out: str | os.PathLike, method: str =
         settings.setdefault("chunk_size", base_doc["chunk_size"])  # the base's network is kept
     base_config = base_doc.get("config") if base_doc is not None else None
     base_flow = base_config.get("flow_steps") if isinstance(base_config, dict) else None
-    if isinstance(base_flow, int) and not isinstance(base_flow, bool) and base_flow >= 1:
+    if is_count(base_flow):
         settings.setdefault("flow_steps", base_flow)  # and so is how it samples
     store = Store.open(store_path)
     frame_scores = None if scores is None else load_scores(scores, store, advantages=method not in OWN_ADVANTAGES)

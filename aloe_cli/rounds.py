@@ -29,7 +29,7 @@ import os
 from pathlib import Path
 
 from . import schema as S
-from .errors import AloeError, BadInput
+from .errors import AloeError, BadInput, is_count
 
 SEARCH_DEPTH = 3  # folders below --search looked at for policy.json
 
@@ -93,7 +93,7 @@ def policy_row(policy_dir: str | os.PathLike) -> dict:
     recorded = _obj(doc, "store", problems)
     store = lin.get("store") or recorded.get("path")
     round_ = lin.get("round")
-    if round_ is not None and (isinstance(round_, bool) or not isinstance(round_, int) or round_ < 0):
+    if round_ is not None and not is_count(round_, 0):
         problems.append(f"{S.POLICY_FILE}: lineage.round is not a round number >= 0: {round_!r:.40}")
         round_ = None
     created = lin.get("created")
