@@ -11,8 +11,8 @@ The radius that separates the phases depends on the task: the expert's hand come
 drawer-open's handle but only within about 0.08 of button-press's button (its position is the
 button's body, not the face the hand presses), where a fixed 0.08 is reached only in the last
 chunks, if at all (not in 2 of 10 episodes), and the "expert then noisy" candidate acts as the
-expert. `phase_radius` derives it from the expert's closest
-approach (`closest_approach`, a few noise-free episodes), so that the switch happens on every task.
+expert. `phase_radius` derives it from the expert's closest approach (`closest_approach`, a few
+noise-free episodes), so that the switch happens on every task.
 
     --policy benchmarks.candidates:phase_expert --policy-arg task=drawer-open-v3 \
         --policy-arg noise=1.5 --policy-arg noisy=near
@@ -97,7 +97,7 @@ class PhaseExpert(MetaWorldExpertPolicy):
     or ``noisy="far"`` (noisy approach, expert once the hand is near). The default radius suits
     tasks whose hand reaches the object's position; the OPE benchmark passes `phase_radius`."""
 
-    def __init__(self, task: str | None = None, noise: float = 1.0, noisy: str = "near", radius: float = 0.08,
+    def __init__(self, task: str | None = None, noise: float = 1.0, noisy: str = "near", radius: float = DEFAULT_RADIUS,
                  chunk_size: int = 5, seed: int = 0, speed: float = 1.0):
         if noisy not in ("near", "far"):
             raise PolicyError(f"must be near or far, got {noisy!r}", field="noisy")
@@ -109,7 +109,7 @@ class PhaseExpert(MetaWorldExpertPolicy):
         return near if self.noisy == "near" else ~near
 
 
-def phase_expert(task: str | None = None, noise: float = 1.0, noisy: str = "near", radius: float = 0.08,
+def phase_expert(task: str | None = None, noise: float = 1.0, noisy: str = "near", radius: float = DEFAULT_RADIUS,
                  chunk_size: int = 5, seed: int = 0, speed: float = 1.0) -> PhaseExpert:
     """Plugin factory (``--policy benchmarks.candidates:phase_expert``)."""
     return PhaseExpert(task=task, noise=noise, noisy=noisy, radius=radius, chunk_size=chunk_size, seed=seed,
