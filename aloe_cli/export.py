@@ -35,10 +35,14 @@ camera whose frames change size (or channel count) is refused, naming the frame;
 (LeRobot's loader keeps Pillow's mode: a grayscale PNG or JPEG is ``[H, W, 1]``, RGBA ``[H, W, 4]``), and
 image statistics are per channel, shaped ``(C, 1, 1)``. Frames in another 8-bit mode (palette, CMYK,
 1-bit) are re-encoded as the PNG of the pixels they show, since LeRobot would read a palette PNG as its
-indices; 16-bit and float frames are refused. A frame that cannot be decoded (of those read: every
-frame's header, and the statistics' sample) is refused the same way. All this is checked before anything
-is written (and before awr fits its value network); a re-encoded frame whose pixels turn out broken while
-the frames are written is refused in the same words. Nothing is left in OUT_DIR either way.
+indices; 16-bit and float frames are refused (naming the ``--cameras`` that leaves the camera out). A
+frame that cannot be decoded (of those read: every frame's header, and the statistics' sample) is refused
+the same way. All this is checked before anything is written (and before awr fits its value network); a
+re-encoded frame whose pixels turn out broken while the frames are written is refused in the same words.
+Nothing is left in OUT_DIR either way. ``--cameras`` (`export`'s ``cameras``) exports only the cameras
+named, ``none`` none at all (to leave out a depth camera, say); those left out are in no feature,
+statistic or data column, and ``meta/aloe.json`` lists the cameras exported (``cameras``) and those left
+out (``cameras_left_out``).
 
 ``timestamp`` is LeRobot's ``frame_index / fps``: the store's own timestamps where the fps exported is
 the store's recorded one, otherwise (``--fps`` for a store without one, or another rate) worked out anew.
@@ -74,6 +78,7 @@ STATS_PATH = "meta/stats.json"
 ALOE_META_PATH = "meta/aloe.json"
 QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}  # LeRobot's DEFAULT_QUANTILES
 FORMATS = ("lerobot",)
+NO_CAMERAS = "none"  # --cameras none: export no camera
 
 # LeRobot column names (lerobot/utils/constants.py).
 LR_REWARD, LR_DONE, LR_SUCCESS, LR_INTERVENTION = "next.reward", "next.done", "next.success", "intervention"
@@ -100,10 +105,11 @@ def feature_stats(x: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def image_stats(frames: list[bytes], fail: Callable[[int, str], Exception] | None = None) -> dict[str, np.ndarray]:
+def image_stats(frames: list[bytes], fail: Callable[[int, str | Exception], Exception] | None = None
+                ) -> dict[str, np.ndarray]:
     """Per-channel statistics in [0, 1] of a sample of encoded frames, shaped (C, 1, 1) as LeRobot's, C the
     channels they decode to (as exported: `export_mode`). `fail(t, why)`: the error to raise for frame t that
-    cannot be decoded (default: Pillow's own)."""
+    cannot be decoded, `why` the exception decoding raised (default: Pillow's own)."""
     sample = sample_indices(len(frames))
     px = np.concatenate([_pixels(frames[i], i, fail) for i in sample])
     out = {k: v[:, None, None] for k, v in feature_stats(px).items() if k != "count"}
@@ -171,7 +177,7 @@ def _undecodable(e: Exception) -> str:
     return str(e) if isinstance(e, _PixelMode) else f"cannot be decoded as an image: {_why(e)}"
 
 
-def _pixels(data: bytes, t: int, fail: Callable[[int, str], Exception] | None) -> np.ndarray:
+def _pixels(data: bytes, t: int, fail: Callable[[int, str | Exception], Exception] | None) -> np.ndarray:
     """(H * W, C) values in [0, 1] of an encoded frame, decoded in its export mode."""
     from PIL import Image
 
@@ -182,7 +188,7 @@ def _pixels(data: bytes, t: int, fail: Callable[[int, str], Exception] | None) -
     except Exception as e:  # Pillow raises many types for bad bytes
         if fail is None:
             raise
-        raise fail(t, _undecodable(e)) from None
+        raise fail(t, e) from None
     return a.reshape(a.shape[0] * a.shape[1], -1) / 255.0
 
 
@@ -210,17 +216,18 @@ def _dims(shape: list[int]) -> str:
     return "x".join(str(d) for d in shape)
 
 
-def check_frames(frames: list, shape: list[int] | None, fail: Callable[[int, str], Exception]) -> list[int]:
+def check_frames(frames: list, shape: list[int] | None, fail: Callable[[int, str | Exception], Exception]
+                 ) -> list[int]:
     """The shape (`_frame_shape`) every one of an episode's frames of one camera has: `shape` (the first
-    frame's when None). `fail(t, why)` is raised for frame t of another shape, or whose header cannot be
-    read."""
+    frame's when None). `fail(t, why)` is raised for frame t of another shape (`why` says so), or whose header
+    cannot be read (`why`: the exception reading it raised)."""
     from PIL import Image
 
     for t, data in enumerate(frames):
         try:
             got = _frame_shape(Image.open(io.BytesIO(data)))
         except Exception as e:  # Pillow raises many types for bad bytes
-            raise fail(t, _undecodable(e)) from None
+            raise fail(t, e) from None
         if shape is None:
             shape = got
         elif got != shape:
@@ -230,33 +237,89 @@ def check_frames(frames: list, shape: list[int] | None, fail: Callable[[int, str
     return shape
 
 
-def export_frames(frames: list, fail: Callable[[int, str], Exception]) -> list[bytes]:
+def export_frames(frames: list, fail: Callable[[int, str | Exception], Exception]) -> list[bytes]:
     """An episode's frames of one camera as exported (`_camera_frame`; their shapes checked by
-    `check_frames`): `fail(t, why)` is raised for frame t whose pixels cannot be decoded."""
+    `check_frames`): `fail(t, why)` is raised for frame t whose pixels cannot be decoded (`why`: the exception
+    decoding raised)."""
     out = []
     for t, data in enumerate(frames):
         try:
             out.append(_camera_frame(data))
         except Exception as e:  # Pillow raises many types for bad bytes
-            raise fail(t, _undecodable(e)) from None
+            raise fail(t, e) from None
     return out
 
 
-def _frame_failure(store: Store, col: str, e: int, episode_id: str) -> Callable[[int, str], BadInput]:
-    """fail(t, why): the one-line error naming frame t of episode e's camera `col`."""
-    return lambda t, why: BadInput(f"episode {e} ({episode_id}) frame {t} {why}", store.root, col)
+def camera_name(col: str) -> str:
+    """A camera's name as ``--cameras`` takes it: ``observation.images.<cam>`` -> ``<cam>``."""
+    return col[len(S.OBS_IMAGES_PREFIX):] if col.startswith(S.OBS_IMAGES_PREFIX) else col
+
+
+def parse_cameras(spec: str | None, field: str = "--cameras") -> list[str] | None:
+    """``"wrist,top"`` -> ["wrist", "top"]; ``"none"`` -> [] (no camera); None -> None (every camera).
+    Names are checked against a store by `select_cameras` (a camera called none is ``images.none``)."""
+    if spec is None:
+        return None
+    names = [raw.strip() for raw in str(spec).split(",")]
+    if names == [NO_CAMERAS]:
+        return []
+    if NO_CAMERAS in names:
+        raise BadInput(f"{spec!r}: {NO_CAMERAS} stands alone (it exports no camera)", field=field)
+    if "" in names:
+        raise BadInput(f"empty name in {spec!r}", field=field)
+    return names
+
+
+def select_cameras(store: Store, cameras: list[str] | None, field: str = "--cameras") -> list[str]:
+    """The camera columns `cameras` names, in the store's order: every camera for None, none for []. A name is
+    the camera's (``<cam>`` of ``observation.images.<cam>``, `camera_name`), ``images.<cam>`` or the column's.
+    A name the store has no camera for, or one named twice, is refused (BadInput listing the store's cameras)."""
+    have = store.image_columns
+    if cameras is None:
+        return list(have)
+    chosen = []
+    for name in cameras:
+        col = next((c for c in have if name in (c, camera_name(c), c.removeprefix(S.OBS_PREFIX))), None)
+        if col is None:
+            listed = ", ".join(camera_name(c) for c in have) or "none"
+            raise BadInput(f"the store has no camera {name!r} (cameras: {listed})", store.root, field)
+        if col in chosen:
+            raise BadInput(f"camera {camera_name(col)!r} is named twice", store.root, field)
+        chosen.append(col)
+    return [c for c in have if c in chosen]
+
+
+def _way_out(col: str, images: list[str]) -> str:
+    """How to export the rest without camera `col`, of the cameras `images` being exported."""
+    rest = ",".join(camera_name(c) for c in images if c != col) or NO_CAMERAS
+    return f"leave the camera out with --cameras {rest}"
+
+
+def _frame_failure(store: Store, col: str, e: int, episode_id: str, way_out: str | None = None
+                   ) -> Callable[[int, str | Exception], BadInput]:
+    """fail(t, why): the one-line error naming frame t of episode e's camera `col`, `why` what is wrong or the
+    exception decoding the frame raised; a frame whose pixels no image feature holds (16-bit, float) is
+    refused with `way_out` (`_way_out`) in the same line."""
+    def fail(t: int, why: str | Exception) -> BadInput:
+        text = why if isinstance(why, str) else _undecodable(why)
+        if isinstance(why, _PixelMode) and way_out:
+            text = f"{text}; {way_out}"
+        return BadInput(f"episode {e} ({episode_id}) frame {t} {text}", store.root, col)
+
+    return fail
 
 
 def scan_cameras(store: Store, images: list[str]) -> tuple[dict[str, list[int]], dict[str, list[dict]]]:
     """Each camera's [height, width, channels] and per-episode image statistics, read before anything is
-    written: a frame of another shape, or one that cannot be decoded, is refused here (BadInput naming it)."""
+    written: a frame of another shape, or one that cannot be decoded, is refused here (BadInput naming it;
+    one of 16-bit or float pixels names the ``--cameras`` that leaves its camera out of `images`)."""
     shapes: dict = dict.fromkeys(images)
     stats: dict[str, list[dict]] = {c: [] for c in images}
     if not images:
         return shapes, stats
     for e, (row, t) in enumerate(store.iter_episode_tables(columns=images)):
         for c in images:
-            fail = _frame_failure(store, c, e, row[S.EPISODE_ID])
+            fail = _frame_failure(store, c, e, row[S.EPISODE_ID], _way_out(c, images))
             frames = t.column(c).to_pylist()
             shapes[c] = check_frames(frames, shapes[c], fail)
             stats[c].append(image_stats(frames, fail))  # decoded in the export mode, as the frames are written
@@ -294,11 +357,12 @@ def _null_columns(store: Store, columns: list[str]) -> set[str]:
 def export(store_path: str | os.PathLike, scores_dir: str | os.PathLike | None, out_dir: str | os.PathLike,
            to: str = "lerobot", method: str = "aloe", options: dict | None = None, force: bool = False,
            fps: float | None = None, robot_type: str | None = None, device: str = "cpu",
-           data_files_size_in_mb: float = DATA_FILES_SIZE_IN_MB,
+           data_files_size_in_mb: float = DATA_FILES_SIZE_IN_MB, cameras: list[str] | None = None,
            progress: Callable[[int, int], None] | None = None) -> dict:
     """Write the store with per-frame advantages, weights and indicators as a LeRobotDataset v3.0.
 
     `method`/`options`: how `aloe.weight` is computed (as `aloe improve` would weight the chunk).
+    `cameras`: the cameras exported (names as `select_cameras` takes them; None: every camera, []: none).
     Writes into a temporary sibling of `out_dir`, renamed into place at the end. Returns a summary.
     """
     import pandas as pd
@@ -325,6 +389,7 @@ def export(store_path: str | os.PathLike, scores_dir: str | os.PathLike | None, 
     eps = store.episodes
     if len(eps) == 0:
         raise BadInput("has no episodes to export", store.root)
+    images = select_cameras(store, cameras)
     if fps is not None and not (math.isfinite(fps) and fps > 0):
         raise BadInput(f"must be a positive number, got {fps}", field="--fps")
     fps = fps if fps is not None else store.fps
@@ -335,7 +400,6 @@ def export(store_path: str | os.PathLike, scores_dir: str | os.PathLike | None, 
 
     # ---- features
     extras = sorted(store.extra_columns)
-    images = store.image_columns
     dropped = sorted(_null_columns(store, extras + images))
     extras = [c for c in extras if c not in dropped]
     images = [c for c in images if c not in dropped]
@@ -434,7 +498,7 @@ def export(store_path: str | os.PathLike, scores_dir: str | os.PathLike | None, 
             arrays = []
             for k, f in zip(feats, fields):
                 if feats[k]["dtype"] == "image":
-                    fail = _frame_failure(store, k, e, row[S.EPISODE_ID])
+                    fail = _frame_failure(store, k, e, row[S.EPISODE_ID], _way_out(k, images))
                     data = export_frames(t.column(k).to_pylist(), fail)
                     arrays.append(pa.array([{"bytes": b, "path": None} for b in data], image_type))
                     ep_stats[k].append(camera_stats[k][e])
@@ -518,6 +582,7 @@ def export(store_path: str | os.PathLike, scores_dir: str | os.PathLike | None, 
             "method": method,
             "episodes": len(rows), "frames": g, "tasks": len(tasks), "data_files": data_files,
             "features": list(feats), "dropped_columns": dropped,
+            "cameras": images, "cameras_left_out": [c for c in store.image_columns if c not in images + dropped],
             "outcomes": "next.success" if has_success else "not exported (some episodes have no outcome)",
             **(sel.info or {}),
         }

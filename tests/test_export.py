@@ -390,8 +390,10 @@ def test_export_bad_input(exported, cli, tmp_path, monkeypatch):
 AWR_QUICK = {"value_steps": 1}  # export without scores: awr's Monte-Carlo advantages, one value step
 
 
-def camera_store(path, episodes: list[list[bytes]], fps=FPS) -> Store:
-    """A store whose camera CAM holds the given encoded frames, one list per episode."""
+def camera_store(path, episodes: list[list[bytes]], fps=FPS, others: dict[str, list[list[bytes]]] | None = None
+                 ) -> Store:
+    """A store whose camera CAM holds the given encoded frames, one list per episode (and each camera of
+    `others` its own)."""
     rng = np.random.default_rng(1)
     store = Store.open(path, create=True)
     with store.writer("synthetic", "test") as w:
@@ -400,7 +402,8 @@ def camera_store(path, episodes: list[list[bytes]], fps=FPS) -> Store:
             w.add(Episode(state=rng.normal(size=(T, 3)).astype(np.float32),
                           action=rng.normal(size=(T, 2)).astype(np.float32), source_key=f"ep{i}", source_index=i,
                           reward=rng.normal(size=T).astype(np.float32), is_intervention=np.zeros(T, bool),
-                          success=bool(i % 2), task=TASKS[0], images={CAM: list(frames)}), fps=fps)
+                          success=bool(i % 2), task=TASKS[0],
+                          images={CAM: list(frames), **{c: list(f[i]) for c, f in (others or {}).items()}}), fps=fps)
         w.commit()
     return Store.open(path)
 
@@ -564,8 +567,108 @@ def test_16_bit_frames_are_refused(tmp_path):
     with pytest.raises(BadInput) as exc:
         export(tmp_path / "store", None, tmp_path / "out", method="awr", options=AWR_QUICK)
     assert str(exc.value) == (f"{tmp_path / 'store'}: {CAM}: episode 0 ({eid(tmp_path / 'store', 0)}) frame 0 has "
-                              "I;16 pixels (Pillow's mode); a LeRobot image feature holds 8-bit L, LA, RGB, RGBA")
+                              "I;16 pixels (Pillow's mode); a LeRobot image feature holds 8-bit L, LA, RGB, RGBA; "
+                              "leave the camera out with --cameras none")
     assert_nothing_written(tmp_path / "out")
+
+
+# ---------------------------------------------------------------- --cameras: the cameras exported
+
+DEPTH = "observation.images.depth"
+
+
+def depth_store(path) -> Store:
+    """Two episodes of two cameras: CAM (8-bit RGB) and DEPTH (16-bit, Pillow mode I;16)."""
+    rgb = [[encoded(pixels((8, 10, 3), 10 * e + t)) for t in range(5)] for e in range(2)]
+    depth = [[encoded(np.full((8, 10), 1000 + 10 * e + t, np.uint16)) for t in range(5)] for e in range(2)]
+    return camera_store(path, rgb, others={DEPTH: depth})
+
+
+@pytest.fixture
+def quick_awr(monkeypatch):
+    """`aloe export --method awr` through the CLI with one value step (AWR_QUICK), as the library calls here do."""
+    import aloe_cli.improve as improve_mod
+
+    given = improve_mod.method_options
+    monkeypatch.setattr(improve_mod, "method_options",
+                        lambda method, options: given(method, {**AWR_QUICK, **(options or {})}))
+
+
+def image_features(out) -> list[str]:
+    return [k for k, f in json.loads((out / "meta/info.json").read_text())["features"].items() if f["dtype"] == "image"]
+
+
+def test_cameras_exports_only_the_cameras_named(tmp_path, cli, quick_awr):
+    depth_store(tmp_path / "store")
+    r = cli("export", tmp_path / "store", tmp_path / "out", "--method", "awr", "--cameras", "wrist")
+    assert r.exit_code == 0, r
+    out = tmp_path / "out"
+    assert image_features(out) == [CAM]
+    assert DEPTH not in json.loads((out / "meta/stats.json").read_text())
+    assert CAM in data_table(out).columns and DEPTH not in data_table(out).columns
+    ep = pd.read_parquet(out / "meta/episodes/chunk-000/file-000.parquet")
+    assert not [c for c in ep.columns if DEPTH in c] and f"stats/{CAM}/mean" in ep.columns
+    meta = json.loads((out / "meta/aloe.json").read_text())
+    assert (meta["cameras"], meta["cameras_left_out"]) == ([CAM], [DEPTH])
+    # The same camera by its column's name, and as --obs spells it.
+    for name in (CAM, "images.wrist"):
+        export(tmp_path / "store", None, tmp_path / name, method="awr", options=AWR_QUICK, cameras=[name])
+        assert image_features(tmp_path / name) == [CAM]
+    # It reads back with aloe ingest: the camera exported, byte for byte, and not the other.
+    r = cli("ingest", tmp_path / "back", out)
+    assert r.exit_code == 0, r
+    orig = list(Store.open(tmp_path / "store").iter_episodes())
+    back = list(Store.open(tmp_path / "back").iter_episodes())
+    assert Store.open(tmp_path / "back").image_columns == [CAM] and len(back) == len(orig) == 2
+    for o, b in zip(orig, back):
+        assert list(b.images) == [CAM] and b.images[CAM] == o.images[CAM]
+        np.testing.assert_array_equal(b.action, o.action)
+
+
+def test_a_16_bit_camera_is_refused_naming_the_cameras_option_that_leaves_it_out(tmp_path, cli):
+    depth_store(tmp_path / "store")
+    r = cli("export", tmp_path / "store", tmp_path / "out", "--method", "awr")
+    assert r.exit_code == 2, r
+    assert r.stderr == (f"Error: {tmp_path / 'store'}: {DEPTH}: episode 0 ({eid(tmp_path / 'store', 0)}) frame 0 has "
+                        "I;16 pixels (Pillow's mode); a LeRobot image feature holds 8-bit L, LA, RGB, RGBA; leave the "
+                        "camera out with --cameras wrist\n"), r.stderr
+    assert_nothing_written(tmp_path / "out")
+
+
+def test_an_unknown_camera_is_one_line_naming_the_stores_cameras(tmp_path, cli):
+    depth_store(tmp_path / "store")
+    store = tmp_path / "store"
+    cases = [
+        ("wrist,top", f"Error: {store}: --cameras: the store has no camera 'top' (cameras: depth, wrist)"),
+        ("observation.images.top", f"Error: {store}: --cameras: the store has no camera 'observation.images.top' "
+                                   "(cameras: depth, wrist)"),
+        ("wrist,images.wrist", f"Error: {store}: --cameras: camera 'wrist' is named twice"),
+        ("wrist,,depth", "Error: --cameras: empty name in 'wrist,,depth'"),
+        ("none,wrist", "Error: --cameras: 'none,wrist': none stands alone (it exports no camera)"),
+        ("", "Error: --cameras: must not be empty"),
+    ]
+    for spec, message in cases:
+        r = cli("export", store, tmp_path / "out", "--method", "awr", "--cameras", spec)
+        assert (r.exit_code, r.stderr) == (2, message + "\n"), (spec, r)
+        assert_nothing_written(tmp_path / "out")
+    with pytest.raises(BadInput, match=r"--cameras: the store has no camera 'top' \(cameras: depth, wrist\)$"):
+        export(store, None, tmp_path / "out", method="awr", options=AWR_QUICK, cameras=["top"])
+    assert_nothing_written(tmp_path / "out")
+
+
+def test_cameras_none_exports_no_camera(tmp_path, cli, quick_awr):
+    depth_store(tmp_path / "store")
+    r = cli("export", tmp_path / "store", tmp_path / "out", "--method", "awr", "--cameras", "none")
+    assert r.exit_code == 0, r
+    out = tmp_path / "out"
+    assert image_features(out) == []
+    assert not {CAM, DEPTH} & set(json.loads((out / "meta/stats.json").read_text()))
+    assert not {CAM, DEPTH} & set(data_table(out).columns)
+    meta = json.loads((out / "meta/aloe.json").read_text())
+    assert (meta["cameras"], meta["cameras_left_out"]) == ([], [DEPTH, CAM])
+    r = cli("ingest", tmp_path / "back", out)
+    assert r.exit_code == 0, r
+    assert Store.open(tmp_path / "back").image_columns == []
 
 
 def test_a_corrupt_frame_exits_2_through_the_cli(tmp_path, cli):

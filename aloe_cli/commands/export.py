@@ -34,6 +34,9 @@ def register(app: typer.Typer) -> None:
             "--fps", help="Frame rate (default: the store's).", show_default=False)] = None,
         robot_type: Annotated[Optional[str], typer.Option(
             "--robot-type", help="robot_type recorded in meta/info.json.", show_default=False)] = None,
+        cameras: Annotated[Optional[str], typer.Option(
+            "--cameras", help="Comma-separated cameras to export (the <cam> of observation.images.<cam>), or none "
+            "(default: every camera).", show_default=False)] = None,
         device: DeviceOpt = "cpu",
         force: Annotated[bool, typer.Option("--force", help="Replace OUT if it holds an earlier export.")] = False,
         json_out: JsonOpt = False,
@@ -46,10 +49,12 @@ def register(app: typer.Typer) -> None:
         Example: aloe export store/ --scores scores/ --to lerobot exported/ --method aloe
 
         Example, no critic: aloe export store/ exported/ --method awr
+
+        Example, without the depth camera: aloe export store/ exported/ --scores scores/ --cameras wrist,top
         """
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-        from ..export import export
+        from ..export import export, parse_cameras
         from ..policy.builtin import resolve_device
 
         bar = Progress(TextColumn("[bold]export"), BarColumn(), MofNCompleteColumn(), console=err, transient=True,
@@ -66,7 +71,8 @@ def register(app: typer.Typer) -> None:
                    "reward": reward, "gamma": gamma}
         try:
             result = export(store, scores, out, to=to, method=method, options=options, force=force, fps=fps,
-                            robot_type=robot_type, device=resolve_device(device), progress=progress)
+                            robot_type=robot_type, device=resolve_device(device), cameras=parse_cameras(cameras),
+                            progress=progress)
         finally:
             if state["task"] is not None:
                 bar.stop()
