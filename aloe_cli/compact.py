@@ -2,7 +2,8 @@
 
 A rollout that commits every episode writes one frames file per episode, so a store fed by the loop for
 weeks holds thousands of small files, and every reader opens each one. `compact_store` rewrites runs of
-small files into files of about `target_mb` each. Each episode stays one row group with the same frames,
+small files into files of about `target_mb` each (`aloe rollout` merges the files of its own run when
+it ends). Each episode stays one row group with the same frames,
 the episodes table keeps its rows in their order (so the store's fingerprint, and every critic and
 scores directory made from it, stay valid), and only `frames_file` and `row_group` change. The write
 goes through the store's journal like an ingest: a crash leaves the store before or after, never
@@ -16,7 +17,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Collection
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -29,13 +30,15 @@ from .store import (WRITE_WAIT_S, Store, _Lock, _fsync_write, _metadata_renames,
 MiB = 1 << 20
 
 
-def plan_groups(files: list[tuple[str, int, object]], target_bytes: int) -> list[list[str]]:
+def plan_groups(files: list[tuple[str, int, object]], target_bytes: int,
+                only: Collection[str] | None = None) -> list[list[str]]:
     """Runs of small frames files to merge, in store order: [(name, size, schema)] -> [[name, ...]].
 
-    Files of `target_bytes` or more stay as they are. The rest are packed in order into groups whose
-    sizes add up to at most `target_bytes` (a group is at least two files; a file whose schema differs
-    from the group's starts a new one). E.g. sizes 3, 3, 3, 10, 1, 1 with target 8 ->
-    [[a, b], [e, f]] (c alone would not be merged, d is big enough)."""
+    Files of `target_bytes` or more stay as they are, and so do files not in `only` where it is given.
+    The rest are packed in order into groups whose sizes add up to at most `target_bytes` (a group is at
+    least two files; a file whose schema differs from the group's starts a new one). E.g. sizes 3, 3, 3,
+    10, 1, 1 with target 8 -> [[a, b], [e, f]] (c alone would not be merged, d is big enough); the same
+    with only = {c, e, f} -> [[e, f]]."""
     groups: list[list[str]] = []
     current: list[str] = []
     size, schema = 0, None
@@ -46,7 +49,7 @@ def plan_groups(files: list[tuple[str, int, object]], target_bytes: int) -> list
         current.clear()
 
     for name, nbytes, sch in files:
-        if nbytes >= target_bytes:
+        if nbytes >= target_bytes or (only is not None and name not in only):
             close()
             size, schema = 0, None
             continue
@@ -62,9 +65,11 @@ def plan_groups(files: list[tuple[str, int, object]], target_bytes: int) -> list
 
 
 def compact_store(root: str | os.PathLike, target_mb: float = 128.0, dry_run: bool = False,
-                  progress: Callable[[int, int], None] | None = None, wait_s: float | None = WRITE_WAIT_S) -> dict:
+                  progress: Callable[[int, int], None] | None = None, wait_s: float | None = WRITE_WAIT_S,
+                  only: Collection[str] | None = None) -> dict:
     """Merge the store's small frames files (see the module docstring); returns what it did (or would do).
-    Waits `wait_s` seconds for another writer to finish, as `Store.writer` does."""
+    Waits `wait_s` seconds for another writer to finish, as `Store.writer` does. `only`: merge only these
+    frames files (store-relative names, e.g. those one rollout wrote); the others stay as they are."""
     if not (isinstance(target_mb, (int, float)) and 0 < target_mb < float("inf")):
         raise BadInput(f"must be a positive number of MiB, got {target_mb!r}", field="--target-mb")
     root = Path(root)
@@ -81,7 +86,7 @@ def compact_store(root: str | os.PathLike, target_mb: float = 128.0, dry_run: bo
             except (OSError, pa.ArrowException) as e:
                 raise StoreError(f"cannot be read: {e}", path) from None
         target = int(target_mb * MiB)
-        groups = plan_groups(files, target)
+        groups = plan_groups(files, target, only=None if only is None else set(only))
         sizes = {name: nbytes for name, nbytes, _ in files}
         merged = [n for g in groups for n in g]
         result = {

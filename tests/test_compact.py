@@ -75,6 +75,9 @@ def test_plan_groups_by_hand():
     mixed = [("a", 1, a), ("b", 1, b), ("c", 1, b), ("d", 1, a)]
     assert plan_groups(mixed, 100) == [["b", "c"]]  # a file of another schema starts a new group
     assert plan_groups([("a", 1, a)], 100) == []
+    # only: the files not named stay as they are, like a big one (a rollout merges its own files).
+    assert plan_groups(files, 8, only={"c", "e", "f"}) == [["e", "f"]]
+    assert plan_groups(files, 100, only={"a", "b", "e", "f"}) == [["a", "b"], ["e", "f"]]  # c splits the run
 
 
 def test_compact_merges_files_and_keeps_every_frame_id_and_fingerprint(cli, tmp_path):

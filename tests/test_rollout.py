@@ -275,6 +275,44 @@ def test_cli_rollout_json(cli, tmp_path):
     assert r.exit_code == 0 and closed.read_text() == "closed", r
 
 
+def test_cli_rollout_merges_the_frames_files_of_its_own_run(cli, tmp_path, monkeypatch):
+    """Each commit writes a frames file; when the run ends its files are merged into one, and the files of
+    earlier runs stay as they are. A failed merge loses nothing: the episodes are committed already."""
+    store = tmp_path / "store"
+    args = ["rollout", "--policy", "rollout_plugins:constant", "--max-steps", 5, "--into", store]
+
+    def files():
+        return Store.open(store).episodes[S.FRAMES_FILE].tolist()
+
+    r = cli(*args, "--episodes", 3, "--no-compact")
+    assert r.exit_code == 0, r
+    assert len(set(files())) == 3 and "merged" not in r.stderr
+    r = cli(*args, "--episodes", 3, "--json")
+    assert r.exit_code == 0, r
+    d = json.loads(r.stdout)
+    assert (d["compacted"]["files_merged"], d["compacted"]["files_written"]) == (3, 1)
+    f = files()
+    assert len(f) == 6 and len(set(f[:3])) == 3 and len(set(f[3:])) == 1  # the first run's files untouched
+    assert len(list(Store.open(store).iter_episodes())) == 6
+    r = cli(*args, "--episodes", 2)
+    assert r.exit_code == 0 and r.stderr.strip().endswith("merged the run's 2 frames files into 1"), r
+    r = cli(*args, "--episodes", 1, "--json")  # one episode, one file: nothing to merge
+    assert r.exit_code == 0 and json.loads(r.stdout)["compacted"] is None, r
+
+    import aloe_cli.compact
+    from aloe_cli.errors import StoreBusy
+
+    def busy(root, **kw):
+        raise StoreBusy(root)
+
+    monkeypatch.setattr(aloe_cli.compact, "compact_store", busy)
+    r = cli(*args, "--episodes", 2)
+    assert r.exit_code == 0, r
+    assert (f"the run's frames files were not merged ({store}: another aloe process is writing to this store); "
+            f"`aloe compact {store}` merges them later") in r.stderr
+    assert len(Store.open(store).episodes) == 11 and len(set(files()[-2:])) == 2
+
+
 def _prompted(store, episodes: int, answers: str):
     """`aloe rollout --label prompt` on a driver that cannot judge its outcome, answers piped on stdin."""
     from typer.testing import CliRunner

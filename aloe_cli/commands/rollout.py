@@ -52,6 +52,9 @@ def register(app: typer.Typer) -> None:
             "--reset-time", help="Seconds between episodes for a person to reset the scene.")] = 0.0,
         commit_every: Annotated[int, typer.Option(
             "--commit-every", help="Finished episodes per atomic commit (1: each at once).")] = 1,
+        compact: Annotated[bool, typer.Option(
+            "--compact/--no-compact", help="When the run ends, merge the frames files its commits wrote, as "
+            "aloe compact does (files of earlier runs stay as they are).")] = True,
         robot_arg: Annotated[Optional[list[str]], typer.Option(
             "--robot-arg", help="key=value passed to the robot driver (repeatable), e.g. port=/dev/ttyACM0.")] = None,
         device: DeviceOpt = "cpu",
@@ -93,6 +96,9 @@ def register(app: typer.Typer) -> None:
                                        policy_name=policy, keys=keys)
         finally:
             close_policy(pol)
+        summary["compacted"] = None
+        if compact and not summary["interrupted"]:
+            summary["compacted"] = _compact_run(into, summary["episode_ids"])
 
         def human(d: dict) -> None:
             typer.echo(f"rolled out {plural(d['episodes'], 'episode')} ({d['frames']} frames) of {d['policy_id']} on "
@@ -106,12 +112,39 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"{d['nan_holds']} non-finite actions were not sent; the robot held", err=True)
             if d["discarded"]:
                 typer.echo(f"discarded {plural(d['discarded'], 'episode')}", err=True)
+            c = d["compacted"]
+            if c and c.get("error"):
+                typer.echo(f"the run's frames files were not merged ({c['error']}); `aloe compact {d['store']}` "
+                           "merges them later", err=True)
+            elif c and c["files_merged"]:
+                typer.echo(f"merged the run's {c['files_merged']} frames files into {c['files_written']}", err=True)
 
         emit(summary, json_out, human)
         if summary["interrupted"]:
             typer.echo(f"interrupted ({summary['signal'] or 'stop'}): the robot holds; everything recorded is "
                        "saved (an episode cut short as truncated, its outcome unknown)", err=True)
             raise typer.Exit(130)
+
+
+def _compact_run(store: Path, episode_ids: list) -> dict | None:
+    """Merge the frames files holding this run's committed episodes (a commit writes one of its own). The
+    episodes are committed already, so a failure here loses nothing: it is reported, not raised."""
+    from .. import schema as S
+    from ..compact import compact_store
+    from ..errors import AloeError
+    from ..store import Store
+
+    ids = [i for i in episode_ids if i is not None]
+    if len(ids) < 2:
+        return None
+    try:
+        eps = Store.open(store).episodes
+        files = set(eps.loc[eps[S.EPISODE_ID].isin(ids), S.FRAMES_FILE])
+        if len(files) < 2:
+            return None
+        return compact_store(store, only=files)
+    except AloeError as e:
+        return {"error": str(e)}
 
 
 def _keyboard():
