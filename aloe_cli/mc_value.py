@@ -60,8 +60,8 @@ def fit_mc_value(state: np.ndarray, task_ids: np.ndarray, returns: np.ndarray, c
     y = ((returns - r_mean) / r_std).astype(np.float32)
 
     device = torch.device(config.device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
+    with torch.random.fork_rng(devices=[]):  # forks the CPU generator only, so seed only that one
+        torch.default_generator.manual_seed(config.seed)
         layers: list = []
         d = x.shape[1]
         for _ in range(config.layers):

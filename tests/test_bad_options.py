@@ -180,6 +180,9 @@ def test_threaded_rollout_reports_a_policy_that_returns_none(sim, bad_plugin):  
     ("--seed", "-1", "must be >= 0, got -1"),
     ("--lr", "inf", "must be a finite number > 0, got inf"),
     ("--lr", "nan", "must be a finite number > 0, got nan"),
+    ("--device", "gpu", "got 'gpu'; choose one of auto, cpu, cuda or cuda:N"),
+    pytest.param("--device", "cuda:1", "CUDA is not available on this machine; use --device cpu",  # was refused
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here")),
 ])
 def test_fit_critic_refuses_bad_numbers(cli, fitted, tmp_path, option, value, message):
     r = cli("fit-critic", fitted / "store", "--out", tmp_path / "c", "--bootstrap", "data", "--chunk-size", "2",

@@ -13,6 +13,7 @@ import chainworld as cw
 from aloe_cli import schema as S
 from aloe_cli.critic import CriticConfig, fit_critic, load_critic
 from aloe_cli.critic.data import load_chunk_data
+from aloe_cli.errors import BadInput
 from aloe_cli.rewards import RewardSpec, resolve_rewards
 from aloe_cli.store import Store
 
@@ -149,6 +150,23 @@ def test_fit_critic_cli_writes_a_critic(world, cli, tmp_path):
     assert r.exit_code == 2
     assert r.stderr.strip() == (f"Error: {tmp_path / 'c'}: --out: already holds a critic; pass --resume to "
                                 "continue it or choose another --out")
+
+
+def test_a_seed_near_the_limit_trains(world, tmp_path, monkeypatch):
+    """--seed allows up to 2^63 - 1; the policy-sample filling seeded torch with seed * 1_000_003 + block, past
+    torch's limit (ValueError: Overflow when unpacking long long). A cache kept on disk
+    ($ALOE_SAMPLES_RAM_MB=0) gives the same critic as one read into RAM."""
+    d, spec = world
+    cfg = CriticConfig(**{**FAST, "steps": 20, "seed": 2 ** 63 - 1})
+    fit_critic(d / "store", tmp_path / "big", cfg, spec, {"chunk_size": 2})
+    monkeypatch.setenv("ALOE_SAMPLES_RAM_MB", "0")
+    fit_critic(d / "store", tmp_path / "disk", cfg, spec, {"chunk_size": 2})
+    a, b = load_critic(tmp_path / "big"), load_critic(tmp_path / "disk")
+    np.testing.assert_array_equal(q_of(a, [1, 1]), q_of(b, [1, 1]))
+    monkeypatch.setenv("ALOE_SAMPLES_RAM_MB", "lots")
+    with pytest.raises(BadInput) as e:
+        fit_critic(d / "store", tmp_path / "bad", cfg, spec, {"chunk_size": 2})
+    assert str(e.value) == "$ALOE_SAMPLES_RAM_MB: must be a number of MiB >= 0, got 'lots'"
 
 
 def test_bad_input(world, cli, tmp_path):

@@ -66,8 +66,10 @@ def test_resume_after_kill_matches_an_uninterrupted_run(world, whole, tmp_path):
 
 
 def test_torchrun_two_gloo_processes(world, whole, tmp_path):
+    """DDP on CPU. The policy-sample cache stays memory-mapped ($ALOE_SAMPLES_RAM_MB=0), as a large one does:
+    rank 1 holds no samples at the validation frames, so it must not validate (it raised KeyError)."""
     d, spec, env = world
-    e = {**os.environ, **env}
+    e = {**os.environ, **env, "ALOE_SAMPLES_RAM_MB": "0"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", "aloe_cli", "fit-critic", str(d / "store"), "--out", str(tmp_path / "ddp"), "--policy", spec,
            *ARGS, "--device", "cpu", "--json"]

@@ -68,11 +68,14 @@ class CriticConfig:
     def check(self) -> None:
         """Raise BadInput naming the option of the first invalid value."""
         choices = (("bootstrap", BOOTSTRAPS), ("aggregate", AGGREGATES), ("head", HEADS),
-                   ("chunk_encoder", CHUNK_ENCODERS), ("device", DEVICES))
+                   ("chunk_encoder", CHUNK_ENCODERS))
         for name, allowed in choices:
             value = getattr(self, name)
             if value not in allowed:
                 raise BadInput(f"got {value!r}; choose one of {', '.join(allowed)}", field=_opt(name))
+        gpu = isinstance(self.device, str) and self.device.startswith("cuda:") and self.device[5:].isdigit()
+        if self.device not in DEVICES and not gpu:
+            raise BadInput(f"got {self.device!r}; choose one of {', '.join(DEVICES)} or cuda:N", field="--device")
         positive = ("ensemble", "samples", "steps", "batch_size", "hidden", "bins", "val_every", "log_every",
                     "checkpoint_every")
         for name in positive:

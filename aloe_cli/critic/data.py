@@ -4,6 +4,7 @@ and the cache of policy chunks at bootstrap frames."""
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,7 +142,20 @@ class PolicySamples:
         return np.asarray(self.array[rows])
 
 
-IN_MEMORY_BYTES = 1 << 30  # caches up to this size are read into RAM after filling
+IN_MEMORY_MB_ENV = "ALOE_SAMPLES_RAM_MB"  # caches up to this many MiB (default 1024) are read into RAM after filling
+
+
+def in_memory_bytes() -> int:
+    """The size up to which a filled cache is read into RAM ($ALOE_SAMPLES_RAM_MB MiB, default 1024); larger
+    ones stay memory-mapped and each batch reads its rows from disk."""
+    raw = os.environ.get(IN_MEMORY_MB_ENV, "1024")
+    try:
+        mb = float(raw)
+    except ValueError:
+        mb = float("nan")
+    if not (mb >= 0 and math.isfinite(mb)):
+        raise BadInput(f"must be a number of MiB >= 0, got {raw!r}", field=f"${IN_MEMORY_MB_ENV}")
+    return int(mb * (1 << 20))
 
 
 def fill_policy_samples(policy, spec: str, data: ChunkData, frames: np.ndarray, K: int, H: int, path: Path,
@@ -156,6 +170,7 @@ def fill_policy_samples(policy, spec: str, data: ChunkData, frames: np.ndarray, 
 
     from ..policy import sample_checked
 
+    ram = in_memory_bytes()  # a bad $ALOE_SAMPLES_RAM_MB fails before the filling, not after it
     frames = np.unique(np.asarray(frames, dtype=np.int64))
     A = data.action.shape[1]
     shape = (len(frames), K, H, A)
@@ -174,7 +189,7 @@ def fill_policy_samples(policy, spec: str, data: ChunkData, frames: np.ndarray, 
     for b in range(filled // block, n_blocks):
         sel = frames[b * block:(b + 1) * block]
         np.random.seed((seed * 1_000_003 + b) % 2 ** 32)
-        torch.manual_seed(seed * 1_000_003 + b)
+        torch.manual_seed((seed * 1_000_003 + b) % 2 ** 63)  # torch takes seeds below 2^63
         out = sample_checked(policy, data.observations(sel), K, spec)
         array[b * block:b * block + len(sel)] = out[:, :, :H]
         array.flush()
@@ -184,7 +199,7 @@ def fill_policy_samples(policy, spec: str, data: ChunkData, frames: np.ndarray, 
             progress("policy samples", filled, len(frames), {})
     rows = np.full(data.num_frames, -1, dtype=np.int64)
     rows[frames] = np.arange(len(frames))
-    if array.nbytes <= IN_MEMORY_BYTES:
+    if array.nbytes <= ram:
         array = np.array(array)
     return PolicySamples(rows, array)
 

@@ -81,8 +81,7 @@ class Critic:
 
             if images is None:
                 raise ValueError(f"this critic was fitted with --obs {self.obs}: pass the camera frames")
-            ims = {c: torch.as_tensor(v, device=self.device) if not isinstance(v, torch.Tensor) else v
-                   for c, v in obs_images(images, self.obs).items()}
+            ims = {c: torch.as_tensor(v, device=self.device) for c, v in obs_images(images, self.obs).items()}
         with torch.no_grad():
             q = self.net.q_heads(st, ch, ims)
         return q.cpu().numpy() if as_numpy else q

@@ -287,6 +287,11 @@ def fit_critic(store: Store | str | os.PathLike, out_dir: str | os.PathLike, con
     config.check()
     dist = _Dist()
     device = resolve_device(config.device, dist.local_rank)
+    if dist.world > 1 and device.index is not None and device.index != dist.local_rank:
+        raise BadInput(f"under torchrun each process takes its LOCAL_RANK's GPU; got {config.device!r}, use cuda",
+                       field="--device")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # before the policy loads: a plugin's .to("cuda") lands on this GPU
     store = store if isinstance(store, Store) else Store.open(store)
     out_dir = Path(out_dir)
     episodes = select_episodes(store, config.episodes_filter)
@@ -486,8 +491,8 @@ def fit_critic(store: Store | str | os.PathLike, out_dir: str | os.PathLike, con
                     row = {"step": step, **{k: float(np.mean(v)) for k, v in window.items()},
                            "time/samples_per_s": rate, "time/cpu_s": time.process_time() - c0}
                     window = {}
-                    if step % config.val_every == 0 or step == config.steps:
-                        row.update(evaluate())
+                    if dist.rank == 0 and (step % config.val_every == 0 or step == config.steps):
+                        row.update(evaluate())  # rank 0 alone holds policy samples at the validation frames
                     last = row
                     if metrics_f is not None:
                         metrics_f.write(json.dumps(row) + "\n")

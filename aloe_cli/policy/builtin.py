@@ -629,8 +629,8 @@ def train_policy(store, out_dir: str | os.PathLike, config: PolicyConfig = Polic
     frame_task = np.asarray([task_index.get(t, 0) for t in ep_task], dtype=np.int64)[episode_of]
 
     # ---- model, optimiser, random streams (all seeded)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
+    with torch.random.fork_rng(devices=[]):  # forks the CPU generator only, so seed only that one
+        torch.default_generator.manual_seed(config.seed)
         policy = FlowChunkPolicy(config, D, A, tasks, state_stats, action_stats, images=cams, extra_dims=extra_dims)
     if init is not None:
         missing, unexpected = policy.load_state_dict(init.state_dict(), strict=False)
