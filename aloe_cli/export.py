@@ -335,6 +335,18 @@ def _timestamps(stored: np.ndarray, fps: float, store_fps: float | None) -> np.n
 
 # ---------------------------------------------------------------------------- export
 
+def store_robot_type(store: Store, eps) -> str | None:
+    """The robot_type that every ingest of `eps` recorded (a LeRobot source's meta/info.json), or None.
+
+    None too when they differ or one recorded none (an ALOHA or robomimic source): a mixed export names no robot.
+    """
+    recorded = {i.get("id"): (i.get("options") or {}).get("robot_type") for i in store.manifest["ingests"]}
+    ids = eps[S.INGEST_ID] if S.INGEST_ID in eps.columns else [None]
+    found = {recorded.get(i) if isinstance(i, str) else None for i in ids}
+    robot = found.pop() if len(found) == 1 else None
+    return robot if isinstance(robot, str) and robot else None
+
+
 def _null_columns(store: Store, columns: list[str]) -> set[str]:
     """Those of `columns` that are null on some frame, from the frames files' Parquet statistics."""
     import pyarrow.parquet as pq
@@ -396,6 +408,7 @@ def export(store_path: str | os.PathLike, scores_dir: str | os.PathLike | None, 
     if fps is None or not (math.isfinite(fps) and fps > 0):
         raise BadInput("the store records no frame rate; pass --fps", store.root / S.MANIFEST_FILE, "fps")
     fps_out = int(round(fps)) if abs(fps - round(fps)) < 1e-6 else float(fps)
+    robot_type = robot_type if robot_type is not None else store_robot_type(store, eps)
     scores = None if scores_dir is None else load_scores(scores_dir, store, advantages=method not in OWN_ADVANTAGES)
 
     # ---- features

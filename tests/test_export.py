@@ -656,6 +656,34 @@ def test_an_unknown_camera_is_one_line_naming_the_stores_cameras(tmp_path, cli):
     assert_nothing_written(tmp_path / "out")
 
 
+def test_a_lerobot_sources_robot_type_is_exported(tmp_path, cli, quick_awr):
+    """meta/info.json's robot_type, recorded at ingest, is the export's unless --robot-type says otherwise.
+
+    The sources mirror lerobot 0.4.4's writer (LeRobotDataset.create(robot_type=...), add_frame, save_episode,
+    finalize), whose info.json names the robot; a store whose ingests name none, or differ, exports none.
+    """
+    from test_formats_lerobot import make_episodes, write_v30
+
+    def robot(out) -> str | None:
+        return json.loads((out / "meta/info.json").read_text())["robot_type"]
+
+    src = write_v30(tmp_path / "so100", make_episodes(seed=1), video=False)
+    assert cli("ingest", tmp_path / "store", src).exit_code == 0
+    for args, want in (((), "so100"), (("--robot-type", "koch"), "koch")):
+        r = cli("export", tmp_path / "store", tmp_path / "out", "--method", "awr", "--force", *args)
+        assert r.exit_code == 0, r
+        assert robot(tmp_path / "out") == want
+    other = write_v30(tmp_path / "koch", make_episodes(seed=2), video=False)
+    info = json.loads((other / "meta/info.json").read_text())
+    (other / "meta/info.json").write_text(json.dumps({**info, "robot_type": "koch"}))
+    assert cli("ingest", tmp_path / "store", other).exit_code == 0
+    assert cli("export", tmp_path / "store", tmp_path / "mixed", "--method", "awr").exit_code == 0
+    assert robot(tmp_path / "mixed") is None
+    make_store(tmp_path / "synthetic", n=2, seed=4)  # written by aloe itself: no robot recorded
+    assert cli("export", tmp_path / "synthetic", tmp_path / "none", "--method", "awr").exit_code == 0
+    assert robot(tmp_path / "none") is None
+
+
 def test_cameras_none_exports_no_camera(tmp_path, cli, quick_awr):
     depth_store(tmp_path / "store")
     r = cli("export", tmp_path / "store", tmp_path / "out", "--method", "awr", "--cameras", "none")

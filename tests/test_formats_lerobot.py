@@ -190,12 +190,13 @@ def write_v21(root: Path, eps: list[dict], image=True, video=False, pandas=False
 
 
 def write_v30(root: Path, eps: list[dict], files=((0, 1), (2,)), image=True, video=True, pandas=True,
-              interv_key="complementary_info.is_intervention") -> Path:
-    """Episodes packed into data files (`files` lists the episodes of each), videos concatenated per file."""
+              interv_key="complementary_info.is_intervention", chunks_size=1000) -> Path:
+    """Episodes packed into data files (`files` lists the episodes of each), videos concatenated per file;
+    `chunks_size` files to a chunk-XXX folder, the next file opening the next chunk at file-000."""
     (root / "meta/episodes/chunk-000").mkdir(parents=True)
     info = {
         "codebase_version": "v3.0", "robot_type": "so100", "total_episodes": len(eps),
-        "total_frames": sum(e["T"] for e in eps), "total_tasks": len(TASKS), "chunks_size": 1000,
+        "total_frames": sum(e["T"] for e in eps), "total_tasks": len(TASKS), "chunks_size": chunks_size,
         "data_files_size_in_mb": 100, "video_files_size_in_mb": 200, "fps": FPS,
         "splits": {"train": f"0:{len(eps)}"},
         "data_path": "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
@@ -206,17 +207,18 @@ def write_v30(root: Path, eps: list[dict], files=((0, 1), (2,)), image=True, vid
     pd.DataFrame({"task_index": list(range(len(TASKS)))},
                  index=pd.Index(TASKS, name="task")).to_parquet(root / "meta/tasks.parquet")
     meta_rows, g = [], 0
-    for fi, members in enumerate(files):
+    for n, members in enumerate(files):
+        ci, fi = divmod(n, chunks_size)
         cols_list, frames, t0 = [], [], 0.0
         for i in members:
             e = eps[i]
             cols_list.append(frame_columns(e, image, interv_key, g))
             frames.append(e["video"])
             row = {"episode_index": i, "tasks": [TASKS[e["task_index"]]], "length": e["T"],
-                   "data/chunk_index": 0, "data/file_index": fi,
+                   "data/chunk_index": ci, "data/file_index": fi,
                    "dataset_from_index": g, "dataset_to_index": g + e["T"]}
             if video:
-                row.update({"videos/observation.images.top/chunk_index": 0,
+                row.update({"videos/observation.images.top/chunk_index": ci,
                             "videos/observation.images.top/file_index": fi,
                             "videos/observation.images.top/from_timestamp": t0,
                             "videos/observation.images.top/to_timestamp": t0 + e["T"] / FPS})
@@ -227,14 +229,14 @@ def write_v30(root: Path, eps: list[dict], files=((0, 1), (2,)), image=True, vid
             t0 += e["T"] / FPS
         merged = {k: (sum((c[k] for c in cols_list), []) if isinstance(cols_list[0][k], list)
                       else np.concatenate([c[k] for c in cols_list])) for k in cols_list[0]}
-        path = root / f"data/chunk-000/file-{fi:03d}.parquet"
+        path = root / f"data/chunk-{ci:03d}/file-{fi:03d}.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
         if pandas:
             pandas_table(merged).to_parquet(path, index=False)
         else:
             pq.write_table(arrow_table(merged), path, row_group_size=5)
         if video:
-            write_mp4(root / f"videos/observation.images.top/chunk-000/file-{fi:03d}.mp4", np.concatenate(frames))
+            write_mp4(root / f"videos/observation.images.top/chunk-{ci:03d}/file-{fi:03d}.mp4", np.concatenate(frames))
     pd.DataFrame(meta_rows).to_parquet(root / "meta/episodes/chunk-000/file-000.parquet", index=False)
     return root
 
@@ -372,6 +374,28 @@ def test_v30_multi_episode_files_videos_and_tasks(cli, tmp_path):
         check_video(decode_frames(g.images["observation.images.top"]), e["video"])
     assert got[1].is_intervention.tolist() == eps[1]["interv"].tolist()
     assert Store.open(store).manifest["ingests"][0]["options"]["video_keys"] == ["observation.images.top"]
+
+
+def test_v30_files_rolled_over_into_new_chunks(cli, tmp_path):
+    """Each episode in a data file and mp4 of its own, each file in a chunk of its own (chunks_size 1).
+
+    Mirrors lerobot 0.4.4's writer (LeRobotDataset.create, add_frame, save_episode, finalize) once a file passes
+    data_files_size_in_mb / video_files_size_in_mb: it goes on at file-000 of the next chunk-XXX, and each video
+    restarts at from_timestamp 0.
+    """
+    pytest.importorskip("av")
+    from aloe_cli.formats._images import decode_frames
+
+    eps = make_episodes(n=3, lengths=(6, 9, 7), seed=10)
+    src = write_v30(tmp_path / "ds", eps, files=((0,), (1,), (2,)), pandas=False, chunks_size=1)
+    assert sorted(str(p.relative_to(src)) for p in src.rglob("file-000.*") if "meta" not in p.parts) == [
+        f"{kind}/chunk-{c:03d}/file-000.{ext}" for kind, ext in
+        (("data", "parquet"), ("videos/observation.images.top", "mp4")) for c in range(3)]
+    r = cli("ingest", tmp_path / "store", src)
+    assert r.exit_code == 0, r
+    got = check_round_trip(tmp_path / "store", eps)
+    for g, e in zip(got, eps):
+        check_video(decode_frames(g.images["observation.images.top"]), e["video"])
 
 
 def test_v30_fixed_lists_streamed_across_batches(cli, tmp_path, monkeypatch):

@@ -33,7 +33,8 @@ def register(app: typer.Typer) -> None:
         fps: Annotated[Optional[float], typer.Option(
             "--fps", help="Frame rate (default: the store's).", show_default=False)] = None,
         robot_type: Annotated[Optional[str], typer.Option(
-            "--robot-type", help="robot_type recorded in meta/info.json.", show_default=False)] = None,
+            "--robot-type", help="robot_type recorded in meta/info.json (default: the one every ingested LeRobot "
+            "source of the episodes names, else none).", show_default=False)] = None,
         cameras: Annotated[Optional[str], typer.Option(
             "--cameras", help="Comma-separated cameras to export (the <cam> of observation.images.<cam>), or none "
             "(default: every camera).", show_default=False)] = None,
