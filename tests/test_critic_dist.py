@@ -65,6 +65,42 @@ def test_resume_after_kill_matches_an_uninterrupted_run(world, whole, tmp_path):
                                      "or choose another --out")
 
 
+def test_resume_with_the_builtin_policy_after_kills_in_the_sampling_and_between_log_rows(world, tmp_path):
+    """The built-in policy draws from its own generator: a run killed while its chunks were being cached
+    resumed with a fresh one, and the cache's last, short block was drawn again even when the cache was
+    complete. And the metrics since the last logged row were lost with a kill between two log rows. Each
+    gave other weights and metrics than an uninterrupted run; now they are the same, bit for bit."""
+    from aloe_cli.policy.builtin import PolicyConfig, train_policy
+    from aloe_cli.store import Store
+
+    d, _, env = world
+    tiny = PolicyConfig(steps=2, chunk_size=2, hidden=16, depth=1, obs_layers=1, batch_size=32, device="cpu",
+                        warmup_steps=1)
+    train_policy(Store.open(d / "store"), tmp_path / "pol", tiny)
+    args = ("--reward", "sparse", "--gamma", "0.9", "--samples", "3", "--steps", "150", "--hidden", "32",
+            "--checkpoint-every", "50", "--tau", "0.05", "--lr", "1e-3")  # rows logged every 100 steps
+
+    def run(out, *extra, crash=None):
+        return run_subprocess("fit-critic", d / "store", "--out", out, "--policy", tmp_path / "pol", *args, *extra,
+                              env={**env, **({"ALOE_CRASH_AT": crash} if crash else {})})
+
+    assert run(tmp_path / "whole").returncode == 0
+    for name, crash in (("sampling", "policy-samples-512"), ("between-rows", "critic-step-60")):
+        assert run(tmp_path / name, crash=crash).returncode == 137
+        if name == "between-rows":  # the cache is complete, its last block short (two of 256 were written)
+            filled = json.loads((tmp_path / name / "policy_samples.rank0.json").read_text())["filled"]
+            assert filled > 512 and filled % 256, filled
+        r = run(tmp_path / name, "--resume")
+        assert r.returncode == 0, r.stderr
+        a, b = load_file(str(tmp_path / "whole" / "critic.safetensors")), load_file(
+            str(tmp_path / name / "critic.safetensors"))
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=f"{name}: {k}")
+        strip = lambda p: [{k: v for k, v in json.loads(x).items() if not k.startswith("time/")}  # noqa: E731
+                           for x in p.read_text().splitlines()]
+        assert strip(tmp_path / "whole" / "metrics.jsonl") == strip(tmp_path / name / "metrics.jsonl"), name
+
+
 def test_torchrun_two_gloo_processes(world, whole, tmp_path):
     """DDP on CPU. The policy-sample cache stays memory-mapped ($ALOE_SAMPLES_RAM_MB=0), as a large one does:
     rank 1 holds no samples at the validation frames, so it must not validate (it raised KeyError)."""

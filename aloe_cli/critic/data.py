@@ -164,7 +164,9 @@ def fill_policy_samples(policy, spec: str, data: ChunkData, frames: np.ndarray, 
     """Sample K chunks (first H actions of the policy's chunks) at every frame in `frames`.
 
     Before each block the global numpy and torch RNGs are seeded from (seed, block), so a
-    plugin that draws from them gives the same cache after a resume.
+    plugin that draws from them gives the same cache after a resume; a policy with its own generators
+    (`rng_state` / `set_rng_state`, the built-in one) has their state recorded after each block and
+    restored on resume. A complete cache is used as it is.
     """
     import torch
 
@@ -175,18 +177,22 @@ def fill_policy_samples(policy, spec: str, data: ChunkData, frames: np.ndarray, 
     A = data.action.shape[1]
     shape = (len(frames), K, H, A)
     want = {"frames": len(frames), "frames_hash": _hash(frames), "shape": list(shape), "seed": seed}
-    filled = 0
+    filled, rng = 0, None
     if path.exists() and meta_path.exists():
         meta = json.loads(meta_path.read_text())
         if {k: meta.get(k) for k in want} == want:
-            filled = int(meta["filled"])
+            filled, rng = int(meta["filled"]), meta.get("policy_rng")
+    own_rng = callable(getattr(policy, "rng_state", None)) and callable(getattr(policy, "set_rng_state", None))
+    if own_rng and rng and 0 < filled < len(frames):
+        policy.set_rng_state(rng)
     if filled == 0 or not path.exists():
         filled = 0
         array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
     else:
         array = np.lib.format.open_memmap(path, mode="r+")
     n_blocks = -(-len(frames) // block)
-    for b in range(filled // block, n_blocks):
+    # Blocks are filled whole, so `filled` ends on a block unless the cache is complete (its last block short).
+    for b in range(n_blocks if filled >= len(frames) else filled // block, n_blocks):
         sel = frames[b * block:(b + 1) * block]
         np.random.seed((seed * 1_000_003 + b) % 2 ** 32)
         torch.manual_seed((seed * 1_000_003 + b) % 2 ** 63)  # torch takes seeds below 2^63
@@ -194,7 +200,8 @@ def fill_policy_samples(policy, spec: str, data: ChunkData, frames: np.ndarray, 
         array[b * block:b * block + len(sel)] = out[:, :, :H]
         array.flush()
         filled = min(len(frames), (b + 1) * block)
-        _write_json(meta_path, {**want, "filled": filled})
+        _write_json(meta_path, {**want, "filled": filled, **({"policy_rng": policy.rng_state()} if own_rng else {})})
+        _crashpoint(f"policy-samples-{filled}")
         if progress is not None:
             progress("policy samples", filled, len(frames), {})
     rows = np.full(data.num_frames, -1, dtype=np.int64)
@@ -202,6 +209,13 @@ def fill_policy_samples(policy, spec: str, data: ChunkData, frames: np.ndarray, 
     if array.nbytes <= ram:
         array = np.array(array)
     return PolicySamples(rows, array)
+
+
+def _crashpoint(name: str) -> None:
+    """Fault injection for the resume tests: ALOE_CRASH_AT=policy-samples-N kills the process once N frames'
+    samples are written."""
+    if os.environ.get("ALOE_CRASH_AT") == name:
+        os._exit(137)
 
 
 def _hash(a: np.ndarray) -> str:

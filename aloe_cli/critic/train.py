@@ -471,7 +471,9 @@ def fit_critic(store: Store | str | os.PathLike, out_dir: str | os.PathLike, con
         # ---- the loop
         keep_freed_memory()  # no page faults for the step's buffers (aloe_cli.memory)
         t0, c0, s0 = time.perf_counter(), time.process_time(), step
-        window: dict[str, list[float]] = {}
+        # The metrics since the last logged row: in the checkpoint, so a resumed run logs the rows an
+        # uninterrupted one would (a checkpoint between two log steps).
+        window: dict[str, list[float]] = dict(ckpt.get("window") or {}) if ckpt is not None else {}
         last: dict = {}
         metrics_f = open(metrics_path, "a") if dist.rank == 0 else None
         try:
@@ -500,7 +502,7 @@ def fit_critic(store: Store | str | os.PathLike, out_dir: str | os.PathLike, con
                 if progress is not None and dist.rank == 0:
                     progress("train", step, config.steps, last)
                 if step % config.checkpoint_every == 0 and step < config.steps and dist.rank == 0:
-                    buf = _checkpoint_bytes(step, net, target, opt, meta, metrics_path.stat().st_size)
+                    buf = _checkpoint_bytes(step, net, target, opt, meta, metrics_path.stat().st_size, window)
                     _atomic_bytes(ckpt_path, buf)
                 _crashpoint(step)
         finally:
@@ -540,14 +542,14 @@ def fit_critic(store: Store | str | os.PathLike, out_dir: str | os.PathLike, con
     }
 
 
-def _checkpoint_bytes(step, net, target, opt, meta, metrics_offset) -> bytes:
+def _checkpoint_bytes(step, net, target, opt, meta, metrics_offset, window=None) -> bytes:
     import io
 
     import torch
 
     buf = io.BytesIO()
     torch.save({"step": step, "net": net.state_dict(), "target": target.state_dict(), "opt": opt.state_dict(),
-                "meta": meta, "metrics_offset": metrics_offset}, buf)
+                "meta": meta, "metrics_offset": metrics_offset, "window": window or {}}, buf)
     return buf.getvalue()
 
 

@@ -157,7 +157,8 @@ def masked_flow_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tens
     per_chunk = (sq * mask).sum(dim=1) / (mask.sum(dim=1).clamp(min=1) * pred.shape[2])
     w = torch.ones_like(per_chunk) if weights is None else weights.to(per_chunk.dtype)
     loss = (w * per_chunk).mean()
-    return loss, {"policy/flow_loss": float(loss.detach()), "policy/unweighted_flow_loss": float(per_chunk.detach().mean())}
+    return loss, {"policy/flow_loss": float(loss.detach()),
+                  "policy/unweighted_flow_loss": float(per_chunk.detach().mean())}
 
 
 def _stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -305,6 +306,18 @@ class FlowChunkPolicy(nn.Module):
             g.manual_seed(self.sample_seed)
             self._generators[key] = g
         return self._generators[key]
+
+    def rng_state(self) -> dict[str, str]:
+        """The sampling generators' states (device -> hex), so that a resumed critic fit draws the chunks an
+        uninterrupted one would (`set_rng_state`)."""
+        return {k: bytes(g.get_state().tolist()).hex() for k, g in self._generators.items()}
+
+    def set_rng_state(self, state: dict[str, str]) -> None:
+        for key, hexed in state.items():
+            if key not in self._generators:
+                g = torch.Generator(device=key)
+                self._generators[key] = g
+            self._generators[key].set_state(torch.tensor(list(bytes.fromhex(hexed)), dtype=torch.uint8))
 
     @torch.no_grad()
     def sample_torch(self, state: torch.Tensor, num_samples: int, task_ids: torch.Tensor | None = None,
