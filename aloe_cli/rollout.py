@@ -33,6 +33,7 @@ import logging
 import math
 import os
 import signal
+import tempfile
 import threading
 import time
 import uuid
@@ -44,7 +45,7 @@ import numpy as np
 
 from . import schema as S
 from .episode import Episode
-from .errors import AloeError, BadInput, PolicyError, RobotError, StoreBusy, check_seed
+from .errors import AloeError, BadInput, PolicyError, RobotError, StoreBusy, StoreError, check_seed
 from .policy import as_chunks
 from .robot import EpisodeStatus, Robot, Teleoperator, action_dim, action_limits, state_dim
 from .robot.safety import SafetyLimits, make_safe
@@ -102,9 +103,12 @@ class RolloutConfig:
             raise BadInput(f"must be a finite number > 0, got {self.deadline_s}", field="--deadline")
         if not math.isfinite(self.policy_timeout_s):
             raise BadInput(f"must be a finite number, got {self.policy_timeout_s}", field="--policy-timeout")
-        if self.policy_timeout_s < self.deadline_s:
-            raise BadInput(f"need 0 < deadline ({self.deadline_s}) <= policy timeout ({self.policy_timeout_s})",
-                           field="--deadline")
+        if self.policy_timeout_s < self.deadline_s:  # name the one moved from its default (the timeout if both)
+            if self.policy_timeout_s == RolloutConfig.policy_timeout_s and self.deadline_s != RolloutConfig.deadline_s:
+                raise BadInput(f"must be at most --policy-timeout ({self.policy_timeout_s}), got {self.deadline_s}",
+                               field="--deadline")
+            raise BadInput(f"must be at least --deadline ({self.deadline_s}), got {self.policy_timeout_s}",
+                           field="--policy-timeout")
         if not (math.isfinite(self.reset_time_s) and self.reset_time_s >= 0):
             raise BadInput(f"must be a finite number >= 0, got {self.reset_time_s}", field="--reset-time")
         if self.commit_every < 1:
@@ -301,6 +305,8 @@ def run_rollouts(robot: Robot, policy, store_path: str | os.PathLike | None,
     if config.label == "prompt" and label_fn is None:
         raise BadInput("label=prompt needs a label_fn (an interactive terminal)", field="--label")
     store = None if store_path is None else Store.open(store_path, create=True)
+    if store is not None:
+        _check_writable(store)
     name = policy_name or config.policy_id or "policy"
     if robot.action_features:  # known before connecting (a remote robot declares them on connect)
         _check_fit(robot, policy, store, name)
@@ -341,6 +347,58 @@ def _check_fit(robot: Robot, policy, store, name: str) -> None:
             if have != want:
                 raise BadInput(f"the robot {robot.name} has {have} numbers but the store holds {want}; "
                                "roll out into another store", store.root, col)
+        _check_store_columns(robot, store)
+
+
+def _check_writable(store) -> None:
+    """Refuse, before the robot moves, a store that cannot be written (its first commit would fail
+    after an episode was run, and lose it): a folder made in the store, or for a new store in the
+    nearest folder above it, and removed at once; an existing store's lock file opened for writing."""
+    root = store.root
+    above = next(p for p in (root.absolute(), *root.absolute().parents) if p.exists())
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".aloe-probe-", dir=above))
+        if (root / S.LOCK_FILE).exists():
+            os.close(os.open(root / S.LOCK_FILE, os.O_RDWR))
+    except OSError as e:
+        where = "cannot be written" if above == root.absolute() else f"cannot be created: {above} cannot be written"
+        raise StoreError(f"{where}: {e.strerror or e}", root) from None
+
+
+def _check_store_columns(robot: Robot, store) -> None:
+    """An existing store's per-frame columns are the robot's: its writer drops, without a word, a camera
+    (or other observation) the store lacks, and fills one the robot lacks with nulls (`aloe improve --obs
+    images.<cam>` then fails on those frames). A robot that declares no observations yet (a remote one
+    before it connects) is checked after connecting."""
+    feats = robot.observation_features or {}
+    if not feats:
+        return
+    pre = S.OBS_IMAGES_PREFIX
+    have = sorted(k for k in feats if k.startswith(pre))
+    want = store.image_columns
+    if have != want:
+        def cams(cols: list[str]) -> str:
+            return f"camera{'s' * (len(cols) > 1)} {', '.join(c[len(pre):] for c in cols)}" if cols else "no camera"
+
+        hint = "roll out into another store"
+        if robot.name.startswith("sim:") and len(want) <= 1:  # the simulator gives one camera at most
+            sim_arg = f"pass --robot-arg camera={want[0][len(pre):]}" if want else "leave out --robot-arg camera"
+            hint = f"{sim_arg} or {hint}"
+        raise BadInput(f"the robot {robot.name} has {cams(have)} but the store holds {cams(want)}; {hint}",
+                       store.root, sorted(set(have) ^ set(want))[0])
+    extras = {k: f.get("shape") for k, f in feats.items()
+              if k.startswith(S.OBS_PREFIX) and k != S.OBS_STATE and not k.startswith(pre)}
+    stored = store.extra_columns
+    if set(extras) != set(stored):  # columns besides the state and the cameras
+        def cols(names) -> str:
+            return ", ".join(sorted(names)) or "no other observation"
+
+        raise BadInput(f"the robot {robot.name} gives {cols(extras)} but the store holds {cols(stored)}; "
+                       "roll out into another store", store.root, sorted(set(extras) ^ set(stored))[0])
+    for col, shape in extras.items():
+        if shape and int(shape[0]) != stored[col]:
+            raise BadInput(f"the robot {robot.name} has {int(shape[0])} numbers but the store holds {stored[col]}; "
+                           "roll out into another store", store.root, col)
 
 
 def _check_cameras(robot: Robot, policy, name: str) -> None:
@@ -708,7 +766,8 @@ class _Session:
             "clipped_actions": sum(r["clipped"] for r in self.results),
             "rate_limited_actions": sum(r["rate_limited"] for r in self.results),
             "steps_per_s": self.steps_total / self.step_time if self.step_time > 0 else None,
-            "policy_latency_ms": {"mean": float(lat.mean()), "p95": float(np.percentile(lat, 95))} if len(lat) else None,
+            "policy_latency_ms": ({"mean": float(lat.mean()), "p95": float(np.percentile(lat, 95))}
+                                  if len(lat) else None),
             "wall_s": time.monotonic() - self.t_start,
             "interrupted": self.interrupted,
             "commits_deferred": self.commits_deferred,

@@ -214,6 +214,32 @@ def test_rollout_refuses_bad_numbers_before_running(cli, tmp_path, option, value
     RolloutConfig(fps=None, max_delta=None, reset_time_s=0.0, seed=2 ** 32 - 1).check(5)  # the documented defaults
 
 
+@pytest.mark.parametrize("args,message", [
+    (("--policy-timeout", "0"), "--policy-timeout: must be at least --deadline (1.0), got 0.0"),
+    (("--deadline", "40"), "--deadline: must be at most --policy-timeout (30.0), got 40.0"),
+    (("--deadline", "5", "--policy-timeout", "2"), "--policy-timeout: must be at least --deadline (5.0), got 2.0"),
+], ids=["timeout", "deadline", "both"])
+def test_rollout_names_the_option_out_of_range(cli, tmp_path, args, message):
+    """A policy timeout below the deadline named --deadline, whichever option was given."""
+    r = cli("rollout", "--policy", EXPERT, "--episodes", "1", "--max-steps", "5", "--into", tmp_path / "s", *args)
+    assert one_error(r, "--") == f"Error: {message}"
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("device,message", [
+    ("tpu", "'tpu' is not auto, cpu, cuda or cuda:N"),
+    pytest.param("cuda", "CUDA is not available on this machine; use --device cpu",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here")),
+])
+def test_rollout_checks_the_device_for_every_policy(cli, tmp_path, device, message):
+    """A plugin policy never uses --device, and a bad one ran all the same (exit 0); the same command with a
+    built-in policy is refused, so it is refused for every policy, before anything loads."""
+    args = ("rollout", "--policy", EXPERT, "--episodes", "1", "--max-steps", "2", "--into", tmp_path / "s")
+    assert one_error(cli(*args, "--device", device), "--device: ") == f"Error: --device: {message}"
+    assert not (tmp_path / "s").exists()
+    assert cli(*args, "--device", " Auto ").exit_code == 0
+
+
 # ---------------------------------------------------------------- the scripted expert's arguments (R4)
 
 def test_parse_value_reads_nan_and_inf_as_numbers():

@@ -13,8 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import aloe_cli.rollout
 from aloe_cli import schema as S
+from aloe_cli.episode import Episode
 from aloe_cli.errors import BadInput, PolicyError
+from aloe_cli.formats._images import encode_frames
 from aloe_cli.robot.experts import metaworld_expert, scripted_expert
 from aloe_cli.robot.sim import SimRobot
 from aloe_cli.rollout import RolloutConfig, run_rollouts
@@ -387,7 +390,8 @@ def test_cli_bad_input(cli, tmp_path, aloha_dir):
     assert _bad(cli, store, "--intervene", "teleop") == f"Error: --intervene: the robot sim:{TASK} has no teleoperator"
     assert _bad(cli, store, "--intervene", "keyboard") == \
         "Error: --intervene keyboard: needs an interactive terminal on stdin"
-    assert _bad(cli, store, "--robot-arg", "wheels=4") == f"Error: sim:{TASK}: --robot-arg: the simulator takes no option 'wheels'"
+    assert _bad(cli, store, "--robot-arg", "wheels=4") == \
+        f"Error: sim:{TASK}: --robot-arg: the simulator takes no option 'wheels'"
     assert not store.exists()
     src, _ = aloha_dir
     assert cli("ingest", store, src).exit_code == 0
@@ -406,6 +410,83 @@ def test_cli_bad_input(cli, tmp_path, aloha_dir):
     assert _bad(cli, tmp_path / "s2", "--robot-arg", "report_success=maybe") == (
         f"Error: sim:{TASK}: report_success: must be true or false, got 'maybe'")
     assert not (tmp_path / "s2").exists()
+
+
+def test_cli_refuses_an_into_that_cannot_be_written_before_the_robot_moves(cli, tmp_path, monkeypatch):
+    """Found before the robot moves, not at the first commit once the episode had run (`Error: /proc/x: cannot
+    be written`, exit 2, the episode lost): /proc takes no new folder, on Linux even for root."""
+    if not os.path.isdir("/proc"):
+        pytest.skip("needs Linux's /proc")
+    assert _bad(cli, "/proc/x").startswith("Error: /proc/x: cannot be created: /proc cannot be written: ")
+    # An existing store that takes no new file (as root, no permission bit refuses; the probe is made to fail).
+    store = tmp_path / "store"
+    assert cli("rollout", "--policy", "rollout_plugins:constant", "--into", store, "--max-steps", 3,
+               "--episodes", 1).exit_code == 0
+    before = sorted(p.name for p in store.rglob("*"))
+    assert not [p for p in before if p.startswith(".aloe-probe")]  # the probe leaves nothing behind
+
+    def denied(**kw):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(aloe_cli.rollout, "tempfile", type("tempfile", (), {"mkdtemp": staticmethod(denied)}))
+    assert _bad(cli, store) == f"Error: {store}: cannot be written: Permission denied"
+    assert sorted(p.name for p in store.rglob("*")) == before and len(Store.open(store).episodes) == 1
+
+
+def _store_with(path, images=(), extras=None) -> None:
+    """A store of one simulator-sized episode with these cameras and extra observation columns."""
+    T = 3
+    ep = Episode(state=np.zeros((T, 39), np.float32), action=np.zeros((T, 4), np.float32), source_key="e0",
+                 extras={k: np.zeros((T, d), np.float32) for k, d in (extras or {}).items()},
+                 images={k: encode_frames(np.zeros((T, 8, 8, 3), np.uint8)) for k in images})
+    with Store.open(path, create=True).writer("rollout:sim", "rollout") as w:
+        w.add(ep, fps=80.0)
+        w.commit()
+
+
+def test_cli_refuses_cameras_the_store_does_not_hold_before_the_robot_moves(cli, tmp_path):
+    """The store's writer keeps only the store's columns: a camera the store lacks was dropped without a word
+    (exit 0), and one the robot lacks left frames without an image (`aloe improve --obs state,images.corner`
+    failed later with "frame 80 has no image"). Refused before the simulator starts, so no GL is needed."""
+    plain, cams = tmp_path / "plain", tmp_path / "cams"
+    assert cli("rollout", "--policy", "rollout_plugins:constant", "--into", plain, "--max-steps", 3,
+               "--episodes", 1).exit_code == 0
+    _store_with(cams, images=["observation.images.corner"])
+    assert _bad(cli, plain, "--robot-arg", "camera=corner") == (
+        f"Error: {plain}: observation.images.corner: the robot sim:{TASK} has camera corner but the store holds "
+        "no camera; leave out --robot-arg camera or roll out into another store")
+    assert _bad(cli, cams) == (
+        f"Error: {cams}: observation.images.corner: the robot sim:{TASK} has no camera but the store holds "
+        "camera corner; pass --robot-arg camera=corner or roll out into another store")
+    assert _bad(cli, cams, "--robot-arg", "camera=topview") == (
+        f"Error: {cams}: observation.images.corner: the robot sim:{TASK} has camera topview but the store holds "
+        "camera corner; pass --robot-arg camera=corner or roll out into another store")
+    assert len(Store.open(plain).episodes) == 1 and len(Store.open(cams).episodes) == 1
+
+
+def test_extra_observations_must_be_the_stores_too(tmp_path):
+    """Other per-frame observations a driver declares (a third-party one, say) were dropped or left null the
+    same way; refused before the robot connects, as the cameras are."""
+    vel = "observation.velocity"
+    plain, fast = tmp_path / "plain", tmp_path / "vel"
+    _store_with(plain)
+    _store_with(fast, extras={vel: 2})
+    bot = SimRobot(TASK, max_steps=3)
+    bot.observation_features[vel] = {"dtype": "float32", "shape": [3], "names": None}
+    config = RolloutConfig(episodes=1, max_steps=3)
+    with pytest.raises(BadInput) as e:
+        run_rollouts(bot, constant(0.0), plain, config)
+    assert str(e.value) == (f"{plain}: {vel}: the robot sim:{TASK} gives {vel} but the store holds no other "
+                            "observation; roll out into another store")
+    with pytest.raises(BadInput) as e:
+        run_rollouts(bot, constant(0.0), fast, config)
+    assert str(e.value) == (f"{fast}: {vel}: the robot sim:{TASK} has 3 numbers but the store holds 2; "
+                            "roll out into another store")
+    with pytest.raises(BadInput) as e:
+        run_rollouts(SimRobot(TASK, max_steps=3), constant(0.0), fast, config)
+    assert str(e.value) == (f"{fast}: {vel}: the robot sim:{TASK} gives no other observation but the store holds "
+                            f"{vel}; roll out into another store")
+    assert not bot.is_connected and len(Store.open(fast).episodes) == 1
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

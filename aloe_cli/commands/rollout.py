@@ -29,7 +29,8 @@ def register(app: typer.Typer) -> None:
         policy_id: Annotated[Optional[str], typer.Option(
             "--policy-id", help="Recorded as the episodes' policy_id (default: the --policy spec).")] = None,
         execute_steps: Annotated[Optional[int], typer.Option(
-            "--execute-steps", help="Actions executed from each chunk before the next request (default: all H).")] = None,
+            "--execute-steps", help="Actions executed from each chunk before the next request "
+            "(default: all H).")] = None,
         max_steps: Annotated[int, typer.Option(
             "--max-steps", help="Actions per episode at most; the simulator fails an episode at this limit.")] = 150,
         fps: Annotated[Optional[float], typer.Option(
@@ -81,6 +82,7 @@ def register(app: typer.Typer) -> None:
             commit_every=commit_every)
         # Cheap checks first: a bad option fails before the simulator or the policy loads.
         config.check(None)  # the chunk size is checked once the policy is loaded
+        _check_device(device)
         obs_map = parse_kv(policy_obs_map, "--policy-obs-map") if policy_obs_map else None
         pol = load_policy(policy, parse_kv(policy_arg, "--policy-arg"), obs_map=obs_map, device=device)
         bot = load_robot(robot, seed=seed, max_steps=max_steps, **parse_kv(robot_arg, "--robot-arg"))
@@ -124,6 +126,16 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"interrupted ({summary['signal'] or 'stop'}): the robot holds; everything recorded is "
                        "saved (an episode cut short as truncated, its outcome unknown)", err=True)
             raise typer.Exit(130)
+
+
+def _check_device(device: str) -> None:
+    """--device, for every policy: a plugin or ws:// policy ignores it, but a bad name, or CUDA on a machine
+    without it, is a mistake all the same (the same command fails with a built-in policy). cpu, the default,
+    is known without importing torch."""
+    if device.strip().lower() != "cpu":
+        from ..policy.builtin import resolve_device
+
+        resolve_device(device)
 
 
 def _compact_run(store: Path, episode_ids: list) -> dict | None:
