@@ -6,7 +6,7 @@ import csv
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -22,9 +22,31 @@ class Labels:
 
     by_key: dict[str, dict]
     by_index: dict[int, dict]
+    path: str | None = None
+    key_lines: dict[str, int] = field(default_factory=dict)  # the line of the file each label is on
+    index_lines: dict[int, int] = field(default_factory=dict)
 
     def lookup(self, ep: Episode) -> dict | None:
-        return self.by_key.get(ep.source_key) or self.by_index.get(ep.source_index)
+        """The episode's label; a source_key row and an episode_index row that both name it must agree."""
+        by_key, by_index = self.by_key.get(ep.source_key), self.by_index.get(ep.source_index)
+        if by_key is not None and by_index is not None and by_key != by_index:
+            k, i = self.key_lines[ep.source_key], self.index_lines[ep.source_index]
+            raise BadInput(f"names episode {ep.source_key!r} (episode_index {ep.source_index}), which line "
+                           f"{min(k, i)} labels too, {_conflict(by_key, by_index, k < i)}",
+                           f"{self.path}:{max(k, i)}", "episode_index" if k < i else "source_key")
+        return by_key if by_key is not None else by_index
+
+
+def _label_text(label: dict) -> str:
+    """A label as a row gives it: "success true, policy_id 'v2'"."""
+    s = label["success"]
+    text = f"success {'unknown' if s is None else str(s).lower()}"
+    return text + (f", policy_id {label['policy_id']!r}" if "policy_id" in label else "")
+
+
+def _conflict(first: dict, then: dict, in_order: bool = True) -> str:
+    there, here = (first, then) if in_order else (then, first)
+    return f"otherwise ({_label_text(there)} there, {_label_text(here)} here); give each episode one label"
 
 
 _TRUE = {"true", "1", "yes", "success", "t", "y"}
@@ -56,20 +78,29 @@ def read_labels(path: str | os.PathLike) -> Labels:
         raise BadInput("missing column", path, "success")
     if "source_key" not in fields and "episode_index" not in fields:
         raise BadInput("needs a source_key or episode_index column", path, "source_key")
-    by_key, by_index = {}, {}
+    labels = Labels({}, {}, str(path))
     for n, row in enumerate(rows, start=2):
         where = f"{path}:{n}"
         label = {"success": parse_success(row["success"], where)}
         if row.get("policy_id"):
             label["policy_id"] = row["policy_id"]
         if row.get("source_key"):
-            by_key[row["source_key"]] = label
+            key, column, table, lines = row["source_key"], "source_key", labels.by_key, labels.key_lines
         elif row.get("episode_index", "").strip():
             try:
-                by_index[int(row["episode_index"])] = label
+                key = int(row["episode_index"])
             except ValueError:
                 raise BadInput(f"{row['episode_index']!r} is not an integer", where, "episode_index") from None
-    return Labels(by_key, by_index)
+            column, table, lines = "episode_index", labels.by_index, labels.index_lines
+        else:
+            continue
+        # Two rows for one episode: the same label twice is harmless (files concatenated); two labels are refused.
+        if key in table and table[key] != label:
+            raise BadInput(f"episode {key!r} is on line {lines[key]} too, {_conflict(table[key], label)}", where,
+                           column)
+        table.setdefault(key, label)
+        lines.setdefault(key, n)
+    return labels
 
 
 def hash_source(path: Path, files: list[Path] | None = None) -> str:

@@ -821,6 +821,15 @@ def _header(sc: Scores) -> tuple[str, str]:
     return header, warn_html
 
 
+def remove_report(scores_dir: str | os.PathLike) -> None:
+    """Delete SCORES_DIR's report (report.html, its images, a page left half-written): `aloe score` does
+    before it puts new scores in place, so no report of earlier scores survives to contradict them.
+    The page goes first: it is the report (its images are embedded in it)."""
+    root = Path(scores_dir)
+    for path in (root / S.REPORT_FILE, root / f".{S.REPORT_FILE}.tmp", *root.glob(f"{REPORT_PNG_PREFIX}*.png")):
+        path.unlink(missing_ok=True)
+
+
 def write_report(scores_dir: str | os.PathLike, episode_ids: list[str] | None = None, worst_best: int = 5) -> Path:
     """Write SCORES_DIR/report.html (self-contained) and its report-*.png images; returns the HTML path.
 

@@ -22,7 +22,7 @@ import pandas as pd
 from . import chunks as C
 from . import schema as S
 from .errors import BadInput, PolicyError
-from .outdirs import check_output
+from .outdirs import check_output, kind_of
 from .store import Store, vectors
 
 CRITICAL_Z = 2.0  # a chunk is critical when its advantage is this many task stds below V (ADVANTAGE_NORM <= -2)
@@ -398,13 +398,17 @@ def score(store: Store | str | os.PathLike, critic_dir: str | os.PathLike, out_d
           policy_spec: str | None = None, policy_args: dict | None = None, samples: int | None = None,
           stride: int = 1, batch_size: int = 1024, device: str = "auto", progress: Callable | None = None) -> dict:
     """The library side of `aloe score`: score, summarise, write chunks.parquet, episodes.parquet and
-    summary.json into `out_dir` (each by atomic rename). Returns the summary."""
+    summary.json into `out_dir` (each by atomic rename, once all three are written). A report of earlier
+    scores in `out_dir` (report.html, report-*.png) is deleted before the new files go in place: it would
+    contradict them (`aloe score --report`, `aloe report` write one of these); a directory that holds no
+    scores yet is left as it is. Returns the summary."""
     import json
     from pathlib import Path
 
     import pyarrow.parquet as pq
 
     from .critic import load_critic
+    from .report import remove_report
 
     out_dir = Path(out_dir)
     check_output(out_dir, "scores", "--out")
@@ -417,12 +421,18 @@ def score(store: Store | str | os.PathLike, critic_dir: str | os.PathLike, out_d
     summary["stride"] = stride
     summary["samples"] = samples_per_state(critic, samples)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, table in ((S.SCORES_CHUNKS_FILE, chunks_table(chunks_df)),
-                        (S.SCORES_EPISODES_FILE, episodes_table(episodes_df))):
-        tmp = out_dir / (name + ".tmp")
-        pq.write_table(table, tmp)
+    names = (S.SCORES_CHUNKS_FILE, S.SCORES_EPISODES_FILE, S.SCORES_SUMMARY_FILE)  # summary.json, the marker, last
+    tmps = [out_dir / (name + ".tmp") for name in names]
+    try:
+        pq.write_table(chunks_table(chunks_df), tmps[0])
+        pq.write_table(episodes_table(episodes_df), tmps[1])
+        tmps[2].write_text(json.dumps(summary, indent=2))
+    except BaseException:  # a failed write (a full disk) leaves the earlier scores and their report as they were
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
+        raise
+    if kind_of(out_dir) == "scores":  # a report of earlier scores; a report.html of anything else is not aloe's
+        remove_report(out_dir)
+    for tmp, name in zip(tmps, names):
         os.replace(tmp, out_dir / name)
-    tmp = out_dir / (S.SCORES_SUMMARY_FILE + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, out_dir / S.SCORES_SUMMARY_FILE)
     return summary

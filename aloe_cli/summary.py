@@ -1,4 +1,5 @@
-"""Summaries of a store: episode and frame counts, per policy and per task."""
+"""Summaries of a store: episode and frame counts, per policy and per task, once the episodes table
+is checked against the frames files' footers."""
 
 from __future__ import annotations
 
@@ -24,7 +25,18 @@ def _group_stats(eps: pd.DataFrame, by: str) -> list[dict]:
     return out
 
 
+def check_frames_files(store: Store) -> None:
+    """Refuse, as the readers do (`fit-critic`, `score`), a store whose episodes table disagrees with its
+    frames files: a frames file missing or unreadable, a row group past a file's end, an episode whose
+    row group holds other than its `length` frames. Reads the Parquet footers only, no frames: the
+    readers' own check (`Store._read_runs`) with no columns asked for."""
+    for _ in store._read_runs(store.episodes, columns=[]):
+        pass
+
+
 def store_summary(store: Store) -> dict:
+    """What `aloe info` prints; the counts come from the episodes table, checked against the frames files."""
+    check_frames_files(store)
     eps = store.episodes
     labelled = eps[S.SUCCESS].dropna()
     return {

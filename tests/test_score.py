@@ -160,6 +160,37 @@ def test_bad_input(scored, cli, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_scoring_again_leaves_no_report_of_the_earlier_scores(scored, cli, tmp_path):
+    """A report left in --out by earlier scores goes when new scores are written there (--report writes
+    the new scores' report); a refused run leaves the scores and their report as they were. (The report
+    stayed, showing the other critic's values.)"""
+    d, _, _ = scored
+    other, out = tmp_path / "other-critic", tmp_path / "sc"
+    shutil.copytree(d / "critic", other)
+    score = ["score", d / "store", "--out", out, "--critic"]
+    assert cli(*score, other, "--report").exit_code == 0
+    report = {p.name for p in out.iterdir() if p.name.startswith("report")}
+    assert "report.html" in report and len(report) > 1 and str(other) in (out / "report.html").read_text()
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    r = cli(*score, d / "critic", "--stride", "0")
+    assert r.exit_code == 2 and {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert cli(*score, d / "critic").exit_code == 0
+    assert json.loads((out / S.SCORES_SUMMARY_FILE).read_text())["critic"] == str(d / "critic")
+    assert sorted(p.name for p in out.iterdir()) == sorted([S.SCORES_CHUNKS_FILE, S.SCORES_EPISODES_FILE,
+                                                            S.SCORES_SUMMARY_FILE])
+    assert cli(*score, other, "--report").exit_code == 0
+    assert cli(*score, d / "critic", "--report").exit_code == 0
+    page = (out / "report.html").read_text()
+    assert str(d / "critic") in page and str(other) not in page
+    assert {p.name for p in out.iterdir() if p.name.startswith("report")} == report
+    # A directory that held no scores: a report.html there is not aloe's, and stays.
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.html").write_text("mine")
+    assert cli("score", d / "store", "--out", mine, "--critic", d / "critic").exit_code == 0
+    assert (mine / "report.html").read_text() == "mine" and (mine / S.SCORES_SUMMARY_FILE).exists()
+
+
 # --------------------------------------------------------------------------- by hand
 def test_extra_obs_columns_with_mean_minus_std(tmp_path):
     """A critic fitted with an --obs extra column and mean - c * std scores each chunk as its own

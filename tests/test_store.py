@@ -167,6 +167,43 @@ def test_labels_file(cli, tmp_path, aloha_dir):
     assert eps["truncated"].tolist() == [False, True, False]
 
 
+def test_two_labels_for_one_episode_are_refused(cli, tmp_path, aloha_dir):
+    """Two rows of a labels file for one episode (by source_key, by episode_index, or one of each) that
+    label it otherwise: one line naming the file, the later row's line and its key column; the store as
+    it was (a first ingest creates none). The same label twice is harmless and accepted."""
+    src, _ = aloha_dir
+    store, labels = tmp_path / "s", tmp_path / "lab.csv"
+    cases = {
+        "source_key,success\nepisode_0.hdf5,true\nepisode_1.hdf5,false\nepisode_0.hdf5,false\n":
+            "lab.csv:4: source_key: episode 'episode_0.hdf5' is on line 2 too, otherwise (success true there, "
+            "success false here); give each episode one label",
+        "source_key,success,policy_id\nepisode_2.hdf5,no,v1\nepisode_2.hdf5,no,\n":
+            "lab.csv:3: source_key: episode 'episode_2.hdf5' is on line 2 too, otherwise (success false, "
+            "policy_id 'v1' there, success false here); give each episode one label",
+        "episode_index,success\n1,unknown\n01,true\n":
+            "lab.csv:3: episode_index: episode 1 is on line 2 too, otherwise (success unknown there, success "
+            "true here); give each episode one label",
+        "source_key,episode_index,success\n,0,true\nepisode_0.hdf5,,false\n":
+            "lab.csv:3: source_key: names episode 'episode_0.hdf5' (episode_index 0), which line 2 labels too, "
+            "otherwise (success true there, success false here); give each episode one label",
+    }
+    for text, message in cases.items():
+        labels.write_text(text)
+        msg = _bad(cli, store, src, "--labels", labels)
+        assert msg == f"Error: {tmp_path / message}" and not store.exists(), text
+    assert cli("ingest", store, src).exit_code == 0
+    for text, message in cases.items():
+        labels.write_text(text)
+        assert _bad(cli, store, src, "--labels", labels, "--force") == f"Error: {tmp_path / message}", text
+    # The same label twice (written alike or not), or once by key and once by index: accepted.
+    labels.write_text("source_key,episode_index,success,policy_id\nepisode_0.hdf5,,true,v2\nepisode_0.hdf5,,1,v2\n"
+                      ",0,yes,v2\n,2,false,\n,2,n,\n")
+    assert cli("ingest", store, src, "--labels", labels, "--force").exit_code == 0
+    eps = Store.open(store).episodes
+    assert eps["success"].tolist() == [True, None, False] and eps["policy_id"].tolist() == ["v2", "unknown",
+                                                                                             "unknown"]
+
+
 def test_relabelling_needs_force_and_makes_critics_and_scores_stale(cli, tmp_path, aloha_dir):
     src, _ = aloha_dir
     store, l1, l2 = tmp_path / "s", tmp_path / "l1.csv", tmp_path / "l2.csv"
@@ -193,7 +230,8 @@ def test_relabelling_needs_force_and_makes_critics_and_scores_stale(cli, tmp_pat
     assert cli(*fit, 3).exit_code == 0
     assert cli("ingest", store, src, "--labels", l2, "--force").exit_code == 0
     r = cli(*fit, 4)  # a relabelled store is another store to resume on
-    assert r.exit_code == 2 and "--resume: the checkpoint was made with a different " in r.stderr
+    assert r.exit_code == 2 and ("--resume: the checkpoint was made with a different labelling: the store's success "
+                                 "or policy_id labels changed since; resume") in r.stderr  # not "normalization"
     after = Store.open(store)
     assert after.fingerprint == fp and after.labels_fingerprint != labels_fp
     info = json.loads(cli("info", store, "--json").stdout)

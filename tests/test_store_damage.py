@@ -165,6 +165,35 @@ def test_frames_file_without_a_column(cli, store, tmp_path):
     assert msg == f"Error: {p}: {S.ACTION}: missing column"
 
 
+DAMAGE = {
+    "longer": lambda store: edit_episodes(store, lambda df: df.assign(**{S.LENGTH: df[S.LENGTH] + [0, 5, 0]})),
+    "shorter": lambda store: edit_episodes(store, lambda df: df.assign(**{S.LENGTH: df[S.LENGTH] - [5, 0, 0]})),
+    "row-group": lambda store: edit_episodes(store, lambda df: df.assign(**{S.ROW_GROUP: [0, 1, 3]})),
+    "no-file": lambda store: frames_file(store).unlink(),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGE))
+def test_info_checks_the_episodes_table_against_the_frames_files(cli, store, tmp_path, case):
+    """`aloe info` refuses a store whose episodes table disagrees with its frames files (a length, a row
+    group, a file) with the readers' own line, not counts that are wrong."""
+    DAMAGE[case](store)
+    msg = refused(cli, store, "info", store)
+    assert msg == refused(cli, store, "fit-critic", store, "--out", tmp_path / "critic", *FIT)
+    assert refused(cli, store, "info", store, "--json") == msg
+    eid = Store.open(store).episodes[S.EPISODE_ID][{"longer": 1, "row-group": 2}.get(case, 0)]
+    assert msg == {
+        "longer": f"Error: {frames_file(store)}: {S.LENGTH}: episode {eid} has 13 frames but the episodes table "
+                  "says 18",
+        "shorter": f"Error: {frames_file(store)}: {S.LENGTH}: episode {eid} has 12 frames but the episodes table "
+                   "says 7",
+        "row-group": f"Error: {frames_file(store)}: {S.ROW_GROUP}: episode {eid}: the episodes table says row "
+                     "group 3, but the file has 3",
+        "no-file": f"Error: {frames_file(store)}: {S.FRAMES_FILE}: missing, but the episodes table names it for "
+                   f"episode {eid}",
+    }[case]
+
+
 # ---------------------------------------------------------------- aloe.json
 
 BAD_MANIFESTS = {

@@ -29,7 +29,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Score every logged chunk: Q, V of the evaluated policy, advantage; per-episode summaries.
 
-        Writes chunks.parquet, episodes.parquet and summary.json into --out.
+        Writes chunks.parquet, episodes.parquet and summary.json into --out; a report of earlier scores
+        there is deleted with them (--report writes one of these).
 
         Example: aloe score store/ --critic critic/ --out scores/ --report
         """

@@ -395,6 +395,11 @@ def fit_critic(store: Store | str | os.PathLike, out_dir: str | os.PathLike, con
         oc = {k: v for k, v in ckpt["meta"]["config"].items() if k not in RESUMABLE_CHANGES}
         nc = {k: v for k, v in meta["config"].items() if k not in RESUMABLE_CHANGES}
         diff = [k for k in sorted(set(oc) | set(nc)) if oc.get(k) != nc.get(k)]
+        # The store first: changed episodes or labels change the statistics too; name the cause, not those.
+        os_, ns = old.get("store") or {}, new.get("store") or {}
+        diff += [why for k, why in (("fingerprint", "store: its episodes changed since"),
+                                    ("labels", "labelling: the store's success or policy_id labels changed since"))
+                 if os_.get(k) != ns.get(k)]
         diff += [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
         if diff:
             raise BadInput(f"the checkpoint was made with a different {diff[0]}; resume with the same options and "
