@@ -67,7 +67,7 @@ class DemoConfig:
     def quick(cls, **overrides) -> "DemoConfig":
         """A small budget (CI): every stage runs, numbers are noisy."""
         base = cls(episodes_per_behaviour=3, weak_episodes=3, bc_steps=150, critic_steps=200,
-                   improve_steps=100, eval_episodes=3, max_steps=80, score_samples=4)
+                   improve_steps=100, eval_episodes=3, score_samples=4)
         return replace(base, **overrides)
 
 

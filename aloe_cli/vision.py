@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -113,28 +114,41 @@ def decode_one(b: bytes) -> np.ndarray:
     return np.asarray(img)
 
 
-def decode_batch(frames, where=None, field_name: str | None = None) -> np.ndarray:
+def frame_names(fa) -> Callable[[int], str]:
+    """Row i of a store's concatenated frames (`Store.load_frames`) -> "episode <id> frame t"."""
+    def name(i: int) -> str:
+        e = int(np.searchsorted(fa.starts, i, side="right")) - 1
+        return f"episode {fa.episode_ids[e]} frame {i - int(fa.starts[e])}"
+
+    return name
+
+
+def decode_batch(frames, where=None, field_name: str | None = None,
+                 name: Callable[[int], str] | None = None) -> np.ndarray:
     """Encoded frames (a sequence of bytes) -> uint8 (B, H, W, 3). Arrays pass through unchanged.
 
-    Every frame must decode and have the first frame's size; otherwise BadInput names the frame.
+    Every frame must decode and have the first frame's size; otherwise BadInput names the frame (as `name(i)`
+    says, e.g. `frame_names`; "frame i" by default).
     """
     if isinstance(frames, np.ndarray) and frames.dtype == np.uint8 and frames.ndim == 4:
         return frames
     n = len(frames)
     if n == 0:
         return np.zeros((0, 0, 0, 3), dtype=np.uint8)
+    name = name or (lambda i: f"frame {i}")
     out = None
     for i, b in enumerate(frames):
         if b is None:
-            raise BadInput(f"frame {i} has no image", where, field_name)
+            raise BadInput(f"{name(i)} has no image", where, field_name)
         try:
             a = decode_one(b)
         except Exception as e:  # PIL raises many types for bad bytes
-            raise BadInput(f"frame {i} is not a decodable image: {e}", where, field_name) from None
+            raise BadInput(f"{name(i)} is not a decodable image: {e}", where, field_name) from None
         if out is None:
             out = np.empty((n,) + a.shape, dtype=np.uint8)
+            first = name(i)
         elif a.shape != out.shape[1:]:
-            raise BadInput(f"frame {i} is {a.shape[1]}x{a.shape[0]} but frame 0 is {out.shape[2]}x{out.shape[1]}; "
+            raise BadInput(f"{name(i)} is {a.shape[1]}x{a.shape[0]} but {first} is {out.shape[2]}x{out.shape[1]}; "
                            "re-ingest with --image-size WxH", where, field_name)
         out[i] = a
     return out
@@ -143,7 +157,7 @@ def decode_batch(frames, where=None, field_name: str | None = None) -> np.ndarra
 def load_images(store, column: str, episode_ids) -> np.ndarray:
     """Decode one camera column of the chosen episodes once: uint8 (N, H, W, 3) in store order."""
     fa = store.load_frames([column], episode_ids)
-    return decode_batch(fa.columns[column], store.root, column)
+    return decode_batch(fa.columns[column], store.root, column, frame_names(fa))
 
 
 def obs_images(observations: dict, spec: ObsSpec) -> dict[str, np.ndarray]:

@@ -85,6 +85,32 @@ def test_decode_batch_rejects_bad_frames():
     assert str(e.value) == "f.parquet: c: frame 1 is 8x4 but frame 0 is 8x8; re-ingest with --image-size WxH"
 
 
+def test_a_store_frame_that_cannot_be_used_is_named_by_episode_and_frame(tmp_path):
+    """Decoding a camera over many episodes named the row of the whole store ("frame 12 has no image");
+    it names the episode and its frame."""
+    store, _ = image_store(tmp_path / "s", frames_per_ep=(5, 7))
+    with store.writer("other", "test") as w:  # a third episode without the camera: its frames are null
+        w.add(Episode(state=np.zeros((3, 3), np.float32), action=np.zeros((3, 2), np.float32), source_key="bare"))
+        w.commit()
+    store = Store.open(tmp_path / "s")
+    eid = store.episodes[S.EPISODE_ID].iloc[2]
+    with pytest.raises(BadInput) as e:
+        load_images(store, "observation.images.cam", store.episodes[S.EPISODE_ID])
+    assert str(e.value) == f"{store.root}: observation.images.cam: episode {eid} frame 0 has no image"
+    small = encode_frames(np.zeros((2, 8, 8, 3), np.uint8))
+    big = image_store(tmp_path / "t", frames_per_ep=(4,))[0]
+    with big.writer("other", "test") as w:
+        w.add(Episode(state=np.zeros((2, 3), np.float32), action=np.zeros((2, 2), np.float32), source_key="small",
+                      images={"observation.images.cam": small}))
+        w.commit()
+    big = Store.open(tmp_path / "t")
+    first, second = big.episodes[S.EPISODE_ID]
+    with pytest.raises(BadInput) as e:
+        load_images(big, "observation.images.cam", big.episodes[S.EPISODE_ID])
+    assert str(e.value) == (f"{big.root}: observation.images.cam: episode {second} frame 0 is 8x8 but episode "
+                            f"{first} frame 0 is 16x16; re-ingest with --image-size WxH")
+
+
 def test_random_shift_is_a_translation_with_replicated_edges():
     import torch
 

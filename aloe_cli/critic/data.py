@@ -81,7 +81,7 @@ def load_chunk_data(store: Store, episodes: pd.DataFrame, H: int, gamma: float, 
     `obs` (``--obs``): extra numeric columns and cameras to load; camera frames are decoded once here.
     `time_scale` ({"per_task", "default"} in frames): needed when `obs` names ``time``.
     """
-    from ..vision import check_obs, decode_batch, parse_obs
+    from ..vision import check_obs, decode_batch, frame_names, parse_obs
 
     spec = parse_obs(obs)
     check_obs(spec, store)
@@ -94,7 +94,7 @@ def load_chunk_data(store: Store, episodes: pd.DataFrame, H: int, gamma: float, 
         if np.isnan(a).any():
             raise BadInput("has missing values (every frame needs the column to use it in --obs)", store.root, c)
         extras[c] = np.ascontiguousarray(a, dtype=np.float32)
-    images = {c: decode_batch(fa.columns[c], store.root, c) for c in spec.images}
+    images = {c: decode_batch(fa.columns[c], store.root, c, frame_names(fa)) for c in spec.images}
     lengths = fa.lengths
     r = frame_rewards(reward, episodes, fa.columns.get(S.REWARD), where=str(store.root))
     end = C.frame_episode_end(lengths)

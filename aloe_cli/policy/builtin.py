@@ -580,7 +580,7 @@ def train_policy(store, out_dir: str | os.PathLike, config: PolicyConfig = Polic
         raise BadInput("indicators are given but the policy is not advantage-conditioned", field="indicators")
 
     # ---- data: every frame is a chunk start
-    from ..vision import check_obs, decode_batch, parse_obs, random_shift
+    from ..vision import check_obs, decode_batch, frame_names, parse_obs, random_shift
 
     spec = parse_obs(config.obs)
     check_obs(spec, store)
@@ -606,7 +606,7 @@ def train_policy(store, out_dir: str | os.PathLike, config: PolicyConfig = Polic
     feats_all = np.ascontiguousarray(np.concatenate([state_all] + [frames.columns[c] for c in spec.extras], 1),
                                      dtype=np.float32) if spec.extras else state_all
     # Camera frames: decoded once here into uint8 (N, h, w, 3); batches index them.
-    images_all = {c: decode_batch(frames.columns[c], store.root, c) for c in spec.images}
+    images_all = {c: decode_batch(frames.columns[c], store.root, c, frame_names(frames)) for c in spec.images}
     cams = {c: tuple(a.shape[1:3]) for c, a in images_all.items()}
     if init is not None and (init.state_dim, init.action_dim) != (D, A):
         raise BadInput(f"policy has state {init.state_dim} / action {init.action_dim} numbers but the store has "
