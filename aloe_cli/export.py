@@ -27,7 +27,9 @@ LeRobot's DAgger recorder writes it), the LeRobot index columns, and three per-f
 Frames without their own score row (``aloe score --stride``) take the values of the latest scored
 chunk start before them, as `aloe improve` trains on them. Episodes keep the store's order
 (``episode_index`` 0..E-1); the episodes table also carries ``aloe/episode_id``,
-``aloe/policy_id`` and ``aloe/success`` so rows can be traced back to the store.
+``aloe/policy_id`` and ``aloe/success`` so rows can be traced back to the store (LeRobot's loader
+keeps them as episode metadata; `aloe ingest` of the export takes each episode's policy_id from
+``aloe/policy_id``, which LeRobot has no field for).
 
 Cameras: a LeRobot image feature has one shape (its ``add_frame`` refuses a frame of another), so a
 camera whose frames change size (or channel count) is refused, naming the frame; ``aloe ingest
@@ -381,6 +383,7 @@ def export(store_path: str | os.PathLike, scores_dir: str | os.PathLike | None, 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from .formats.lerobot import EP_EPISODE_ID, EP_POLICY_ID, EP_SUCCESS
     from .improve import METHODS, OWN_ADVANTAGES, load_scores, method_options, select
 
     if to not in FORMATS:
@@ -554,8 +557,8 @@ def export(store_path: str | os.PathLike, scores_dir: str | os.PathLike | None, 
                 for stat, v in ep_stats[k][-1].items():
                     ep_row[f"stats/{k}/{stat}"] = np.asarray(v).tolist()
             ep_row.update({"meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0,
-                           "aloe/episode_id": row[S.EPISODE_ID], "aloe/policy_id": row[S.POLICY_ID],
-                           "aloe/success": None if pd.isna(row[S.SUCCESS]) else bool(row[S.SUCCESS])})
+                           EP_EPISODE_ID: row[S.EPISODE_ID], EP_POLICY_ID: row[S.POLICY_ID],
+                           EP_SUCCESS: None if pd.isna(row[S.SUCCESS]) else bool(row[S.SUCCESS])})
             rows.append(ep_row)
             g += T
             if progress is not None:

@@ -179,7 +179,9 @@ def ingest(store_path: str | os.PathLike, source_path: str | os.PathLike, fmt: s
             raise BadInput(f"holds no episodes{_read_as_note(options)}", source)
         if label_map is not None:
             _check_labels_used(label_map, seen_keys, seen_indices, labels)
-        return w.commit()
+        result = w.commit()
+    result.warnings = list(src.warnings)  # complete now that the episodes are read
+    return result
 
 
 def _read_as_note(options: ReadOptions) -> str:

@@ -119,6 +119,7 @@ class IngestResult:
     skipped_unchanged: bool = False
     dropped_columns: list[str] = field(default_factory=list)
     frames: int = 0
+    warnings: list[str] = field(default_factory=list)  # the reader's (Source.warnings), one line each
 
     def to_dict(self) -> dict:
         return {
@@ -132,6 +133,7 @@ class IngestResult:
             "episodes_replaced": self.replaced,
             "unchanged": self.skipped_unchanged,
             "dropped_columns": self.dropped_columns,
+            "warnings": self.warnings,
         }
 
 

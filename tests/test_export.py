@@ -285,6 +285,16 @@ def test_aloes_lerobot_reader_reads_it_back(exported, cli, tmp_path):
     assert Store.open(tmp_path / "back").fps == FPS
 
 
+def test_policy_ids_come_back_through_ingest(exported, cli, tmp_path):
+    """LeRobot has no policy field: the export's aloe/policy_id column brings each episode's back (not --policy-id)."""
+    d, _ = exported
+    orig = Store.open(d / "store").episodes[S.POLICY_ID].tolist()
+    assert set(orig) == {"v1", "v2", "human"}
+    r = cli("ingest", tmp_path / "back", d / "out", "--policy-id", "v9")
+    assert r.exit_code == 0, r
+    assert Store.open(tmp_path / "back").episodes[S.POLICY_ID].tolist() == orig
+
+
 def test_many_data_files_and_unknown_outcomes(tmp_path, cli):
     # A store where one outcome is unknown: next.success is left out (it cannot say "unknown").
     make_store(tmp_path / "store", n=6, seed=3, outcomes=False)
@@ -730,8 +740,10 @@ LEROBOT_SCRIPT = textwrap.dedent('''
                              delta_timestamps={"action": [k / fps for k in range(3)], "aloe.weight": [0.0]})
     last = int(ds.meta.episodes[0]["dataset_to_index"]) - 1
     item = chunked[last]
+    policy_ids = [ds.meta.episodes[e]["aloe/policy_id"] for e in range(ds.num_episodes)]  # kept as episode metadata
     print(json.dumps({"episodes": ds.num_episodes, "frames": ds.num_frames, "fps": fps, "rows": rows,
-                      "chunk": item["action"].tolist(), "chunk_is_pad": item["action_is_pad"].tolist()}))
+                      "chunk": item["action"].tolist(), "chunk_is_pad": item["action_is_pad"].tolist(),
+                      "policy_ids": policy_ids}))
 ''' % {"cam": CAM})
 
 
@@ -764,6 +776,7 @@ def test_lerobots_own_loader_reads_it(exported, tmp_path):
     store = Store.open(d / "store")
     frames = store.load_frames([S.OBS_STATE, S.ACTION])
     assert got["episodes"] == 8 and got["frames"] == len(df) and got["fps"] == 10
+    assert got["policy_ids"] == store.episodes[S.POLICY_ID].tolist()
     rows = got["rows"]
     np.testing.assert_allclose([r["action"] for r in rows], frames.columns[S.ACTION], rtol=1e-6)
     np.testing.assert_allclose([r["observation.state"] for r in rows], frames.columns[S.OBS_STATE], rtol=1e-6)

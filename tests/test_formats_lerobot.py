@@ -628,3 +628,91 @@ def test_bad_indices_and_an_empty_dataset(cli, tmp_path, store_with_one):
     assert bad(cli, store, src) == f"{src}: holds no episodes"
     assert bad(cli, tmp_path / "new-store", src) == f"{src}: holds no episodes"
     assert not (tmp_path / "new-store").exists()
+
+
+# ---------------------------------------------------------------------------- what the store cannot hold
+
+def set_task_index(path: Path, rows: slice, value: int) -> None:
+    df = pd.read_parquet(path)
+    df.loc[df.index[rows], "task_index"] = value
+    df.to_parquet(path, index=False)
+
+
+def test_a_task_that_changes_within_an_episode_is_one_warning(cli, tmp_path):
+    """The store has one task per episode: each keeps its first frame's, and one line says how many did not."""
+    eps = make_episodes(n=3, lengths=(6, 9, 7), seed=4)  # tasks: pick, drawer, pick
+    src = write_v30(tmp_path / "ds", eps, video=False)
+    set_task_index(src / "data/chunk-000/file-000.parquet", slice(6 + 4, 6 + 9), 0)  # episode 1: drawer -> pick
+    set_task_index(src / "data/chunk-000/file-001.parquet", slice(2, 7), 1)  # episode 2: pick -> drawer
+    store = tmp_path / "store"
+    r = cli("ingest", store, src)
+    assert r.exit_code == 0, r
+    line = ("2 episodes change task within the episode (episode 1: 'open the drawer' -> 'pick the cube'); "
+            "each keeps its first frame's task")
+    assert r.stderr == f"warning: {line}\n"
+    check_round_trip(store, eps)  # first frame's task, the rest as before
+    r = cli("ingest", tmp_path / "store2", src, "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["warnings"] == [line], r
+
+    src = write_v21(tmp_path / "one", eps, image=False)
+    set_task_index(src / "data/chunk-000/episode_000000.parquet", slice(5, 6), 1)
+    r = cli("ingest", tmp_path / "store3", src)
+    assert r.exit_code == 0, r
+    assert r.stderr == ("warning: 1 episode changes task within the episode (episode 0: 'pick the cube' -> "
+                        "'open the drawer'); each keeps its first frame's task\n")
+    assert cli("ingest", tmp_path / "store4", write_v21(tmp_path / "same", eps)).stderr == ""
+
+
+def test_a_later_frames_task_index_must_be_in_the_tasks_file(cli, tmp_path, store_with_one):
+    src = write_v21(tmp_path / "ds", make_episodes(seed=2), image=False)
+    f = src / "data/chunk-000/episode_000001.parquet"
+    set_task_index(f, slice(3, 4), 7)
+    assert bad(cli, store_with_one, src) == f"{f}: task_index: episode 1 frame 3: task_index 7 is not in the tasks file"
+
+
+def add_feature(src: Path, name: str, feature: dict, values) -> None:
+    """A feature in meta/info.json and a column of `values(n)` in every data file."""
+    edit_info(src, lambda info: info["features"].__setitem__(name, feature))
+    for f in sorted((src / "data").glob("chunk-*/*.parquet")):
+        df = pd.read_parquet(f)
+        df[name] = values(len(df))
+        df.to_parquet(f, index=False)
+
+
+def test_features_not_read_are_one_warning_and_recorded(cli, tmp_path):
+    eps = make_episodes(seed=5)
+    src = write_v30(tmp_path / "ds", eps, video=False)
+    add_feature(src, "complementary_info.discrete_penalty", {"dtype": "float32", "shape": [1], "names": None},
+                lambda n: np.full(n, -0.5, np.float32))
+    add_feature(src, "observation.language", {"dtype": "string", "shape": [1], "names": None},
+                lambda n: ["pick it"] * n)
+    store = tmp_path / "store"
+    r = cli("ingest", store, src)
+    assert r.exit_code == 0, r
+    not_read = ["complementary_info.discrete_penalty", "observation.language"]
+    assert r.stderr == f"warning: 2 features not read (the store has no column for them): {', '.join(not_read)}\n"
+    assert Store.open(store).manifest["ingests"][0]["options"]["features_not_read"] == not_read
+    check_round_trip(store, eps)
+    # Left out on purpose is not reported: cameras under --images drop, observation.state under --state-keys.
+    src = write_v21(tmp_path / "v21", eps)
+    r = cli("ingest", tmp_path / "s2", src, "--images", "drop", "--state-keys",
+            "observation.environment_state", "--json")
+    assert r.exit_code == 0, r
+    assert json.loads(r.stdout)["warnings"] == []
+    assert Store.open(tmp_path / "s2").manifest["ingests"][0]["options"]["features_not_read"] == []
+
+
+def test_policy_id_from_the_episodes_metadata(cli, tmp_path, store_with_one):
+    """aloe's export writes aloe/policy_id in meta/episodes; none (or the store's "unknown") leaves --policy-id."""
+    eps = make_episodes(seed=6)
+    src = write_v30(tmp_path / "ds", eps, video=False)
+    m = src / "meta/episodes/chunk-000/file-000.parquet"
+    df = pd.read_parquet(m)
+    df["aloe/policy_id"] = ["v3", None, S.UNKNOWN_POLICY_ID]
+    df.to_parquet(m, index=False)
+    r = cli("ingest", tmp_path / "s", src, "--policy-id", "human")
+    assert r.exit_code == 0, r
+    assert Store.open(tmp_path / "s").episodes[S.POLICY_ID].tolist() == ["v3", "human", "human"]
+    df["aloe/policy_id"] = [1, 2, 3]
+    df.to_parquet(m, index=False)
+    assert bad(cli, store_with_one, src) == f"{m}: aloe/policy_id: episode 0: 1 is not a string"

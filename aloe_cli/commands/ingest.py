@@ -40,6 +40,8 @@ def register(app: typer.Typer) -> None:
 
         Example: aloe ingest store/ ~/data/aloha_sim_insertion --policy-id human --success true
         """
+        from rich.markup import escape
+
         from ..errors import BadInput
         from ..formats import ReadOptions
         from ..ingest import ingest as run_ingest, parse_success
@@ -77,5 +79,7 @@ def register(app: typer.Typer) -> None:
                 err.print(f"replaced {plural(d['episodes_replaced'], 'episode')} from the earlier ingest")
             if d["dropped_columns"]:
                 err.print(f"dropped columns the store does not have: {', '.join(d['dropped_columns'])}")
+            for w in d["warnings"]:  # task texts and feature names are the source's: not rich markup
+                err.print(f"[yellow]warning:[/yellow] {escape(w)}", soft_wrap=True)  # one line, unwrapped
 
         emit(d, json_out, human)

@@ -7,6 +7,10 @@ Each reader is a module in this package exposing a `READER` object with:
 - ``read(path, options) -> Source``: the source's fps, feature names and a lazy iterator
   of `Episode` objects.
 
+A reader reports what it read otherwise than the source says, or did not read, as one-line
+sentences in ``Source.warnings``: those it knows at once when ``read`` returns, the others
+(appended while the episodes stream) once the iterator is exhausted.
+
 Readers import their heavy dependencies (h5py, protobuf, av) inside ``read`` so that
 the CLI stays fast, and only for the format in use.
 """
@@ -57,6 +61,7 @@ class Source:
     names: dict[str, list[str]] = field(default_factory=dict)  # feature -> per-dimension names
     info: dict = field(default_factory=dict)  # recorded in the ingest history (e.g. state_keys)
     task: str | None = None  # the source's own task name (e.g. robomimic env_name): used where --task is not given
+    warnings: list[str] = field(default_factory=list)  # one line each; complete once `episodes` is exhausted
 
 
 class Reader(Protocol):

@@ -19,6 +19,12 @@ Columns: ``observation.state`` -> state (``--state-keys`` concatenates others), 
 ``observation.*`` -> extras, ``task_index`` -> task text. ``image`` features (struct {bytes,
 path}) are kept byte for byte; ``video`` features are decoded and stored as PNG.
 
+The store has one task per episode: an episode whose ``task_index`` changes keeps its first frame's
+task, and the reader warns (`Source.warnings`, one line for them all). Features none of the above
+reads (a ``complementary_info.*`` number, a string feature), other than LeRobot's bookkeeping
+(``BOOKKEEPING``), are named in one warning and in the ingest's record (``features_not_read``).
+An ``aloe/policy_id`` column in ``meta/episodes`` (aloe's export writes it) gives each episode's policy_id.
+
 Episodes stream: each data file is read front to back in record batches and cut into
 episodes, so memory holds one episode (plus one batch), never the dataset.
 """
@@ -53,6 +59,11 @@ INTERVENTION = ("intervention", "complementary_info.is_intervention")
 TIMESTAMP = "timestamp"
 TASK_INDEX = "task_index"
 EPISODE_INDEX = "episode_index"
+# What LeRobot writes for every dataset and the store rebuilds (its own frame numbers, the terminal frame) or
+# does not need: not reported as features not read.
+BOOKKEEPING = frozenset({TIMESTAMP, "frame_index", EPISODE_INDEX, "index", TASK_INDEX, "next.done"})
+# Columns aloe's export adds to meta/episodes/*.parquet to trace rows to the store (read from episodes.jsonl too).
+EP_EPISODE_ID, EP_POLICY_ID, EP_SUCCESS = "aloe/episode_id", "aloe/policy_id", "aloe/success"
 
 _NUMERIC = {"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
             "float16", "float32", "float64"}
@@ -165,6 +176,7 @@ class _Plan:
     videos: dict[str, str]  # video feature -> store column
     columns: list[str]  # what to read from the data files
     names: dict[str, list[str]] = field(default_factory=dict)
+    not_read: list[str] = field(default_factory=list)  # features none of the above reads (BOOKKEEPING aside)
 
 
 def _plan(meta: _Meta, options: ReadOptions) -> _Plan:
@@ -206,7 +218,14 @@ def _plan(meta: _Meta, options: ReadOptions) -> _Plan:
     for k in extras:
         if (e := _dim_names(meta, k, dims[k])) is not None:
             names[k] = e
-    return _Plan(state_keys, dims, extras, flags, images, videos, columns, names)
+    read = {*state_keys, ACTION, *extras, *flags.values(), *images, *videos}
+    chosen = set()  # left out on purpose: cameras under --images drop, observation.state under --state-keys
+    if options.images != "keep":
+        chosen |= {k for k, v in feats.items() if v["dtype"] in ("image", "video")}
+    if options.state_keys:
+        chosen.add(S.OBS_STATE)
+    not_read = sorted(k for k in feats if k not in read and k not in chosen and k not in BOOKKEEPING)
+    return _Plan(state_keys, dims, extras, flags, images, videos, columns, names, not_read)
 
 
 # ---------------------------------------------------------------------------- episode index
@@ -221,6 +240,16 @@ class _Ep:
     stop: int | None  # one past the last row; None: to the end of the file
     videos: dict[str, tuple[Path, float]]  # video feature -> (mp4, from_timestamp)
     meta_file: Path
+    policy_id: str | None = None  # aloe's export's EP_POLICY_ID; None where there is none
+
+
+def _policy_id(value, path: Path, where: str) -> str | None:
+    """An EP_POLICY_ID value: a string (the store's "unknown" read as none), or BadInput."""
+    if value is None or value == "" or value == S.UNKNOWN_POLICY_ID:
+        return None
+    if not isinstance(value, str):
+        raise BadInput(f"{where}{value!r} is not a string", path, EP_POLICY_ID)
+    return value
 
 
 def _read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
@@ -259,8 +288,8 @@ def _episodes_v2(meta: _Meta, plan: _Plan) -> list[_Ep]:
                               episode_index=idx, chunk_index=chunk), 0.0) for k in plan.videos}
         tasks = row.get("tasks") or []
         length = _index(row["length"], path, "length", f"episode {idx}: ") if "length" in row else None
-        out.append(_Ep(idx, length,
-                       [t for t in tasks if isinstance(t, str)], data, 0, None, videos, path))
+        out.append(_Ep(idx, length, [t for t in tasks if isinstance(t, str)], data, 0, None, videos, path,
+                       _policy_id(row.get(EP_POLICY_ID), path, f"episode {idx}: ")))
     return out
 
 
@@ -278,7 +307,7 @@ def _episodes_v3(meta: _Meta, plan: _Plan) -> list[_Ep]:
         for k in needed:
             if k not in have:
                 raise BadInput("missing column", f, k)
-        cols = needed + (["tasks"] if "tasks" in have else [])
+        cols = needed + [k for k in ("tasks", EP_POLICY_ID) if k in have]
         try:
             d = pf.read(columns=cols).to_pydict()
         except _PARQUET_ERRORS as e:
@@ -310,7 +339,8 @@ def _episodes_v3(meta: _Meta, plan: _Plan) -> list[_Ep]:
                           chunk_index=r[f"videos/{k}/chunk_index"], file_index=r[f"videos/{k}/file_index"])
             videos[k] = (mp4, r[f"videos/{k}/from_timestamp"])
         tasks = [t for t in (r.get("tasks") or []) if isinstance(t, str)]
-        out.append(_Ep(r[EPISODE_INDEX], hi - lo, tasks, data, lo - base[key], hi - base[key], videos, f))
+        policy = _policy_id(r.get(EP_POLICY_ID), f, f"episode {r[EPISODE_INDEX]}: ")
+        out.append(_Ep(r[EPISODE_INDEX], hi - lo, tasks, data, lo - base[key], hi - base[key], videos, f, policy))
     return out
 
 
@@ -570,18 +600,25 @@ class LeRobotReader:
                                "(or pass --images drop)", meta.info_path, next(iter(plan.videos))) from None
         episodes = _episodes_v2(meta, plan) if meta.version in V2 else _episodes_v3(meta, plan)
         tasks = _load_tasks(meta)
-        return Source(
-            episodes=self._episodes(meta, plan, episodes, tasks, options),
+        src = Source(
+            episodes=iter(()),
             fps=meta.fps,
             names=plan.names,
             info={"codebase_version": meta.version, "robot_type": meta.robot_type,
-                  "state_keys": plan.state_keys, "video_keys": sorted(plan.videos)},
+                  "state_keys": plan.state_keys, "video_keys": sorted(plan.videos),
+                  "features_not_read": plan.not_read},
         )
+        if plan.not_read:
+            src.warnings.append(f"{_count(len(plan.not_read), 'feature')} not read (the store has no column for "
+                                f"{'it' if len(plan.not_read) == 1 else 'them'}): {', '.join(plan.not_read)}")
+        src.episodes = self._episodes(meta, plan, episodes, tasks, options, src.warnings)
+        return src
 
     def _episodes(self, meta: _Meta, plan: _Plan, episodes: list[_Ep], tasks: dict[int, str],
-                  options: ReadOptions):
+                  options: ReadOptions, warnings: list[str]):
         rows: _Rows | None = None
         declared = set(meta.features)
+        changes: list[str] = []  # per episode whose task changes: "episode 4: 'stack' -> 'unstack'"
         for ep in episodes:
             if rows is None or rows.path != ep.data_file:
                 rows = _Rows(ep.data_file, plan.columns, declared)
@@ -589,11 +626,40 @@ class LeRobotReader:
             if table is None:
                 raise BadInput(f"episode {ep.index} needs rows {ep.start}..{ep.stop - 1} of {ep.data_file}, "
                                f"which has {rows.read}", ep.meta_file, "dataset_to_index")
-            yield _episode(meta, plan, ep, table, tasks, options)
+            yield _episode(meta, plan, ep, table, tasks, options, changes)
+        if changes:
+            n = len(changes)
+            warnings.append(f"{_count(n, 'episode')} change{'s' if n == 1 else ''} task within the episode "
+                            f"({changes[0]}); each keeps its first frame's task")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _task_change(table: pa.Table, tasks: dict[int, str], file: Path, ep: int) -> tuple[int | None, str | None]:
+    """The episode's first frame's task_index, and where a later frame's differs, "a -> b" (the first other
+    one; task texts where the tasks file gives them). Every frame's task_index must be in the tasks file."""
+    ti = _numbers(table, TASK_INDEX, 1, file, ep)[:, 0].astype(np.float64)
+    if not ti.size:
+        return None, None
+    bad = np.flatnonzero(~np.isfinite(ti) | (ti != np.round(ti)) | (~np.isin(ti, list(tasks)) if tasks else False))
+    if bad.size:
+        t = int(bad[0])
+        why = "is not in the tasks file" if tasks else "is not an integer"
+        raise BadInput(f"episode {ep} frame {t}: task_index {ti[t]:g} {why}", file, TASK_INDEX)
+    first = int(ti[0])
+    other = np.flatnonzero(ti != ti[0])
+    if not other.size:
+        return first, None
+    then = int(ti[other[0]])
+    if tasks:
+        return first, f"{tasks[first]!r} -> {tasks[then]!r}"
+    return first, f"task_index {first} -> {then}"
 
 
 def _episode(meta: _Meta, plan: _Plan, ep: _Ep, table: pa.Table, tasks: dict[int, str],
-             options: ReadOptions) -> Episode:
+             options: ReadOptions, changes: list[str]) -> Episode:
     file, n = ep.data_file, table.num_rows
     if EPISODE_INDEX in table.column_names:
         found = _numbers(table, EPISODE_INDEX, 1, file, ep.index)[:, 0]
@@ -622,11 +688,12 @@ def _episode(meta: _Meta, plan: _Plan, ep: _Ep, table: pa.Table, tasks: dict[int
     if TIMESTAMP in table.column_names:
         timestamp = _finite(_numbers(table, TIMESTAMP, 1, file, ep.index), file, TIMESTAMP, ep.index)[:, 0]
     task = ep.tasks[0] if ep.tasks else None
-    if TASK_INDEX in table.column_names and n and tasks:
-        ti = float(_numbers(table.slice(0, 1), TASK_INDEX, 1, file, ep.index)[0, 0])
-        if ti != int(ti) or int(ti) not in tasks:
-            raise BadInput(f"episode {ep.index}: task_index {ti:g} is not in the tasks file", file, TASK_INDEX)
-        task = tasks[int(ti)]
+    if TASK_INDEX in table.column_names and n:
+        first, change = _task_change(table, tasks, file, ep.index)
+        if tasks:
+            task = tasks[first]
+        if change is not None:
+            changes.append(f"episode {ep.index}: {change}")
     images = {}
     for k, col in plan.images.items():
         images[col] = jpeg_passthrough(_image_bytes(meta, table, k, file, ep.index), options.image_size, file, k)
@@ -637,7 +704,7 @@ def _episode(meta: _Meta, plan: _Plan, ep: _Ep, table: pa.Table, tasks: dict[int
             images[col] = decode_video(mp4, offset + times, meta.fps, options.image_size, k, ep.index)
     return Episode(state=state, action=action, source_key=f"episode_{ep.index:06d}", source_index=ep.index,
                    reward=reward, is_intervention=interv, success=success, task=task, timestamp=timestamp,
-                   extras=extras, images=images)
+                   extras=extras, images=images, policy_id=ep.policy_id)
 
 
 READER = LeRobotReader()
