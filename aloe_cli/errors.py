@@ -59,3 +59,8 @@ def check_seed(seed, limit: int = 2 ** 32, field: str = "--seed") -> None:
         raise BadInput(f"must be >= 0, got {seed}", field=field)
     if seed >= limit:
         raise BadInput(f"must be < 2**{limit.bit_length() - 1}, got {seed}", field=field)
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """"1 episode", "3 episodes" (`many` for an irregular plural: "policies"), for messages."""
+    return f"{n} {word if n == 1 else many or word + 's'}"

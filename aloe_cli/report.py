@@ -33,7 +33,7 @@ import pandas as pd
 
 from . import __version__
 from . import schema as S
-from .errors import BadInput
+from .errors import BadInput, plural
 
 REPORT_PNG_PREFIX = "report-"  # every image the report writes is SCORES_DIR/report-*.png
 MAX_WORST_BEST = 25  # --worst-best above this is refused (each panel costs ~0.1 s and page length)
@@ -549,10 +549,6 @@ def _interval(d: dict) -> str:
     return f"[{_num(d.get('ci_low'))}, {_num(d.get('ci_high'))}]"
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
 def _badge(outcome: str) -> str:
     return f'<span class="badge {outcome}">{outcome}</span>'
 
@@ -798,7 +794,7 @@ def _header(sc: Scores) -> tuple[str, str]:
     run_html = ('<dl class="run">' + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in run_rows) + "</dl>"
                 if run_rows else "")
     warnings = summary.get("warnings", [])
-    warn_html = (f'<div class="warnings" id="warnings"><h2>⚠ {_plural(len(warnings), "warning")}</h2><ul>' +
+    warn_html = (f'<div class="warnings" id="warnings"><h2>⚠ {plural(len(warnings), "warning")}</h2><ul>' +
                  "".join(f"<li>{_e(w)}</li>" for w in warnings) + "</ul></div>") if warnings else ""
     n_tasks, n_pids = len(summary.get("per_task", {})), len(summary.get("per_policy_id", {}))
     header = f"""<header><div class="inner">
@@ -808,7 +804,7 @@ def _header(sc: Scores) -> tuple[str, str]:
 <div class="card"><div class="k">policy value V̂(π)</div><div class="v big">{_num(pv['estimate'])}</div>
 <div class="s">interval {_interval(pv)}</div></div>
 <div class="card"><div class="k">episodes</div><div class="v">{_int(summary.get("episodes", len(episodes)))}</div>
-<div class="s">{_plural(n_tasks, "task")}, {_plural(n_pids, "policy_id")}</div></div>
+<div class="s">{plural(n_tasks, "task")}, {plural(n_pids, "policy_id")}</div></div>
 <div class="card"><div class="k">scored chunks</div><div class="v">{_int(summary.get("chunks", len(chunks)))}</div>
 <div class="s">{_pct(intervention_share)} by human intervention</div></div>
 <div class="card"><div class="k">logged success rate</div><div class="v">{_pct(success_rate)}</div>

@@ -14,7 +14,7 @@ from typing import Annotated, Callable, Optional
 import typer
 from rich.console import Console
 
-from ..errors import AloeError
+from ..errors import AloeError, plural  # noqa: F401 (plural: for the commands)
 
 err = Console(stderr=True)
 
@@ -45,11 +45,6 @@ def command(app: typer.Typer, name: str, **kwargs) -> Callable:
         return fn
 
     return deco
-
-
-def plural(n: int, word: str, many: str | None = None) -> str:
-    """"1 episode", "3 episodes" (`many` for an irregular plural: "policies")."""
-    return f"{n} {word if n == 1 else many or word + 's'}"
 
 
 def help_text(doc: str | None) -> str | None:

@@ -40,7 +40,7 @@ import pyarrow as pa
 
 from .. import schema as S
 from ..episode import Episode
-from ..errors import BadInput
+from ..errors import BadInput, plural
 from . import ReadOptions, Source, iter_files, read_json_object
 from ._images import encode_frames, jpeg_passthrough
 
@@ -609,7 +609,7 @@ class LeRobotReader:
                   "features_not_read": plan.not_read},
         )
         if plan.not_read:
-            src.warnings.append(f"{_count(len(plan.not_read), 'feature')} not read (the store has no column for "
+            src.warnings.append(f"{plural(len(plan.not_read), 'feature')} not read (the store has no column for "
                                 f"{'it' if len(plan.not_read) == 1 else 'them'}): {', '.join(plan.not_read)}")
         src.episodes = self._episodes(meta, plan, episodes, tasks, options, src.warnings)
         return src
@@ -629,12 +629,8 @@ class LeRobotReader:
             yield _episode(meta, plan, ep, table, tasks, options, changes)
         if changes:
             n = len(changes)
-            warnings.append(f"{_count(n, 'episode')} change{'s' if n == 1 else ''} task within the episode "
+            warnings.append(f"{plural(n, 'episode')} change{'s' if n == 1 else ''} task within the episode "
                             f"({changes[0]}); each keeps its first frame's task")
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _task_change(table: pa.Table, tasks: dict[int, str], file: Path, ep: int) -> tuple[int | None, str | None]:
