@@ -169,6 +169,24 @@ def test_a_seed_near_the_limit_trains(world, tmp_path, monkeypatch):
     assert str(e.value) == "$ALOE_SAMPLES_RAM_MB: must be a number of MiB >= 0, got 'lots'"
 
 
+def test_a_memory_mapped_cache_goes_to_a_gpu_with_room_for_it_and_is_copied_by_blocks(tmp_path):
+    """A cache over $ALOE_SAMPLES_RAM_MB stays memory-mapped on the CPU (each batch reads its rows), but on a GPU
+    with free memory for it (twice its size) it is copied there once, a block at a time, not every step."""
+    from aloe_cli.critic.train import cache_on_device, to_device_blockwise
+
+    a = np.lib.format.open_memmap(tmp_path / "s.npy", mode="w+", dtype=np.float32, shape=(37, 2, 3, 4))
+    a[:] = np.random.default_rng(0).normal(size=a.shape)
+    ram = np.asarray(a).copy()
+    cuda = torch.device("cuda", 0)
+    assert cache_on_device(ram, torch.device("cpu")) and cache_on_device(ram, cuda, free_bytes=0)
+    assert not cache_on_device(a, torch.device("cpu"))
+    assert cache_on_device(a, cuda, free_bytes=2 * a.nbytes)
+    assert not cache_on_device(a, cuda, free_bytes=2 * a.nbytes - 1)
+    t = to_device_blockwise(a, torch.device("cpu"), block_bytes=5 * a[:1].nbytes)  # 8 blocks, the last short
+    assert t.dtype == torch.float32 and not np.shares_memory(t.numpy(), a)
+    np.testing.assert_array_equal(t.numpy(), ram)
+
+
 def test_bad_input(world, cli, tmp_path):
     d, spec = world
     nolabels = cw.make_store(tmp_path / "nolabels", episodes=5, seed=1, outcomes=False).root

@@ -126,3 +126,22 @@ def test_torchrun_two_gloo_processes(world, whole, tmp_path):
     s = np.arange(6)
     q = critic.q(cw.onehot(s, 6), np.ones((6, 1, 2, 1), np.float32))[:, 0]
     np.testing.assert_allclose(q, cw.v_pi(s, 6, 0.9), atol=0.05)
+
+
+def test_logged_metrics_are_the_mean_over_the_processes(tmp_path):
+    """Each process trains on its own batches; the metrics row (written by rank 0) averages all of them
+    (it held rank 0's alone)."""
+    script = tmp_path / "mean.py"
+    script.write_text(
+        "import json, torch\n"
+        "from aloe_cli.critic.train import _Dist\n"
+        "d = _Dist(); d.init(False)\n"
+        "row = d.mean({'critic/loss': float(d.rank), 'critic/q_mean': 2.0 * d.rank + 1}, torch.device('cpu'))\n"
+        f"open(f'{tmp_path}/rank{{d.rank}}.json', 'w').write(json.dumps(row))\n"
+        "d.close()\n")
+    e = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script)]
+    r = subprocess.run(cmd, env=e, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert rows == [{"critic/loss": 0.5, "critic/q_mean": 2.0}] * 2

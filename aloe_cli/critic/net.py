@@ -146,6 +146,15 @@ class CriticNet(nn.Module):
         width = (hi - lo) / bins
         self.register_buffer("support", torch.tensor([lo, hi], dtype=torch.float32))
         self.register_buffer("centres", torch.linspace(lo + width / 2, hi - width / 2, bins))
+        self._bounds: tuple[float, float] | None = None  # `support` as Python floats, read once (no GPU sync)
+        self.register_load_state_dict_post_hook(lambda module, keys: setattr(module, "_bounds", None))
+
+    def support_bounds(self) -> tuple[float, float]:
+        """The HL-Gauss support [lo, hi] in normalised units, as Python floats."""
+        if self._bounds is None:
+            lo, hi = self.support.tolist()
+            self._bounds = (lo, hi)
+        return self._bounds
 
     def encode_obs(self, state: torch.Tensor, images: dict | None = None) -> torch.Tensor:
         """The observation encoding (B, hidden): normalised state, joined with camera features."""

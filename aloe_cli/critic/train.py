@@ -39,7 +39,7 @@ RESUMABLE_CHANGES = ("steps", "val_every", "log_every", "checkpoint_every", "dev
 
 # --------------------------------------------------------------------------- the loss
 def critic_loss(net, target_net, batch: dict, config: CriticConfig):
-    """Per-head TD loss on one batch. Returns (loss, info) with namespaced keys.
+    """Per-head TD loss on one batch. Returns (loss, info): info maps namespaced keys to 0-d tensors.
 
     batch: state (B, D), chunk (B, 1, H, A) (padded with its last action), R, disc, m, rtg (B,),
     next_state (B, D), next_chunks (B, K, H, A).
@@ -60,7 +60,7 @@ def critic_loss(net, target_net, batch: dict, config: CriticConfig):
         y_n = module.normalize_value(y)
     raw = net(batch["state"], batch["chunk"], batch.get("images"))[:, 0]  # (B, M, out)
     if config.head == "hlgauss":
-        lo, hi = (float(x) for x in module.support)
+        lo, hi = module.support_bounds()
         target = hl_gauss_probs(y_n, lo, hi, module.out_dim)  # (B, bins)
         per_head = -(target[:, None] * torch.log_softmax(raw, -1)).sum(-1)  # (B, M) cross-entropy
     else:
@@ -68,14 +68,23 @@ def critic_loss(net, target_net, batch: dict, config: CriticConfig):
     loss = per_head.mean(0).sum()  # every head gets the full gradient of its own loss
     with torch.no_grad():
         q = module.values(raw)  # (B, M) in reward units
-        info = {
-            "critic/loss": float(loss),
-            "critic/td_mse": float(((q - y[:, None]) ** 2).mean()),
-            "critic/q_mean": float(q.mean()),
-            "critic/q_head_std": float(q.std(-1, unbiased=False).mean()),
-            "critic/target_mean": float(y.mean()),
+        info = {  # 0-d tensors on the batch's device: read on the host once per logged row, not per step
+            "critic/loss": loss.detach(),
+            "critic/td_mse": ((q - y[:, None]) ** 2).mean(),
+            "critic/q_mean": q.mean(),
+            "critic/q_head_std": q.std(-1, unbiased=False).mean(),
+            "critic/target_mean": y.mean(),
         }
     return loss, info
+
+
+def host_floats(window: dict) -> dict[str, list[float]]:
+    """A metrics window {key: [0-d tensor or float]} as Python floats, read from the device in one transfer."""
+    import torch
+
+    pending = [x for v in window.values() for x in v if not isinstance(x, float)]
+    read = iter(torch.stack(pending).tolist() if pending else [])
+    return {k: [x if isinstance(x, float) else next(read) for x in v] for k, v in window.items()}
 
 
 # --------------------------------------------------------------------------- batches
@@ -94,8 +103,8 @@ class Batcher:
         self.R, self.disc, self.m = t(data.R), t(data.disc), t(data.m)
         self.rtg = t(data.rtg)
         self.cache = None
-        if samples is not None and isinstance(samples.array, np.ndarray) and not isinstance(samples.array, np.memmap):
-            self.cache = t(samples.array)
+        if samples is not None and cache_on_device(samples.array, device):
+            self.cache = to_device_blockwise(samples.array, device)
             self.rows = t(np.maximum(samples.rows, 0), torch.int64)
 
     def __call__(self, idx: np.ndarray, rng: np.random.Generator | None = None) -> dict:
@@ -152,6 +161,39 @@ class Batcher:
         return out
 
 
+GPU_CACHE_SHARE = 0.5  # a memory-mapped sample cache is copied to a GPU whose free memory is twice its size
+
+
+def cache_on_device(array: np.ndarray, device, free_bytes: int | None = None) -> bool:
+    """Whether the policy-sample cache is held on `device` as one tensor (each batch gathers its rows there)
+    or stays a memory map (each batch reads its rows on the host and copies them over). An in-RAM cache always
+    is; a memory-mapped one (over $ALOE_SAMPLES_RAM_MB) only on a GPU with room for it: there it is copied
+    once instead of every step. `free_bytes`: the GPU's free memory (read from the device if None)."""
+    if not isinstance(array, np.memmap):
+        return True
+    if getattr(device, "type", str(device)) != "cuda":
+        return False
+    if free_bytes is None:
+        import torch
+
+        free_bytes, _ = torch.cuda.mem_get_info(device)
+    return array.nbytes <= GPU_CACHE_SHARE * free_bytes
+
+
+def to_device_blockwise(array: np.ndarray, device, block_bytes: int = 256 << 20):
+    """`array` as a float32 tensor on `device`, copied a block of rows at a time: a memory-mapped array is
+    never read into host memory whole."""
+    import torch
+
+    if not isinstance(array, np.memmap):
+        return torch.as_tensor(np.ascontiguousarray(array)).to(device=device, dtype=torch.float32)
+    out = torch.empty(array.shape, dtype=torch.float32, device=device)
+    step = max(1, block_bytes // max(1, array[:1].nbytes))
+    for i in range(0, len(array), step):
+        out[i:i + step] = torch.from_numpy(np.ascontiguousarray(array[i:i + step], dtype=np.float32))
+    return out
+
+
 # --------------------------------------------------------------------------- helpers
 class _Dist:
     """torchrun's environment: rank, world size, and the process group when there is one."""
@@ -169,8 +211,22 @@ class _Dist:
         if use_cuda:
             torch.cuda.set_device(self.local_rank)
         if self.world > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if use_cuda else "gloo")
+            if use_cuda:  # device_id binds the group to this GPU (no guessing of the rank -> GPU map)
+                dist.init_process_group("nccl", device_id=torch.device("cuda", self.local_rank))
+            else:
+                dist.init_process_group("gloo")
             self.owned = True
+
+    def mean(self, values: dict[str, float], device) -> dict[str, float]:
+        """`values` averaged over the processes (each has trained as many steps on its own batches)."""
+        if self.world == 1 or not values:
+            return values
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
+        dist.all_reduce(t)
+        return dict(zip(values, (t / self.world).tolist()))
 
     def barrier(self) -> None:
         if self.world > 1:
@@ -464,12 +520,10 @@ def fit_critic(store: Store | str | os.PathLike, out_dir: str | os.PathLike, con
             out = {}
             with torch.no_grad():
                 if len(val):
-                    tot, n = 0.0, 0
-                    for i in range(0, len(val), 1024):
-                        _, info = critic_loss(target, target, batcher(val[i:i + 1024]), config)
-                        k = len(val[i:i + 1024])
-                        tot, n = tot + info["critic/td_mse"] * k, n + k
-                    out["val/td_mse"] = tot / n
+                    parts = [(critic_loss(target, target, batcher(val[i:i + 1024]), config)[1]["critic/td_mse"],
+                              len(val[i:i + 1024])) for i in range(0, len(val), 1024)]
+                    mses = host_floats({"mse": [m for m, _ in parts]})["mse"]
+                    out["val/td_mse"] = sum(m * k for m, (_, k) in zip(mses, parts)) / len(val)
                 out.update(_start_values(target, batcher, first_frames, samples, config))
             return out
 
@@ -494,9 +548,9 @@ def fit_critic(store: Store | str | os.PathLike, out_dir: str | os.PathLike, con
                 for k, v in info.items():
                     window.setdefault(k, []).append(v)
                 if step % config.log_every == 0 or step == config.steps or step % config.val_every == 0:
+                    means = dist.mean({k: float(np.mean(v)) for k, v in host_floats(window).items()}, device)
                     rate = (step - s0) * config.batch_size / max(time.perf_counter() - t0, 1e-9)
-                    row = {"step": step, **{k: float(np.mean(v)) for k, v in window.items()},
-                           "time/samples_per_s": rate, "time/cpu_s": time.process_time() - c0}
+                    row = {"step": step, **means, "time/samples_per_s": rate, "time/cpu_s": time.process_time() - c0}
                     window = {}
                     if dist.rank == 0 and (step % config.val_every == 0 or step == config.steps):
                         row.update(evaluate())  # rank 0 alone holds policy samples at the validation frames
@@ -554,7 +608,7 @@ def _checkpoint_bytes(step, net, target, opt, meta, metrics_offset, window=None)
 
     buf = io.BytesIO()
     torch.save({"step": step, "net": net.state_dict(), "target": target.state_dict(), "opt": opt.state_dict(),
-                "meta": meta, "metrics_offset": metrics_offset, "window": window or {}}, buf)
+                "meta": meta, "metrics_offset": metrics_offset, "window": host_floats(window or {})}, buf)
     return buf.getvalue()
 
 
