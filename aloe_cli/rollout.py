@@ -38,6 +38,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout  # not the builtin TimeoutError before 3.11
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -80,6 +81,10 @@ class RolloutConfig:
     max_holds: int = 50  # consecutive holds (NaN actions) before the episode is stopped as truncated
     commit_every: int = 1  # finished episodes per atomic commit (1: each at once; more: faster simulated runs)
     policy_thread: bool | None = None  # run the policy in a worker thread; None: for realtime robots only
+    # One chunk request on the first observation before the first episode's clock starts, its chunk
+    # discarded: a policy's first call (CUDA kernels, lazy set-up) can take seconds and miss the deadline.
+    # None: where the policy runs in its worker thread (real time). A policy with rng_state() has it restored.
+    warmup: bool | None = None
 
     def check(self, chunk_size: int | None) -> None:
         """Raise BadInput naming the option for values that cannot run."""
@@ -458,6 +463,8 @@ class _Session:
         self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
         threaded = robot.realtime if config.policy_thread is None else config.policy_thread
         self.worker = _PolicyWorker(policy) if threaded else None
+        self.warmup = threaded if config.warmup is None else config.warmup
+        self.warmup_s: float | None = None  # how long the warm-up call took
         self.stop: _Stop | None = None
         self.results: list[dict] = []
         self.latencies: list[float] = []
@@ -491,6 +498,8 @@ class _Session:
         robot.reset()
         if self.teleop is not None:
             self.teleop.reset()
+        if index == 0 and self.warmup:
+            self._warm_up()
         rec = _Recorder.new()
         ev = {"late_chunks": 0, "nan_holds": 0, "clipped": 0, "rate_limited": 0}
         st: EpisodeStatus = robot.status()
@@ -598,16 +607,49 @@ class _Session:
                 raise error
             raise RobotError(f"{self.robot.name}: {type(error).__name__}: {error}") from error
 
+    @staticmethod
+    def _batch(obs: dict, frame: int) -> dict:
+        """A policy's observation batch of one (B = 1) from a robot observation."""
+        batch = {key: [value] if key == S.TASK else np.asarray(value)[None] for key, value in obs.items()}
+        batch[S.FRAME_INDEX] = np.array([frame], dtype=np.int64)
+        return batch
+
+    def _warm_up(self) -> None:
+        """One chunk request on the robot's first observation, before any clock runs; the chunk is not
+        executed. The policy's generator (where it shows one) is put back, so the episodes draw what they
+        would have drawn without it. A stop meanwhile ends the wait; a failure is the policy's error."""
+        rng = getattr(self.policy, "rng_state", None)
+        state = rng() if callable(rng) and callable(getattr(self.policy, "set_rng_state", None)) else None
+        batch = self._batch(self.robot.get_observation(), 0)
+        t0 = time.monotonic()
+        try:
+            if self.worker is None:
+                out = self.policy.sample(batch, 1)
+            else:
+                future = self.worker.submit(batch)
+                while True:
+                    try:
+                        out = future.result(timeout=0.05)
+                        break
+                    except FutureTimeout:
+                        if self.stop.is_set():
+                            return
+                        if time.monotonic() - t0 >= self.cfg.policy_timeout_s:
+                            raise PolicyError(f"warm-up: no chunk after {self.cfg.policy_timeout_s:g} s", self.name,
+                                              "--policy") from None
+        except AloeError:
+            raise
+        except Exception as e:
+            raise PolicyError(f"warm-up: sample() raised {type(e).__name__}: {e}", self.name, "--policy") from e
+        self.warmup_s = time.monotonic() - t0
+        as_chunks(out, (1, 1, self.H, self.A), self.name)  # a wrong shape fails here, before the robot moves
+        if state is not None:
+            self.policy.set_rng_state(state)
+
     def _request(self, obs: dict, frame: int, ev: dict) -> np.ndarray | None:
         """One chunk (H, A) for `obs`; holds the robot when it is late; None when stopped (a policy that
         returns None is bad output, not a stop)."""
-        batch = {}
-        for key, value in obs.items():
-            if key == S.TASK:
-                batch[key] = [value]
-            else:
-                batch[key] = np.asarray(value)[None]
-        batch[S.FRAME_INDEX] = np.array([frame], dtype=np.int64)
+        batch = self._batch(obs, frame)
         t0 = time.monotonic()
         out = self._sample_threaded(batch, t0, frame, ev) if self.worker else self._sample_inline(batch, t0, frame, ev)
         if out is _STOPPED:
@@ -624,7 +666,7 @@ class _Session:
             next_event = t0 + (self.cfg.policy_timeout_s if held else self.cfg.deadline_s)
             try:
                 return future.result(timeout=min(max(next_event - time.monotonic(), 0.0), 0.05))
-            except TimeoutError:
+            except FutureTimeout:
                 pass
             except AloeError:
                 raise
@@ -768,6 +810,7 @@ class _Session:
             "steps_per_s": self.steps_total / self.step_time if self.step_time > 0 else None,
             "policy_latency_ms": ({"mean": float(lat.mean()), "p95": float(np.percentile(lat, 95))}
                                   if len(lat) else None),
+            "warmup_s": self.warmup_s,
             "wall_s": time.monotonic() - self.t_start,
             "interrupted": self.interrupted,
             "commits_deferred": self.commits_deferred,

@@ -140,14 +140,55 @@ def test_a_paced_loop_observes_at_its_ticks_and_keeps_a_period_after_a_late_chun
     assert (stamps >= 0.5 * period).all(), stamps.round(4)
 
 
+def test_a_warm_up_call_keeps_a_slow_first_call_within_the_deadline(sim, tmp_path):
+    """A policy's first call can be slow (CUDA compiles its kernels then). Where the policy runs in its
+    worker thread (a real-time robot), one chunk request on the first observation before the clock starts
+    takes that cost; its chunk is not executed. --no-warmup, and the simulator's inline default, skip it."""
+    def slow_first():
+        return FixedChunkPolicy([[0.0] * 4] * 3, delays=[0.4])
+
+    p = slow_first()
+    s = run_rollouts(sim, p, None, RolloutConfig(episodes=1, max_steps=9, deadline_s=0.2, policy_thread=True))
+    assert s["late_chunks"] == 0 and s["warmup_s"] >= 0.4 and p.calls == 4  # the warm-up and 3 chunks
+    assert s["frames"] == 9
+    p = slow_first()
+    s = run_rollouts(sim, p, None, RolloutConfig(episodes=1, max_steps=9, deadline_s=0.2, policy_thread=True,
+                                                 warmup=False))
+    assert s["late_chunks"] == 1 and s["warmup_s"] is None and p.calls == 3
+    p = slow_first()
+    s = run_rollouts(sim, p, None, RolloutConfig(episodes=1, max_steps=9, deadline_s=0.2))
+    assert s["late_chunks"] == 1 and s["warmup_s"] is None and p.calls == 3
+
+
+def test_a_warm_up_leaves_the_builtin_policys_draws_as_they_were(tmp_path):
+    """The built-in policy samples from its own generator; the warm-up's draw is put back, so a run with it
+    records the same actions as one without."""
+    from aloe_cli.policy import load_policy
+    from aloe_cli.policy.builtin import PolicyConfig, train_policy
+
+    run_rollouts(SimRobot(TASK, seed=0, max_steps=12), metaworld_expert(TASK, noise=0.5, chunk_size=4),
+                 tmp_path / "logs", RolloutConfig(episodes=2, max_steps=12))
+    train_policy(Store.open(tmp_path / "logs"), tmp_path / "pol",
+                 PolicyConfig(steps=2, chunk_size=4, hidden=16, depth=1, obs_layers=1, batch_size=16, device="cpu",
+                              warmup_steps=1))
+    actions = {}
+    for warm in (True, False):
+        s = run_rollouts(SimRobot(TASK, seed=0, max_steps=12), load_policy(str(tmp_path / "pol")),
+                         tmp_path / f"s{warm}", RolloutConfig(episodes=1, max_steps=12, warmup=warm))
+        assert (s["warmup_s"] is not None) == warm
+        actions[warm] = np.stack(frames_of(tmp_path / f"s{warm}", s["episode_ids"][0])[S.ACTION])
+    np.testing.assert_array_equal(actions[True], actions[False])
+
+
 @pytest.mark.parametrize("threaded", [True, False])
 def test_slow_policy_makes_the_robot_hold(sim, tmp_path, threaded):
     # threaded: the robot holds while the policy computes (real time); inline (the simulator's
     # default): simulated time stands still meanwhile, and the late answer is logged the same way.
+    # (No warm-up call: each delay is the chunk request's it is listed for.)
     holds = sim.holds
     p = FixedChunkPolicy([[0.0] * 4] * 3, delays=[0.25, 0.25, 0.0])
     s = run_rollouts(sim, p, tmp_path / "s", RolloutConfig(episodes=1, max_steps=9, deadline_s=0.05,
-                                                            policy_thread=threaded))
+                                                            policy_thread=threaded, warmup=False))
     assert s["late_chunks"] == 2 and sim.holds - holds == 2 and s["frames"] == 9
     ing = Store.open(tmp_path / "s").manifest["ingests"][0]
     assert ing["options"]["episodes"][0]["events"]["late_chunks"] == 2  # logged with the episode
@@ -156,7 +197,8 @@ def test_slow_policy_makes_the_robot_hold(sim, tmp_path, threaded):
     t0 = time.monotonic()
     with pytest.raises(PolicyError) as e:
         run_rollouts(sim, p, tmp_path / "t", RolloutConfig(episodes=2, max_steps=9, deadline_s=0.05,
-                                                            policy_timeout_s=0.3, policy_thread=threaded),
+                                                            policy_timeout_s=0.3, policy_thread=threaded,
+                                                            warmup=False),
                      policy_name="slow")
     if threaded:
         assert time.monotonic() - t0 < 0.55  # gave up at the timeout, without waiting for the answer

@@ -53,6 +53,9 @@ def register(app: typer.Typer) -> None:
             "--reset-time", help="Seconds between episodes for a person to reset the scene.")] = 0.0,
         commit_every: Annotated[int, typer.Option(
             "--commit-every", help="Finished episodes per atomic commit (1: each at once).")] = 1,
+        warmup: Annotated[Optional[bool], typer.Option(
+            "--warmup/--no-warmup", help="One discarded chunk request on the first observation before the first "
+            "episode, so the policy's slow first call does not miss --deadline (default: on a real-time robot).")] = None,
         compact: Annotated[bool, typer.Option(
             "--compact/--no-compact", help="When the run ends, merge the frames files its commits wrote, as "
             "aloe compact does (files of earlier runs stay as they are).")] = True,
@@ -79,7 +82,7 @@ def register(app: typer.Typer) -> None:
             episodes=episodes, max_steps=max_steps, execute_steps=execute_steps, fps=fps,
             policy_id=policy_id or policy, intervene=intervene, label=label, seed=seed, deadline_s=deadline,
             policy_timeout_s=policy_timeout, max_delta=max_delta, reset_time_s=reset_time,
-            commit_every=commit_every)
+            commit_every=commit_every, warmup=warmup)
         # Cheap checks first: a bad option fails before the simulator or the policy loads.
         config.check(None)  # the chunk size is checked once the policy is loaded
         _check_device(device)

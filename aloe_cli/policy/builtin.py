@@ -313,6 +313,9 @@ class FlowChunkPolicy(nn.Module):
         return {k: bytes(g.get_state().tolist()).hex() for k, g in self._generators.items()}
 
     def set_rng_state(self, state: dict[str, str]) -> None:
+        """Put back states from `rng_state`; a generator made since (absent from `state`) starts over from the seed."""
+        for key in [k for k in self._generators if k not in state]:
+            del self._generators[key]
         for key, hexed in state.items():
             if key not in self._generators:
                 g = torch.Generator(device=key)
