@@ -147,6 +147,20 @@ def test_server_disappears_mid_episode(sim, bridge, tmp_path):
     assert 24 <= eps[S.LENGTH][0] and sim.steps - 1 <= eps[S.LENGTH][0] <= sim.steps
 
 
+def test_a_stopped_bridge_closes_its_connections_whatever_websockets_does(sim, bridge, tmp_path, monkeypatch):
+    """websockets 16's server shutdown() (the newest release for Python 3.10) closes only the listening
+    socket: the client went on driving the robot after stop(). The bridge closes its connections itself."""
+    ws = bridge._server
+    if hasattr(ws.shutdown_notifier, "send"):  # websockets 17: do what 16's shutdown() does, no more
+        monkeypatch.setattr(ws, "shutdown", lambda: (ws.socket.close(), ws.shutdown_notifier.send(b"x")))
+    sim.n = 10
+    with pytest.raises(RobotError) as e:
+        run_rollouts(RemoteRobot(bridge.url, timeout_s=5), constant(0.0), tmp_path / "s",
+                     RolloutConfig(episodes=1, max_steps=100))
+    assert str(e.value).startswith(f"{bridge.url}: connection to the robot bridge lost")
+    assert Store.open(tmp_path / "s").episodes[S.LENGTH].tolist()[0] <= 11
+
+
 def test_bridge_process_killed_mid_episode(tmp_path):
     """The robot's own process dies (kill -9): the client saves what it recorded, truncated."""
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")

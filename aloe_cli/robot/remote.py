@@ -44,6 +44,7 @@ message raises `RobotError`; the rollout loop saves the episode so far as trunca
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from typing import Any
@@ -281,6 +282,7 @@ class RobotBridgeServer:
         self.robot = robot
         self.watchdog_s = float(watchdog_s)
         self._busy = threading.Lock()
+        self._open: set = set()  # connections being served (stop() closes them: websockets 16 leaves them open)
         self._server = ws_serve(self._handle, host, port, max_size=None, compression=None)
         self.host = host
         self.port = int(self._server.socket.getsockname()[1])
@@ -299,6 +301,9 @@ class RobotBridgeServer:
     def stop(self) -> None:
         """Stop serving: close the connections and hold the robot."""
         self._server.shutdown()
+        for ws in list(self._open):  # going away (1001); the client's next request fails
+            with contextlib.suppress(Exception):
+                ws.close(1001)
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._hold()
@@ -333,6 +338,7 @@ class RobotBridgeServer:
             finally:
                 ws.close()
             return
+        self._open.add(ws)
         try:
             ws.send(packb(self._hello()))
             moving = False  # an action was sent and no hold since: the watchdog is armed
@@ -368,6 +374,7 @@ class RobotBridgeServer:
         except ConnectionClosed:
             return
         finally:
+            self._open.discard(ws)
             self._hold()
             self._busy.release()
 
