@@ -67,9 +67,9 @@ def test_masked_flow_loss_by_hand():
     valid = torch.tensor([[True, True], [True, False]])
     # chunk 0: (1 + 4 + 9 + 16) / 4 = 7.5; chunk 1: only step 0 counts: (0 + 0) / 2 = 0.
     loss, info = masked_flow_loss(pred, target, valid)
-    assert loss.item() == pytest.approx(3.75) and info["policy/unweighted_flow_loss"] == pytest.approx(3.75)
+    assert loss.item() == pytest.approx(3.75) and float(info["policy/unweighted_flow_loss"]) == pytest.approx(3.75)
     loss, info = masked_flow_loss(pred, target, valid, torch.tensor([0.5, 1.5]))
-    assert loss.item() == pytest.approx(0.5 * 7.5 / 2) and info["policy/flow_loss"] == pytest.approx(1.875)
+    assert loss.item() == pytest.approx(0.5 * 7.5 / 2) and float(info["policy/flow_loss"]) == pytest.approx(1.875)
 
 
 def test_parse_kv_parses_numbers_and_booleans():

@@ -157,8 +157,8 @@ def masked_flow_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tens
     per_chunk = (sq * mask).sum(dim=1) / (mask.sum(dim=1).clamp(min=1) * pred.shape[2])
     w = torch.ones_like(per_chunk) if weights is None else weights.to(per_chunk.dtype)
     loss = (w * per_chunk).mean()
-    return loss, {"policy/flow_loss": float(loss.detach()),
-                  "policy/unweighted_flow_loss": float(per_chunk.detach().mean())}
+    # 0-d tensors on the device: the training loop reads them on the host once per logged row, not per step
+    return loss, {"policy/flow_loss": loss.detach(), "policy/unweighted_flow_loss": per_chunk.detach().mean()}
 
 
 def _stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -706,14 +706,14 @@ def train_policy(store, out_dir: str | os.PathLike, config: PolicyConfig = Polic
         policy.eval()
         g = torch.Generator(device=device)
         g.manual_seed(config.seed + 4)
-        total = 0.0
+        parts = []
         with torch.no_grad():
             for i in range(0, val_frames.size, 1024):
                 part = val_frames[i:i + 1024]
-                _, info = batch_loss(part, g, training=False)
-                total += info["policy/unweighted_flow_loss"] * len(part)
+                parts.append((batch_loss(part, g, training=False)[1]["policy/unweighted_flow_loss"], len(part)))
         policy.train()
-        return total / val_frames.size
+        losses = torch.stack([x for x, _ in parts]).tolist()
+        return sum(x * n for x, (_, n) in zip(losses, parts)) / val_frames.size
 
     # ---- write into a temporary sibling, renamed into place at the end
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -725,7 +725,7 @@ def train_policy(store, out_dir: str | os.PathLike, config: PolicyConfig = Polic
 
         keep_freed_memory()  # no page faults for the step's buffers (aloe_cli.memory)
         t0 = time.perf_counter()
-        running, running_n, val_loss, best_val = 0.0, 0, None, None
+        running, val_loss, best_val = [], None, None  # the flow losses since the last logged row
         info: dict = {}
         for step in range(config.steps):
             for group in opt.param_groups:
@@ -736,8 +736,7 @@ def train_policy(store, out_dir: str | os.PathLike, config: PolicyConfig = Polic
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), config.grad_clip)
             opt.step()
-            running += info["policy/flow_loss"]
-            running_n += 1
+            running.append(info["policy/flow_loss"])
             done = step + 1
             evaluate = done % config.eval_every == 0 or done == config.steps
             if evaluate:
@@ -745,7 +744,7 @@ def train_policy(store, out_dir: str | os.PathLike, config: PolicyConfig = Polic
                 if val_loss is not None:
                     best_val = val_loss if best_val is None else min(best_val, val_loss)
             if done % config.log_every == 0 or done == config.steps or evaluate:
-                row = {"step": done, "policy/flow_loss": running / running_n,
+                row = {"step": done, "policy/flow_loss": sum(torch.stack(running).tolist()) / len(running),
                        "policy/grad_norm": float(grad_norm), "policy/lr": opt.param_groups[0]["lr"],
                        "time_s": round(time.perf_counter() - t0, 3)}
                 if evaluate and val_loss is not None:
@@ -753,7 +752,7 @@ def train_policy(store, out_dir: str | os.PathLike, config: PolicyConfig = Polic
                 log.write(json.dumps(row) + "\n")
                 log.flush()
                 info = dict(row)
-                running, running_n = 0.0, 0
+                running = []
                 if progress is not None:
                     progress(done, config.steps, info)
         elapsed = time.perf_counter() - t0
