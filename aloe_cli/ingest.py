@@ -68,7 +68,7 @@ def parse_success(value: str, where: str, field: str = "success") -> bool | None
 def read_labels(path: str | os.PathLike) -> Labels:
     path = Path(path)
     try:
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's "CSV UTF-8" starts with a BOM
             reader = csv.DictReader(f)
             fields = reader.fieldnames or []
             rows = list(reader)

@@ -380,8 +380,8 @@ def test_minari_bad_inputs(cli, tmp_path):
         msg = bad(cli, store, d)
         assert msg == f"{h5}: {expected}", msg
 
-    assert bad(cli, store, good, "--filter", "train", "--force") == \
-        "--filter: selects robomimic mask/<key> demos; a Minari dataset has no filter keys"
+    # --filter is robomimic's alone: the refusal names it, not Minari (which it named, then refused itself)
+    assert bad(cli, store, good, "--filter", "train", "--force") == "--filter: applies to robomimic sources, not minari"
 
     d, _ = write_minari(tmp_path / "corrupt")
     h5 = d / "data" / "main_data.hdf5"
@@ -531,13 +531,14 @@ def test_minari_text_observations_are_not_state(cli, tmp_path):
 
 
 def test_an_option_the_format_does_not_read_is_refused(cli, tmp_path, aloha_dir):
-    """`--split` is RLDS's, `--filter` robomimic's and Minari's: given to another format it would be
-    ignored and every episode ingested, so it is refused before the store is touched."""
+    """`--split` is RLDS's, `--filter` robomimic's: given to another format it would be ignored and every
+    episode ingested, so it is refused before the store is touched. The line names the formats that read it
+    (it named Minari for --filter, which Minari then refused)."""
     src, aloha = tmp_path / "demo.hdf5", aloha_dir[0]
     write_robomimic(src, lengths=(6, 5))
     for argv, src_, message in (
             (["--split", "val"], src, "Error: --split: applies to rlds sources, not robomimic"),
-            (["--filter", "train"], aloha, "Error: --filter: applies to robomimic, minari sources, not aloha"),
+            (["--filter", "train"], aloha, "Error: --filter: applies to robomimic sources, not aloha"),
             (["--state-keys", "qpos"], aloha,
              "Error: --state-keys: applies to robomimic, lerobot, minari, rlds sources, not aloha")):
         r = cli("ingest", tmp_path / "store", src_, *argv)

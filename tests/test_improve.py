@@ -372,6 +372,10 @@ def test_improve_bad_input(loop, cli, tmp_path):
     fp = Store.open(d / "store").fingerprint
     # A base policy whose chunks are shorter than the scored ones.
     improve(d / "store", tmp_path / "h1", "bc", settings=dict(TINY, chunk_size=1, steps=1))
+    # A base policy of another robot (a wider state): the refusal names --policy, the option typed (it named
+    # --init, a hidden alias).
+    cw.make_store(tmp_path / "wide", episodes=6, L=L + 2, p=0.5, T_max=20, seed=3)
+    improve(tmp_path / "wide", tmp_path / "hw", "bc", settings=dict(TINY, chunk_size=1, steps=1))
     # Scores without advantages (what `aloe score` writes without a policy): the real file, V and A NaN.
     shutil.copytree(d / "scores", tmp_path / "noadv")
     chunks = pd.read_parquet(tmp_path / "noadv" / S.SCORES_CHUNKS_FILE)
@@ -401,6 +405,9 @@ def test_improve_bad_input(loop, cli, tmp_path):
          "aloe score"),
         (["--method", "awr", "--scores", tmp_path / "tnorm"],
          f"Error: {summaries['tnorm']}: reward_spec: t_norm is not a {{task: frames > 0}} table; re-run aloe score"),
+        (["--method", "bc", "--policy", tmp_path / "hw"],
+         f"Error: {tmp_path / 'hw'}: --policy: policy has state {L + 3} / action 1 numbers but the store has "
+         f"{L + 1} / 1"),
         (["--method", "bc", "--policy", tmp_path / "badround"],
          f"Error: {tmp_path / 'badround' / S.POLICY_FILE}: lineage.round: not a round number >= 0: 'two'"),
         (["--method", "aloe", "--scores", tmp_path / "other-scores"],

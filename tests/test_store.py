@@ -165,6 +165,12 @@ def test_labels_file(cli, tmp_path, aloha_dir):
     assert eps["success"].tolist()[0] is True and pd.isna(eps["success"][1]) and eps["success"][2] == False  # noqa
     assert eps["policy_id"].tolist() == ["v2", "v1", "v1"]
     assert eps["truncated"].tolist() == [False, True, False]
+    # Saved by Excel as "CSV UTF-8": a byte-order mark and CRLF line ends. Its header was read as
+    # '\ufeffsource_key', and the file refused for lacking the source_key column it has.
+    labels.write_bytes(b"\xef\xbb\xbfsource_key,success,policy_id\r\nepisode_0.hdf5,true,v2\r\nepisode_2.hdf5,false,\r\n")
+    r = cli("ingest", tmp_path / "excel", src, "--labels", labels, "--policy-id", "v1")
+    assert r.exit_code == 0, r
+    assert Store.open(tmp_path / "excel").episodes["policy_id"].tolist() == ["v2", "v1", "v1"]
 
 
 def test_two_labels_for_one_episode_are_refused(cli, tmp_path, aloha_dir):

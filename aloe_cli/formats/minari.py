@@ -136,7 +136,7 @@ def dim_names(key: str, width: int) -> list[str]:
 
 class MinariReader:
     name = "minari"
-    reads = frozenset({'state_keys', 'filter_key', 'images', 'image_size'})  # the ReadOptions it uses
+    reads = frozenset({'state_keys', 'images', 'image_size'})  # the ReadOptions it uses
 
     def detect(self, path: Path) -> bool:
         if path.is_file():
@@ -176,8 +176,6 @@ class MinariReader:
         return sorted({path} | {p for p in data.rglob("*") if p.is_file()})
 
     def read(self, path: Path, options: ReadOptions) -> Source:
-        if options.filter_key:
-            raise BadInput("selects robomimic mask/<key> demos; a Minari dataset has no filter keys", field="--filter")
         data, meta = _locate(path)
         if meta is None and not path.is_file():
             raise BadInput(f"no {METADATA} here or under data/", path)

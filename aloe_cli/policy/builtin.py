@@ -571,7 +571,7 @@ def train_policy(store, out_dir: str | os.PathLike, config: PolicyConfig = Polic
     device = resolve_device(config.device)
     init = None
     if init_from is not None:
-        read_policy_json(init_from, "--init")
+        read_policy_json(init_from, "--policy")
         init = load_builtin(init_from, device=device)
         config = dataclasses.replace(config, **{k: getattr(init.config, k) for k in ARCHITECTURE_FIELDS})
         if init.config.advantage_conditioning and not config.advantage_conditioning:
@@ -613,7 +613,7 @@ def train_policy(store, out_dir: str | os.PathLike, config: PolicyConfig = Polic
     cams = {c: tuple(a.shape[1:3]) for c, a in images_all.items()}
     if init is not None and (init.state_dim, init.action_dim) != (D, A):
         raise BadInput(f"policy has state {init.state_dim} / action {init.action_dim} numbers but the store has "
-                       f"{D} / {A}", init_from, "--init")
+                       f"{D} / {A}", init_from, "--policy")
     w = np.ones(n_frames) if weights is None else _check_weights(weights, n_frames)
     if indicators is not None:
         indicators = np.asarray(indicators).reshape(-1)
