@@ -41,6 +41,41 @@ def enclosing_store(path: str | os.PathLike) -> Path | None:
     return None
 
 
+def is_store(path: Path) -> bool:
+    """Whether `path` is an episode store's root (its manifest beside its episodes table or frames folder;
+    an export's meta/aloe.json is not)."""
+    return (path / S.MANIFEST_FILE).is_file() and ((path / S.EPISODES_FILE).is_file() or (path / S.FRAMES_DIR).is_dir())
+
+
+def stores_below(path: Path, skip: frozenset[str] = frozenset()) -> list[Path]:
+    """The episode stores strictly below `path` (not looking inside them), except its entries named in `skip`."""
+    found = []
+    for root, dirs, _ in os.walk(path):
+        here = Path(root)
+        if here == path:
+            dirs[:] = [d for d in dirs if d not in skip]
+            continue
+        if is_store(here):
+            found.append(here)
+            dirs[:] = []
+    return sorted(found)
+
+
+def check_new_store(path: str | os.PathLike) -> None:
+    """Raise BadInput unless a new episode store may be made at `path`: not inside another store, nor inside
+    a critic, policy, scores or export directory (a writer's --force deletes those, and a store in them with
+    them; a demo's own store is where the demo puts it)."""
+    p = Path(path).absolute()
+    kinds = {k: m for k, m in markers().items() if k != "demo"}
+    for parent in p.parents:
+        found = next((k for k, m in kinds.items() if (parent / m).is_file()), None)
+        if found == "store" and not is_store(parent):
+            found = None
+        if found is not None:
+            what = "the episode store" if found == "store" else f"the aloe {found} directory"
+            raise BadInput(f"lies inside {what} {parent}; make the store outside it", p)
+
+
 def check_output(path: str | os.PathLike, kind: str, option: str, replace: bool | None = None,
                  own_entries: frozenset[str] = frozenset()) -> None:
     """Raise BadInput naming `path` and `option` unless a `kind` writer may write there.
@@ -70,3 +105,7 @@ def check_output(path: str | os.PathLike, kind: str, option: str, replace: bool 
     if found != kind and not entries <= own_entries:
         raise BadInput(f"holds files that are not an aloe {kind} directory; --force replaces only a {kind} "
                        f"directory, so choose another {option}", p, option)
+    nested = stores_below(p, skip=own_entries)
+    if nested:
+        raise BadInput(f"holds the episode store {nested[0]}, which --force would delete with it; move the store "
+                       f"out or choose another {option}", p, option)

@@ -284,6 +284,9 @@ class Store:
                 if root.exists() and any(p.name not in _INTERNAL for p in root.iterdir()):
                     raise StoreError(f"is not empty and is not an aloe store (no {S.MANIFEST_FILE}); "
                                      "choose a new or empty directory", root)
+                from .outdirs import check_new_store
+
+                check_new_store(root)
                 return cls(root, None)
             if root.exists() and any(root.iterdir()):
                 raise StoreError(f"is not an aloe store (no {S.MANIFEST_FILE})", root)

@@ -79,6 +79,35 @@ def test_outputs_inside_a_store_are_refused(made, cli):
     assert snapshot(made / "store") == before
 
 
+def test_a_new_store_inside_another_aloe_directory_is_refused(made, cli, tmp_path):
+    """`ingest` and `rollout --into` made a store anywhere: inside a policy directory (which `improve --force`
+    then deleted, store and all) or inside a store (whose frames then failed pandas' plain read). Both are
+    refused, naming the directory, before anything is made; a store beside them is fine."""
+    before = {k: snapshot(made / k) for k in ("store", "policy", "critic", "scores")}
+    for parent, what in (("policy", "the aloe policy directory"), ("critic", "the aloe critic directory"),
+                         ("scores", "the aloe scores directory"), ("store", "the episode store")):
+        inner = made / parent / "sub" / "logs"
+        r = cli("rollout", "--policy", "rollout_plugins:constant", "--into", inner, "--episodes", 1, "--max-steps", 2)
+        line = refused(r, inner)
+        assert line.endswith(f"lies inside {what} {made / parent}; make the store outside it"), line
+        assert not (made / parent / "sub").exists()
+    assert {k: snapshot(made / k) for k in before} == before
+
+
+def test_force_refuses_a_directory_holding_a_store(made, cli, tmp_path):
+    """A store inside a policy directory (made before stores there were refused, or moved in): `--force`
+    would delete it with the policy; it is refused, naming the store."""
+    shutil.copytree(made / "policy", tmp_path / "pol")
+    shutil.copytree(made / "store", tmp_path / "pol" / "logs" / "store")
+    before = snapshot(tmp_path / "pol")
+    r = cli("improve", made / "store", "--method", "bc", "--steps", 2, "--chunk-size", 2, "--device", "cpu",
+            "--out", tmp_path / "pol", "--force")
+    line = refused(r, "--out")
+    assert line.endswith(f"holds the episode store {tmp_path / 'pol' / 'logs' / 'store'}, which --force would "
+                         "delete with it; move the store out or choose another --out"), line
+    assert snapshot(tmp_path / "pol") == before
+
+
 def test_force_replaces_only_its_own_kind(made, cli, tmp_path):
     before = {k: snapshot(made / k) for k in ("store", "critic", "scores")}
     improve = ("improve", made / "store", "--method", "bc", "--steps", 2, "--chunk-size", 2, "--device", "cpu")
