@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from .episode import Episode
-from .errors import BadInput
+from .errors import BadInput, plural
 from .formats import ReadOptions, check_options_apply, detect_format, get_reader
 from .store import IngestResult, Store
 
@@ -181,6 +181,12 @@ def ingest(store_path: str | os.PathLike, source_path: str | os.PathLike, fmt: s
             _check_labels_used(label_map, seen_keys, seen_indices, labels)
         result = w.commit()
     result.warnings = list(src.warnings)  # complete now that the episodes are read
+    if w.dropped:
+        keys = w.dropped_episodes
+        result.warnings.append(
+            f"{plural(len(keys), 'episode')} had columns the store {store.root} does not have, not stored: "
+            f"{', '.join(sorted(w.dropped))} (episode {keys[0]!r}); a store keeps the columns of its first "
+            "ingest: ingest these into a new store to keep them")
     return result
 
 

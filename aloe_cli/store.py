@@ -674,6 +674,23 @@ def _roll_forward(root: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
 
 
+def _merge_parts(parts: list[Path], last: Path, schema: pa.Schema) -> None:
+    """Join staged frames files written under narrower schemas, then `last`, into `last` under `schema`:
+    row group by row group, in order (an episode's row group index stays), the columns a file lacks null."""
+    merged = last.with_name("frames.merged.parquet")
+    with pq.ParquetWriter(merged, schema, compression="zstd") as w:
+        for path in [*parts, last]:
+            f = pq.ParquetFile(path)
+            for i in range(f.num_row_groups):
+                t = f.read_row_group(i)
+                cols = [t.column(n) if n in t.column_names else pa.nulls(t.num_rows, schema.field(n).type)
+                        for n in schema.names]
+                w.write_table(pa.Table.from_arrays(cols, schema=schema), row_group_size=max(t.num_rows, 1))
+    for path in parts:
+        path.unlink()
+    os.replace(merged, last)
+
+
 class StoreWriter:
     """Stages episodes into a new frames file, then commits them atomically.
 
@@ -721,7 +738,9 @@ class StoreWriter:
         self.duplicates = 0
         self.frames = 0
         self.dropped: set[str] = set()
+        self.dropped_episodes: list[str] = []  # source keys of the episodes that had columns left out
         self._pq: pq.ParquetWriter | None = None
+        self._parts: list[Path] = []  # staged frames files written before the schema widened
         self._schema: pa.Schema | None = None
         self.part_name = None
 
@@ -744,14 +763,29 @@ class StoreWriter:
             feats[k] = _image_feature(_frame_size(frames))
         self.features = feats
 
-    def _check_features(self, ep: Episode, path: str) -> None:
+    def _check_features(self, ep: Episode, path: str, names: dict[str, list[str]] | None = None) -> None:
+        """Check an episode's columns against the store's. A camera or extra observation the store lacks
+        becomes a column of a store this ingest makes (earlier episodes get nulls there); an existing store's
+        columns stay as they are, and the column is left out and counted (`dropped`, a warning)."""
         f = self.features
+        if self.store.manifest is None:  # a new store: its columns are the union over its first ingest
+            for k, a in ep.extras.items():
+                if k not in f:
+                    f[k] = {"dtype": "float32", "shape": [a.shape[1]], "names": (names or {}).get(k)}
+                    self._schema = None
+            for k, frames in ep.images.items():
+                if k not in f:
+                    f[k] = _image_feature(_frame_size(frames))
+                    self._schema = None
         for col, arr in ((S.OBS_STATE, ep.state), (S.ACTION, ep.action)):
             have, want = arr.shape[1], f[col]["shape"][0]
             if have != want:
                 raise BadInput(
                     f"has {have} numbers per frame but the store {self.root} holds {want}; "
                     "ingest into a separate store or map the source's keys", f"{path}[{ep.source_key}]", col)
+        lacking = [k for k in [*ep.extras, *ep.images] if k not in f]
+        if lacking:
+            self.dropped_episodes.append(ep.source_key)
         for k, a in list(ep.extras.items()):
             if k not in f:
                 self.dropped.add(k)
@@ -772,7 +806,7 @@ class StoreWriter:
             self._init_features(ep, names)
         if self.fps is None and fps:
             self.fps = float(fps)
-        self._check_features(ep, self.source)
+        self._check_features(ep, self.source, names)
         eid = ep.content_id()
         if eid in self.existing_ids:
             self.duplicates += 1
@@ -785,6 +819,12 @@ class StoreWriter:
                 self.features[k] = _image_feature(None)
         T = len(ep)
         schema = self._frames_schema()
+        if self._pq is not None and not self._pq.schema.equals(schema):  # a new store took a new column
+            self._pq.close()
+            self._pq = None
+            part = self._stage() / f"frames.{len(self._parts)}.parquet"
+            os.replace(self._stage() / "frames.parquet", part)
+            self._parts.append(part)
         fps_ = fps or self.fps or 0.0
         ts = ep.timestamp if ep.timestamp is not None else (
             np.arange(T, dtype=np.float32) / np.float32(fps_) if fps_ else np.arange(T, dtype=np.float32))
@@ -806,8 +846,9 @@ class StoreWriter:
             else:
                 cols[name] = pa.nulls(T, ftype)
         table = pa.Table.from_pydict(cols, schema=schema)
-        if self._pq is None:
+        if self.part_name is None:
             self.part_name = f"{S.FRAMES_DIR}/part-{_dt.datetime.now(_dt.timezone.utc):%Y%m%dT%H%M%S}-{self.txn_id}.parquet"
+        if self._pq is None:
             self._pq = pq.ParquetWriter(self._stage() / "frames.parquet", schema, compression="zstd")
         self._pq.write_table(table, row_group_size=max(T, 1))
         interv = int(ep.is_intervention.sum())
@@ -833,7 +874,7 @@ class StoreWriter:
         self.frames += T
         return eid
 
-    def _frames_schema(self) -> pa.Schema:
+    def _frames_schema(self) -> pa.Schema:  # (reset to None where a new store takes a new column)
         if self._schema is None:
             f = self.features
             extras = {k: v["shape"][0] for k, v in f.items()
@@ -862,6 +903,8 @@ class StoreWriter:
         if self._pq is not None:
             self._pq.close()
             self._pq = None
+        if self._parts:
+            _merge_parts(self._parts, self._stage() / "frames.parquet", self._frames_schema())
         old = self.store.episodes
         keep = old[~old[S.EPISODE_ID].isin(replaced_ids)]
         new_rows = pd.DataFrame(self.rows, columns=S.EPISODES_SCHEMA.names)

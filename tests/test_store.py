@@ -15,6 +15,11 @@ from aloe_cli.store import Store
 from conftest import run_subprocess, write_aloha_episode
 
 
+def frames_of_episode(store: Store, eid: str) -> pd.DataFrame:
+    _, table = next(store.iter_episode_tables([eid]))
+    return table.to_pandas()
+
+
 def snapshot(store):
     """Every file's bytes under a store (to prove it did not change)."""
     return {str(p.relative_to(store)): p.read_bytes() for p in sorted(store.rglob("*"))
@@ -346,3 +351,56 @@ def test_newer_store_version_is_refused(cli, tmp_path, aloha_dir):
 def test_not_a_store(cli, tmp_path):
     r = cli("info", tmp_path / "nothing")
     assert r.exit_code == 2 and r.stderr == f"Error: {tmp_path / 'nothing'}: store does not exist (run `aloe ingest` or `aloe rollout` first)\n"
+
+
+def test_a_new_store_keeps_a_camera_or_extra_its_first_episode_lacks(cli, tmp_path):
+    """The store took its columns from the first episode: an ALOHA take whose camera failed (no `top`), then
+    takes with it, made a store without the camera, and every later take's frames were dropped. A store an
+    ingest makes now has every column of that ingest (episodes without one get nulls); the frames read back
+    equal, through the episode tables and through pandas' plain read of frames/."""
+    import h5py
+
+    src = tmp_path / "takes"
+    src.mkdir()
+    write_aloha_episode(src / "episode_0.hdf5", T=6, seed=50, cams=())
+    write_aloha_episode(src / "episode_1.hdf5", T=7, seed=51, cams=("top",))
+    write_aloha_episode(src / "episode_2.hdf5", T=5, seed=52, cams=("top",), effort=True)
+    r = cli("ingest", tmp_path / "s", src, "--success", "true", "--json")
+    assert r.exit_code == 0, r
+    d = json.loads(r.stdout)
+    assert d["dropped_columns"] == [] and d["warnings"] == []
+    store = Store.open(tmp_path / "s")
+    top, effort = "observation.images.top", "observation.effort"
+    assert {top, effort} <= set(store.manifest["features"]) and store.manifest["features"][effort]["shape"] == [14]
+    by_key = dict(zip(store.episodes[S.SOURCE_KEY], store.episodes[S.EPISODE_ID]))
+    for key, has_top, has_effort in (("episode_0.hdf5", False, False), ("episode_1.hdf5", True, False),
+                                     ("episode_2.hdf5", True, True)):
+        frames = frames_of_episode(store, by_key[key])
+        with h5py.File(src / key) as f:
+            assert np.asarray(frames[S.OBS_STATE].tolist()).shape[0] == f["observations/qpos"].shape[0]
+            if has_effort:
+                np.testing.assert_allclose(np.stack(frames[effort]), f["observations/effort"][()], rtol=1e-6)
+            else:
+                assert frames[effort].isna().all()
+        assert frames[top].notna().all() if has_top else frames[top].isna().all()
+    plain = pd.read_parquet(tmp_path / "s" / S.FRAMES_DIR)
+    assert len(plain) == 18 and plain[top].notna().sum() == 12 and plain[effort].notna().sum() == 5
+    assert cli("info", tmp_path / "s").exit_code == 0  # the episodes table agrees with the file's footer
+
+
+def test_an_existing_store_warns_of_the_columns_it_leaves_out(cli, tmp_path):
+    """Into an existing store a camera it lacks cannot be added (its files hold none): that is a warning
+    line naming the columns, the episodes and an example, and in --json's warnings (a plain line before)."""
+    first, more = tmp_path / "first", tmp_path / "more"
+    first.mkdir()
+    more.mkdir()
+    write_aloha_episode(first / "episode_0.hdf5", T=6, seed=1, cams=())
+    for i in range(2):
+        write_aloha_episode(more / f"episode_{i}.hdf5", T=6, seed=2 + i, cams=("top",))
+    assert cli("ingest", tmp_path / "s", first, "--success", "true").exit_code == 0
+    r = cli("ingest", tmp_path / "s", more, "--success", "true")
+    assert r.exit_code == 0, r
+    want = (f"warning: 2 episodes had columns the store {tmp_path / 's'} does not have, not stored: "
+            "observation.images.top (episode 'episode_0.hdf5'); a store keeps the columns of its first ingest: "
+            "ingest these into a new store to keep them")
+    assert want in r.stderr.splitlines(), r.stderr

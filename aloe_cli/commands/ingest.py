@@ -77,8 +77,6 @@ def register(app: typer.Typer) -> None:
                 err.print(f"skipped {plural(d['duplicates_skipped'], 'episode')} already in the store")
             if d["episodes_replaced"]:
                 err.print(f"replaced {plural(d['episodes_replaced'], 'episode')} from the earlier ingest")
-            if d["dropped_columns"]:
-                err.print(f"dropped columns the store does not have: {', '.join(d['dropped_columns'])}")
             for w in d["warnings"]:  # task texts and feature names are the source's: not rich markup
                 err.print(f"[yellow]warning:[/yellow] {escape(w)}", soft_wrap=True)  # one line, unwrapped
 
