@@ -116,6 +116,7 @@ class IngestResult:
     added: list[str]
     duplicates: int = 0
     replaced: int = 0
+    relabelled: int = 0  # episodes already in the store given this ingest's labels (--force)
     skipped_unchanged: bool = False
     dropped_columns: list[str] = field(default_factory=list)
     frames: int = 0
@@ -131,6 +132,7 @@ class IngestResult:
             "frames_added": self.frames,
             "duplicates_skipped": self.duplicates,
             "episodes_replaced": self.replaced,
+            "episodes_relabelled": self.relabelled,
             "unchanged": self.skipped_unchanged,
             "dropped_columns": self.dropped_columns,
             "warnings": self.warnings,
@@ -674,6 +676,10 @@ def _roll_forward(root: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
 
 
+def _label_text(value) -> str:
+    return "unknown" if value is None else (str(value).lower() if isinstance(value, bool) else repr(value))
+
+
 def _merge_parts(parts: list[Path], last: Path, schema: pa.Schema) -> None:
     """Join staged frames files written under narrower schemas, then `last`, into `last` under `schema`:
     row group by row group, in order (an episode's row group index stays), the columns a file lacks null."""
@@ -739,6 +745,8 @@ class StoreWriter:
         self.frames = 0
         self.dropped: set[str] = set()
         self.dropped_episodes: list[str] = []  # source keys of the episodes that had columns left out
+        self.relabelled: dict[str, dict] = {}  # episode id -> its new labels (already in the store; --force)
+        self._old_rows: dict | None = None
         self._pq: pq.ParquetWriter | None = None
         self._parts: list[Path] = []  # staged frames files written before the schema widened
         self._schema: pa.Schema | None = None
@@ -809,6 +817,7 @@ class StoreWriter:
         self._check_features(ep, self.source, names)
         eid = ep.content_id()
         if eid in self.existing_ids:
+            self._check_labels(eid, ep)
             self.duplicates += 1
             return None
         self.existing_ids.add(eid)
@@ -874,6 +883,28 @@ class StoreWriter:
         self.frames += T
         return eid
 
+    def _check_labels(self, eid: str, ep: Episode) -> None:
+        """An episode already in the store (from an earlier ingest) labelled otherwise here: with --force
+        (`replace_hash`) its labels are replaced; without, it is refused, naming both labellings. (A source
+        that has grown since its ingest is a new content hash, so its earlier episodes come here.)"""
+        if self._old_rows is None:
+            self._old_rows = self.store.episodes.set_index(S.EPISODE_ID).to_dict("index")
+        row = self._old_rows.get(eid)
+        if row is None:  # added earlier in this ingest
+            return
+        new = {S.SUCCESS: ep.success, S.TERMINATED: ep.is_terminated, S.POLICY_ID: ep.policy_id or S.UNKNOWN_POLICY_ID}
+        old = {S.SUCCESS: None if pd.isna(row[S.SUCCESS]) else bool(row[S.SUCCESS]),
+               S.TERMINATED: bool(row[S.TERMINATED]), S.POLICY_ID: row[S.POLICY_ID]}
+        if new == old:
+            return
+        if not self.replace_hash:
+            changed = [k for k in new if new[k] != old[k]]
+            shown = [k for k in changed if not (k == S.TERMINATED and S.SUCCESS in changed)]  # follows success
+            there, here = (", ".join(f"{k} {_label_text(d[k])}" for k in shown) for d in (old, new))
+            raise BadInput(f"is in the store already (ingest {row[S.INGEST_ID]}) labelled otherwise ({there} there, "
+                           f"{here} here); pass --force to relabel it", f"{self.source}[{ep.source_key}]", changed[0])
+        self.relabelled[eid] = new
+
     def _frames_schema(self) -> pa.Schema:  # (reset to None where a new store takes a new column)
         if self._schema is None:
             f = self.features
@@ -894,7 +925,7 @@ class StoreWriter:
         result = IngestResult(str(self.root), self.source, self.format, self.txn_id, list(self.added),
                               duplicates=self.duplicates, dropped_columns=sorted(self.dropped), frames=self.frames)
         replaced_ids = {e for i in self.replaced_ingests for e in i["episode_ids"]}
-        if not self.added and not replaced_ids:
+        if not self.added and not replaced_ids and not self.relabelled:
             result.ingest_id = None
             shutil.rmtree(self.staging, ignore_errors=True)
             if self.created_root:
@@ -907,6 +938,14 @@ class StoreWriter:
             _merge_parts(self._parts, self._stage() / "frames.parquet", self._frames_schema())
         old = self.store.episodes
         keep = old[~old[S.EPISODE_ID].isin(replaced_ids)]
+        if self.relabelled:
+            keep = keep.copy()
+            at = keep[S.EPISODE_ID].map({e: i for i, e in enumerate(self.relabelled)})
+            labels = list(self.relabelled.values())
+            for col in (S.SUCCESS, S.TERMINATED, S.POLICY_ID):
+                keep[col] = keep[col].astype(object)
+                keep.loc[at.notna(), col] = [labels[int(i)][col] for i in at.dropna()]
+            keep[S.TRUNCATED] = ~keep[S.TERMINATED].astype(bool)
         new_rows = pd.DataFrame(self.rows, columns=S.EPISODES_SCHEMA.names)
         episodes = pd.concat([keep, new_rows], ignore_index=True) if len(keep) else new_rows
         _write_episodes(episodes, self._stage() / S.EPISODES_FILE)
@@ -920,7 +959,7 @@ class StoreWriter:
         m["fps"] = self.fps
         m["features"] = self.features
         ingests = [i for i in m["ingests"] if i not in self.replaced_ingests]
-        if self.added:
+        if self.added or self.relabelled:
             ingests.append({
                 "id": self.txn_id,
                 "source": self.source,
@@ -930,6 +969,7 @@ class StoreWriter:
                 "options": self.options,
                 "frames_file": self.part_name,
                 "episode_ids": list(self.added),
+                **({"relabelled_ids": list(self.relabelled)} if self.relabelled else {}),
             })
         m["ingests"] = ingests
         _fsync_write(self.staging / S.MANIFEST_FILE, json.dumps(m, indent=2).encode())
@@ -943,6 +983,7 @@ class StoreWriter:
         self.store.manifest = m
         self.store._episodes = None
         result.replaced = len(replaced_ids)
+        result.relabelled = len(self.relabelled)
         return result
 
     def abort(self) -> None:

@@ -404,3 +404,40 @@ def test_an_existing_store_warns_of_the_columns_it_leaves_out(cli, tmp_path):
             "observation.images.top (episode 'episode_0.hdf5'); a store keeps the columns of its first ingest: "
             "ingest these into a new store to keep them")
     assert want in r.stderr.splitlines(), r.stderr
+
+
+def test_a_grown_source_relabels_its_earlier_episodes_with_force_and_is_refused_without(cli, tmp_path):
+    """A folder that gained a take since its ingest is new content, so its earlier episodes were skipped as
+    already in the store, and a new labels file's outcomes for them were ignored without a word, --force or
+    not. Now they are refused, naming the episode and both labels, the store as it was; with --force they are
+    relabelled in place (same ids and frames) and the new take is added."""
+    src = tmp_path / "takes"
+    src.mkdir()
+    for i in range(3):
+        write_aloha_episode(src / f"episode_{i}.hdf5", T=6 + i, seed=i, cams=())
+    v1, v2 = tmp_path / "v1.csv", tmp_path / "v2.csv"
+    v1.write_text("source_key,success\nepisode_0.hdf5,true\nepisode_1.hdf5,false\nepisode_2.hdf5,true\n")
+    v2.write_text("source_key,success,policy_id\nepisode_0.hdf5,false,\nepisode_1.hdf5,false,\n"
+                  "episode_2.hdf5,true,\nepisode_3.hdf5,true,v2\n")
+    store = tmp_path / "s"
+    assert cli("ingest", store, src, "--labels", v1).exit_code == 0
+    before = Store.open(store).episodes
+    write_aloha_episode(src / "episode_3.hdf5", T=5, seed=9, cams=())  # the next day's take
+    snap = {p.name: p.read_bytes() for p in store.iterdir() if p.is_file()}
+    r = cli("ingest", store, src, "--labels", v2)
+    assert r.exit_code == 2 and r.stderr.strip() == (
+        f"Error: {src}[episode_0.hdf5]: success: is in the store already (ingest {before[S.INGEST_ID][0]}) "
+        "labelled otherwise (success true there, success false here); pass --force to relabel it"), r.stderr
+    assert {p.name: p.read_bytes() for p in store.iterdir() if p.is_file()} == snap
+    r = cli("ingest", store, src, "--labels", v2, "--force", "--json")
+    assert r.exit_code == 0, r
+    d = json.loads(r.stdout)
+    assert (d["episodes_added"], d["duplicates_skipped"], d["episodes_relabelled"]) == (1, 3, 1)
+    after = Store.open(store).episodes
+    assert after[S.EPISODE_ID].tolist()[:3] == before[S.EPISODE_ID].tolist()
+    assert after[S.FRAMES_FILE].tolist()[:3] == before[S.FRAMES_FILE].tolist()
+    assert after[S.SUCCESS].tolist() == [False, False, True, True]
+    assert after[S.TERMINATED].tolist() == [True] * 4 and after[S.TRUNCATED].tolist() == [False] * 4
+    assert after[S.POLICY_ID].tolist() == [S.UNKNOWN_POLICY_ID] * 3 + ["v2"]
+    assert Store.open(store).manifest["ingests"][-1]["relabelled_ids"] == [before[S.EPISODE_ID][0]]
+    assert cli("info", store).exit_code == 0

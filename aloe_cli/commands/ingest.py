@@ -77,6 +77,8 @@ def register(app: typer.Typer) -> None:
                 err.print(f"skipped {plural(d['duplicates_skipped'], 'episode')} already in the store")
             if d["episodes_replaced"]:
                 err.print(f"replaced {plural(d['episodes_replaced'], 'episode')} from the earlier ingest")
+            if d["episodes_relabelled"]:
+                err.print(f"relabelled {plural(d['episodes_relabelled'], 'episode')} already in the store")
             for w in d["warnings"]:  # task texts and feature names are the source's: not rich markup
                 err.print(f"[yellow]warning:[/yellow] {escape(w)}", soft_wrap=True)  # one line, unwrapped
 
