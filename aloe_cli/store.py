@@ -892,9 +892,13 @@ class StoreWriter:
         row = self._old_rows.get(eid)
         if row is None:  # added earlier in this ingest
             return
-        new = {S.SUCCESS: ep.success, S.TERMINATED: ep.is_terminated, S.POLICY_ID: ep.policy_id or S.UNKNOWN_POLICY_ID}
         old = {S.SUCCESS: None if pd.isna(row[S.SUCCESS]) else bool(row[S.SUCCESS]),
                S.TERMINATED: bool(row[S.TERMINATED]), S.POLICY_ID: row[S.POLICY_ID]}
+        new = dict(old)  # an outcome or policy_id this ingest does not give is no contradiction: kept
+        if ep.success is not None:
+            new[S.SUCCESS], new[S.TERMINATED] = ep.success, ep.is_terminated
+        if ep.policy_id and ep.policy_id != S.UNKNOWN_POLICY_ID:
+            new[S.POLICY_ID] = ep.policy_id
         if new == old:
             return
         if not self.replace_hash:

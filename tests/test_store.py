@@ -441,3 +441,7 @@ def test_a_grown_source_relabels_its_earlier_episodes_with_force_and_is_refused_
     assert after[S.POLICY_ID].tolist() == [S.UNKNOWN_POLICY_ID] * 3 + ["v2"]
     assert Store.open(store).manifest["ingests"][-1]["relabelled_ids"] == [before[S.EPISODE_ID][0]]
     assert cli("info", store).exit_code == 0
+    # Grown again, ingested without the labels file: no outcome given is no contradiction; the labels stay.
+    write_aloha_episode(src / "episode_4.hdf5", T=5, seed=10, cams=())
+    assert cli("ingest", store, src).exit_code == 0
+    assert Store.open(store).episodes[S.SUCCESS].tolist()[:4] == [False, False, True, True]
