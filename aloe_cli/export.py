@@ -57,7 +57,6 @@ import json
 import math
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Callable
 
@@ -65,7 +64,7 @@ import numpy as np
 
 from . import schema as S
 from .errors import BadInput
-from .outdirs import check_output
+from .outdirs import check_output, temp_sibling
 from .store import Store, vectors
 
 CODEBASE_VERSION = "v3.0"
@@ -472,8 +471,7 @@ def export(store_path: str | os.PathLike, scores_dir: str | os.PathLike | None, 
 
     # ---- stream the episodes into data files
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    tmp = temp_sibling(out_dir)  # (a killed run's are removed here)
     writer = None
     try:
         chunk_i, file_i, file_bytes, file_eps = 0, 0, 0, 0

@@ -9,6 +9,10 @@ a directory of its own kind. A slip in `--out` cannot overwrite or delete a stor
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import socket
+import uuid
 from pathlib import Path
 
 from . import schema as S
@@ -109,3 +113,29 @@ def check_output(path: str | os.PathLike, kind: str, option: str, replace: bool 
     if nested:
         raise BadInput(f"holds the episode store {nested[0]}, which --force would delete with it; move the store "
                        f"out or choose another {option}", p, option)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def temp_sibling(out: Path) -> Path:
+    """A new hidden folder beside `out` to write into before it is renamed to `out`:
+    `.NAME.tmp-PID@HOST-XXXXXXXX`. Those a killed run on this host left (its process gone) are removed
+    first; a crash cannot reach the writer's own clean-up, so without this they piled up, one per run."""
+    host = socket.gethostname()
+    pattern = re.compile(re.escape(f".{out.name}.tmp-") + r"(\d+)@(.+)-[0-9a-f]{8}")
+    if out.parent.is_dir():
+        for p in out.parent.iterdir():
+            m = pattern.fullmatch(p.name)
+            if m and m.group(2) == host and not _alive(int(m.group(1))) and p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}@{host}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    return tmp

@@ -108,6 +108,29 @@ def test_force_refuses_a_directory_holding_a_store(made, cli, tmp_path):
     assert snapshot(tmp_path / "pol") == before
 
 
+def test_a_killed_run_leaves_a_temporary_folder_that_the_next_run_removes(made, tmp_path):
+    """improve writes into a hidden sibling renamed into place at the end; a SIGKILL (or OOM, or power loss)
+    never reaches its clean-up, and every killed run left one (a camera export's, gigabytes). The next run
+    on this host removes those whose process is gone; a running one's, or another host's, it leaves."""
+    import os
+    import socket
+
+    from conftest import run_subprocess
+
+    args = ("improve", made / "store", "--method", "bc", "--steps", 4, "--chunk-size", 2, "--device", "cpu",
+            "--out", tmp_path / "pol")
+    assert run_subprocess(*args, env={"ALOE_CRASH_AT": "policy-step-2"}).returncode == 137
+    left = [p.name for p in tmp_path.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".pol.tmp-"), left
+    live = tmp_path / f".pol.tmp-{os.getpid()}@{socket.gethostname()}-0123abcd"  # this process: running
+    elsewhere = tmp_path / ".pol.tmp-1@another-host-0123abcd"
+    live.mkdir()
+    elsewhere.mkdir()
+    r = run_subprocess(*args)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, elsewhere.name, "pol"])
+
+
 def test_force_replaces_only_its_own_kind(made, cli, tmp_path):
     before = {k: snapshot(made / k) for k in ("store", "critic", "scores")}
     improve = ("improve", made / "store", "--method", "bc", "--steps", 2, "--chunk-size", 2, "--device", "cpu")

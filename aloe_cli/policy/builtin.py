@@ -32,7 +32,6 @@ import math
 import os
 import shutil
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +43,7 @@ from torch import nn
 
 from .. import schema as S
 from ..errors import BadInput, PolicyError, check_seed, is_count
-from ..outdirs import check_output
+from ..outdirs import check_output, temp_sibling
 from ..chunks import chunk_windows, frame_episode_end
 
 FORMAT_NAME = "aloe-flow-chunk-policy"
@@ -717,8 +716,7 @@ def train_policy(store, out_dir: str | os.PathLike, config: PolicyConfig = Polic
 
     # ---- write into a temporary sibling, renamed into place at the end
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    tmp = temp_sibling(out_dir)
     try:
         log = open(tmp / S.POLICY_LOG_FILE, "w")
         from ..memory import keep_freed_memory
@@ -738,6 +736,8 @@ def train_policy(store, out_dir: str | os.PathLike, config: PolicyConfig = Polic
             opt.step()
             running.append(info["policy/flow_loss"])
             done = step + 1
+            if os.environ.get("ALOE_CRASH_AT") == f"policy-step-{done}":  # fault injection for the tests
+                os._exit(137)
             evaluate = done % config.eval_every == 0 or done == config.steps
             if evaluate:
                 val_loss = validate()
