@@ -29,7 +29,8 @@ chunk start before them, as `aloe improve` trains on them. Episodes keep the sto
 (``episode_index`` 0..E-1); the episodes table also carries ``aloe/episode_id``,
 ``aloe/policy_id`` and ``aloe/success`` so rows can be traced back to the store (LeRobot's loader
 keeps them as episode metadata; `aloe ingest` of the export takes each episode's policy_id from
-``aloe/policy_id``, which LeRobot has no field for).
+``aloe/policy_id``, which LeRobot has no field for, and its outcome from ``aloe/success``, null where it
+is unknown: ``next.success`` cannot say unknown, so it is written only where every episode has an outcome).
 
 Cameras: a LeRobot image feature has one shape (its ``add_frame`` refuses a frame of another), so a
 camera whose frames change size (or channel count) is refused, naming the frame; ``aloe ingest
@@ -46,8 +47,10 @@ named, ``none`` none at all (to leave out a depth camera, say); those left out a
 statistic or data column, and ``meta/aloe.json`` lists the cameras exported (``cameras``) and those left
 out (``cameras_left_out``).
 
-``timestamp`` is LeRobot's ``frame_index / fps``: the store's own timestamps where the fps exported is
-the store's recorded one, otherwise (``--fps`` for a store without one, or another rate) worked out anew.
+``timestamp`` is LeRobot's ``frame_index / fps``: an episode's own timestamps where the fps exported is
+the one that episode was recorded at (its ``fps`` in the store's episodes table), otherwise worked out anew
+(``--fps`` for a store without one, or another rate; an episode recorded at another rate, or at none), so a
+store mixing sources of several rates exports every episode on the one clock.
 """
 
 from __future__ import annotations
@@ -327,9 +330,10 @@ def scan_cameras(store: Store, images: list[str]) -> tuple[dict[str, list[int]],
     return shapes, stats
 
 
-def _timestamps(stored: np.ndarray, fps: float, store_fps: float | None) -> np.ndarray:
-    """LeRobot's timestamps, frame_index / fps: the store's own where they are on the exported clock."""
-    if store_fps is not None and math.isclose(fps, store_fps, rel_tol=1e-9):
+def _timestamps(stored: np.ndarray, fps: float, recorded_fps: float | None) -> np.ndarray:
+    """LeRobot's timestamps, frame_index / fps: the episode's own where it was recorded at the exported rate.
+    `recorded_fps`: the episode's (its row's fps), None or NaN where it has none (an RLDS source's, say)."""
+    if recorded_fps is not None and math.isfinite(recorded_fps) and math.isclose(fps, recorded_fps, rel_tol=1e-9):
         return stored.astype(np.float32)
     return np.arange(len(stored), dtype=np.float32) / np.float32(fps)
 
@@ -504,7 +508,7 @@ def export(store_path: str | os.PathLike, scores_dir: str | os.PathLike | None, 
             cols[S.EXPORT_ADVANTAGE] = advantage[sl]
             cols[S.EXPORT_WEIGHT] = weight[sl]
             cols[S.EXPORT_POSITIVE] = positive[sl]
-            cols["timestamp"] = _timestamps(t.column(S.TIMESTAMP).to_numpy(zero_copy_only=False), fps, store.fps)
+            cols["timestamp"] = _timestamps(t.column(S.TIMESTAMP).to_numpy(zero_copy_only=False), fps, row[S.FPS])
             cols["frame_index"] = np.arange(T, dtype=np.int64)
             cols["episode_index"] = np.full(T, e, dtype=np.int64)
             cols["index"] = np.arange(g, g + T, dtype=np.int64)
@@ -597,7 +601,7 @@ def export(store_path: str | os.PathLike, scores_dir: str | os.PathLike | None, 
             "episodes": len(rows), "frames": g, "tasks": len(tasks), "data_files": data_files,
             "features": list(feats), "dropped_columns": dropped,
             "cameras": images, "cameras_left_out": [c for c in store.image_columns if c not in images + dropped],
-            "outcomes": "next.success" if has_success else "not exported (some episodes have no outcome)",
+            "outcomes": "next.success" if has_success else "not exported as next.success (some episodes have none)",
             **(sel.info or {}),
         }
         (tmp / ALOE_META_PATH).write_text(json.dumps(summary, indent=2, default=str) + "\n")

@@ -296,7 +296,8 @@ def test_policy_ids_come_back_through_ingest(exported, cli, tmp_path):
 
 
 def test_many_data_files_and_unknown_outcomes(tmp_path, cli):
-    # A store where one outcome is unknown: next.success is left out (it cannot say "unknown").
+    # A store where one outcome is unknown: next.success is left out (it cannot say "unknown"), and meta/episodes'
+    # aloe/success (null: unknown) brings every episode's outcome back through aloe ingest.
     make_store(tmp_path / "store", n=6, seed=3, outcomes=False)
     improve(tmp_path / "store", tmp_path / "r0", "bc", settings=dict(TINY, chunk_size=2, steps=5))
     fit_critic(tmp_path / "store", tmp_path / "critic",
@@ -308,7 +309,8 @@ def test_many_data_files_and_unknown_outcomes(tmp_path, cli):
     files = summary["data_files"]
     assert len(files) > 2 and files[:2] == ["data/chunk-000/file-000.parquet", "data/chunk-000/file-001.parquet"]
     info = json.loads((tmp_path / "out/meta/info.json").read_text())
-    assert "next.success" not in info["features"] and summary["outcomes"].startswith("not exported")
+    assert "next.success" not in info["features"]
+    assert summary["outcomes"] == "not exported as next.success (some episodes have none)"
     ep = pd.read_parquet(tmp_path / "out/meta/episodes/chunk-000/file-000.parquet")
     assert sorted(set(ep["data/file_index"])) == list(range(len(files)))
     assert ep["aloe/success"].tolist()[:2] == [None, False]
@@ -316,7 +318,13 @@ def test_many_data_files_and_unknown_outcomes(tmp_path, cli):
     assert r.exit_code == 0, r
     orig = list(Store.open(tmp_path / "store").iter_episodes())
     back = list(Store.open(tmp_path / "back").iter_episodes())
-    assert [b.success for b in back] == [None] * len(orig)  # outcomes are not in the export
+    assert [o.success for o in orig][:2] == [None, False]
+    assert [b.success for b in back] == [o.success for o in orig]
+    assert [b.terminated for b in back] == [o.terminated for o in orig]
+    # --success fills only the unknown outcome (as --policy-id does only a missing policy_id).
+    assert cli("ingest", tmp_path / "filled", tmp_path / "out", "--success", "true").exit_code == 0
+    filled = [b.success for b in Store.open(tmp_path / "filled").iter_episodes()]
+    assert filled == [True] + [o.success for o in orig][1:]
     for o, b in zip(orig, back):
         np.testing.assert_array_equal(b.action, o.action)
         assert b.images[CAM] == o.images[CAM]
@@ -531,6 +539,53 @@ def test_fps_option_sets_the_timestamps_of_a_store_without_a_frame_rate(tmp_path
     other = data_table(tmp_path / "other")
     np.testing.assert_array_equal(other["timestamp"], (other["frame_index"].to_numpy() / np.float32(20.0))
                                   .astype(np.float32))
+
+
+def on_clock(df: pd.DataFrame, fps: float) -> np.ndarray:
+    """LeRobot's timestamps of the frames: frame_index / fps, in float32."""
+    return (df["frame_index"].to_numpy() / np.float32(fps)).astype(np.float32)
+
+
+def test_every_episode_is_exported_on_the_exported_clock(tmp_path, cli):
+    """A store mixing LeRobot sources recorded at 30 and 10 fps exports at 30 (the store's first rate) with every
+    episode's timestamp frame_index / 30; --fps 10 re-times the 30 fps episodes and keeps the 10 fps ones' own."""
+    from test_formats_lerobot import FPS as SOURCE_FPS, edit_info, make_episodes, write_v21
+
+    fast = write_v21(tmp_path / "lr30", make_episodes(seed=5), image=False)
+    edit_info(fast, lambda info: info.__setitem__("fps", 30))
+    for f in sorted((fast / "data").glob("chunk-*/*.parquet")):  # as LeRobot records at 30 fps
+        t = pq.read_table(f)
+        stamps = pa.array((np.arange(t.num_rows) / 30).astype(np.float32))
+        pq.write_table(t.set_column(t.column_names.index("timestamp"), "timestamp", stamps), f)
+    slow = write_v21(tmp_path / "lr10", make_episodes(seed=6), image=False)
+    for src in (fast, slow):
+        assert cli("ingest", tmp_path / "store", src).exit_code == 0
+    eps = Store.open(tmp_path / "store").episodes
+    assert eps[S.FPS].tolist() == [30.0] * 3 + [SOURCE_FPS] * 3 and Store.open(tmp_path / "store").fps == 30
+    export(tmp_path / "store", None, tmp_path / "out", method="awr", options=AWR_QUICK)
+    assert json.loads((tmp_path / "out/meta/info.json").read_text())["fps"] == 30
+    df = data_table(tmp_path / "out")
+    assert sorted(set(df["episode_index"])) == list(range(6))
+    np.testing.assert_array_equal(df["timestamp"], on_clock(df, 30))
+    export(tmp_path / "store", None, tmp_path / "at10", method="awr", options=AWR_QUICK, fps=SOURCE_FPS)
+    df = data_table(tmp_path / "at10")
+    np.testing.assert_array_equal(df["timestamp"], on_clock(df, SOURCE_FPS))
+    stored = Store.open(tmp_path / "store").load_frames([S.TIMESTAMP]).columns[S.TIMESTAMP]
+    slow_rows = df["episode_index"].to_numpy() >= 3
+    np.testing.assert_array_equal(df["timestamp"][slow_rows], stored[slow_rows])  # the 10 fps episodes' own
+
+
+def test_an_episode_recorded_without_a_frame_rate_is_retimed(tmp_path):
+    """Episodes ingested into a store before it had a frame rate (an RLDS source: none recorded, so their stored
+    timestamps count frames) are on the exported clock too, once a later ingest gives the store one."""
+    make_store(tmp_path / "store", n=2, seed=6, fps=None)
+    make_store(tmp_path / "store", n=1, seed=7, fps=FPS)  # a later ingest, at 10 fps
+    store = Store.open(tmp_path / "store")
+    assert store.fps == FPS and store.episodes[S.FPS].isna().tolist() == [True, True, False]
+    assert store.load_frames([S.TIMESTAMP]).columns[S.TIMESTAMP][1] == 1.0  # one "second" a frame
+    export(tmp_path / "store", None, tmp_path / "out", method="awr", options=AWR_QUICK)
+    df = data_table(tmp_path / "out")
+    np.testing.assert_array_equal(df["timestamp"], on_clock(df, FPS))
 
 
 TRUNCATED = r"image file is truncated( \(\d+ bytes not processed\))?"

@@ -716,3 +716,78 @@ def test_policy_id_from_the_episodes_metadata(cli, tmp_path, store_with_one):
     df["aloe/policy_id"] = [1, 2, 3]
     df.to_parquet(m, index=False)
     assert bad(cli, store_with_one, src) == f"{m}: aloe/policy_id: episode 0: 1 is not a string"
+
+
+def drop_feature(src: Path, name: str) -> None:
+    """A dataset without the feature: not in meta/info.json, not a column of any data file."""
+    edit_info(src, lambda info: info["features"].pop(name))
+    for f in sorted((src / "data").glob("chunk-*/*.parquet")):
+        pq.write_table(pq.read_table(f).drop_columns([name]), f)
+
+
+def set_episodes_column(src: Path, name: str, values: list) -> Path:
+    """A column of meta/episodes (v3.0) or a field of each meta/episodes.jsonl row (v2.1), as aloe's export adds."""
+    m = src / "meta/episodes/chunk-000/file-000.parquet"
+    if m.is_file():
+        df = pd.read_parquet(m)
+        df[name] = pd.Series(values, dtype=object)
+        df.to_parquet(m, index=False)
+        return m
+    m = src / "meta/episodes.jsonl"
+    rows = [json.loads(line) for line in m.read_text().splitlines()]
+    m.write_text("".join(json.dumps({**r, name: v}) + "\n" for r, v in zip(rows, values)))
+    return m
+
+
+def outcomes(store: Path) -> tuple[list, list]:
+    """The store's (success, terminated) per episode, success None where unknown."""
+    eps = Store.open(store).episodes
+    return [None if pd.isna(s) else bool(s) for s in eps[S.SUCCESS]], eps[S.TERMINATED].tolist()
+
+
+@pytest.mark.parametrize("version", ["v3.0", "v2.1"])
+def test_success_from_the_episodes_metadata(cli, tmp_path, store_with_one, version):
+    """aloe's export writes each episode's outcome as aloe/success in meta/episodes, null where it is unknown (and
+    next.success only where every episode has one). It is the source's outcome, as aloe/policy_id is the source's
+    policy_id: --success fills only the unknown ones (as --policy-id), a --labels row overrides it."""
+    eps = make_episodes(seed=7)
+    v3 = version == "v3.0"
+    src = write_v30(tmp_path / "ds", eps, video=False) if v3 else write_v21(tmp_path / "ds", eps, image=False)
+    drop_feature(src, "next.success")
+    m = set_episodes_column(src, "aloe/success", [True, None, False])
+    if v3:
+        assert pq.read_schema(m).field("aloe/success").type == pa.bool_()  # nullable, as the export writes it
+    r = cli("ingest", tmp_path / "s", src, "--json")
+    assert r.exit_code == 0, r
+    assert json.loads(r.stdout)["warnings"] == []
+    assert outcomes(tmp_path / "s") == ([True, None, False], [True, False, True])
+    assert cli("ingest", tmp_path / "filled", src, "--success", "true").exit_code == 0
+    assert outcomes(tmp_path / "filled") == ([True, True, False], [True, True, True])
+    labels = tmp_path / "labels.csv"
+    labels.write_text("episode_index,success\n0,false\n1,unknown\n")
+    assert cli("ingest", tmp_path / "labelled", src, "--labels", labels).exit_code == 0
+    assert outcomes(tmp_path / "labelled") == ([False, None, False], [True, False, True])
+    # All null, as without aloe/success (LeRobot's own datasets): unknown, as before.
+    set_episodes_column(src, "aloe/success", [None, None, None])
+    assert cli("ingest", tmp_path / "null", src).exit_code == 0
+    assert outcomes(tmp_path / "null") == ([None, None, None], [False, False, False])
+    m = set_episodes_column(src, "aloe/success", [1, 0, 1] if v3 else ["yes", "no", "yes"])
+    got = "1" if v3 else "'yes'"
+    assert bad(cli, store_with_one, src) == f"{m}: aloe/success: episode 0: {got} is not true, false or null"
+
+
+def test_success_from_the_episodes_metadata_over_next_success(cli, tmp_path):
+    """Where aloe/success and the last next.success both give an outcome and differ, aloe/success is kept and one
+    line says so; where aloe/success is null, next.success gives the outcome."""
+    eps = make_episodes(seed=8)  # next.success: true, false, true
+    src = write_v30(tmp_path / "ds", eps, video=False)
+    set_episodes_column(src, "aloe/success", [False, None, True])
+    r = cli("ingest", tmp_path / "s", src)
+    assert r.exit_code == 0, r
+    assert r.stderr == ("warning: aloe/success in meta/episodes differs from the last next.success for 1 episode "
+                        "(episode 0: false, next.success true); the store keeps aloe/success\n")
+    assert outcomes(tmp_path / "s") == ([False, False, True], [True, True, True])
+    set_episodes_column(src, "aloe/success", [True, False, True])  # as aloe's export writes both
+    r = cli("ingest", tmp_path / "same", src)
+    assert (r.exit_code, r.stderr) == (0, ""), r
+    assert outcomes(tmp_path / "same") == ([True, False, True], [True, True, True])

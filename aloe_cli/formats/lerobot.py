@@ -23,7 +23,10 @@ The store has one task per episode: an episode whose ``task_index`` changes keep
 task, and the reader warns (`Source.warnings`, one line for them all). Features none of the above
 reads (a ``complementary_info.*`` number, a string feature), other than LeRobot's bookkeeping
 (``BOOKKEEPING``), are named in one warning and in the ingest's record (``features_not_read``).
-An ``aloe/policy_id`` column in ``meta/episodes`` (aloe's export writes it) gives each episode's policy_id.
+An ``aloe/policy_id`` column in ``meta/episodes`` (aloe's export writes it) gives each episode's policy_id, and an
+``aloe/success`` column its outcome (true, false; null: unknown, then the last ``next.success`` if there is one). Where
+both say an outcome and differ, ``aloe/success`` is kept and the reader warns (one line for them all). Both are the
+source's: as for any reader's outcome, ``--labels`` overrides them and ``--success``/``--policy-id`` fill only gaps.
 
 Episodes stream: each data file is read front to back in record batches and cut into
 episodes, so memory holds one episode (plus one batch), never the dataset.
@@ -241,6 +244,7 @@ class _Ep:
     videos: dict[str, tuple[Path, float]]  # video feature -> (mp4, from_timestamp)
     meta_file: Path
     policy_id: str | None = None  # aloe's export's EP_POLICY_ID; None where there is none
+    success: bool | None = None  # aloe's export's EP_SUCCESS; None where there is none (or it is null: unknown)
 
 
 def _policy_id(value, path: Path, where: str) -> str | None:
@@ -250,6 +254,15 @@ def _policy_id(value, path: Path, where: str) -> str | None:
     if not isinstance(value, str):
         raise BadInput(f"{where}{value!r} is not a string", path, EP_POLICY_ID)
     return value
+
+
+def _success(value, path: Path, where: str) -> bool | None:
+    """An EP_SUCCESS value: true, false or null (unknown, read as none), or BadInput."""
+    if value is None:
+        return None
+    if not isinstance(value, (bool, np.bool_)):
+        raise BadInput(f"{where}{value!r} is not true, false or null", path, EP_SUCCESS)
+    return bool(value)
 
 
 def _read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
@@ -288,8 +301,9 @@ def _episodes_v2(meta: _Meta, plan: _Plan) -> list[_Ep]:
                               episode_index=idx, chunk_index=chunk), 0.0) for k in plan.videos}
         tasks = row.get("tasks") or []
         length = _index(row["length"], path, "length", f"episode {idx}: ") if "length" in row else None
+        where = f"episode {idx}: "
         out.append(_Ep(idx, length, [t for t in tasks if isinstance(t, str)], data, 0, None, videos, path,
-                       _policy_id(row.get(EP_POLICY_ID), path, f"episode {idx}: ")))
+                       _policy_id(row.get(EP_POLICY_ID), path, where), _success(row.get(EP_SUCCESS), path, where)))
     return out
 
 
@@ -307,7 +321,7 @@ def _episodes_v3(meta: _Meta, plan: _Plan) -> list[_Ep]:
         for k in needed:
             if k not in have:
                 raise BadInput("missing column", f, k)
-        cols = needed + [k for k in ("tasks", EP_POLICY_ID) if k in have]
+        cols = needed + [k for k in ("tasks", EP_POLICY_ID, EP_SUCCESS) if k in have]
         try:
             d = pf.read(columns=cols).to_pydict()
         except _PARQUET_ERRORS as e:
@@ -339,8 +353,10 @@ def _episodes_v3(meta: _Meta, plan: _Plan) -> list[_Ep]:
                           chunk_index=r[f"videos/{k}/chunk_index"], file_index=r[f"videos/{k}/file_index"])
             videos[k] = (mp4, r[f"videos/{k}/from_timestamp"])
         tasks = [t for t in (r.get("tasks") or []) if isinstance(t, str)]
-        policy = _policy_id(r.get(EP_POLICY_ID), f, f"episode {r[EPISODE_INDEX]}: ")
-        out.append(_Ep(r[EPISODE_INDEX], hi - lo, tasks, data, lo - base[key], hi - base[key], videos, f, policy))
+        where = f"episode {r[EPISODE_INDEX]}: "
+        policy, success = _policy_id(r.get(EP_POLICY_ID), f, where), _success(r.get(EP_SUCCESS), f, where)
+        out.append(_Ep(r[EPISODE_INDEX], hi - lo, tasks, data, lo - base[key], hi - base[key], videos, f, policy,
+                       success))
     return out
 
 
@@ -619,6 +635,7 @@ class LeRobotReader:
         rows: _Rows | None = None
         declared = set(meta.features)
         changes: list[str] = []  # per episode whose task changes: "episode 4: 'stack' -> 'unstack'"
+        differ: list[str] = []  # per episode whose EP_SUCCESS and last next.success differ: "episode 2: false, ..."
         for ep in episodes:
             if rows is None or rows.path != ep.data_file:
                 rows = _Rows(ep.data_file, plan.columns, declared)
@@ -626,11 +643,16 @@ class LeRobotReader:
             if table is None:
                 raise BadInput(f"episode {ep.index} needs rows {ep.start}..{ep.stop - 1} of {ep.data_file}, "
                                f"which has {rows.read}", ep.meta_file, "dataset_to_index")
-            yield _episode(meta, plan, ep, table, tasks, options, changes)
+            yield _episode(meta, plan, ep, table, tasks, options, changes, differ)
         if changes:
             n = len(changes)
             warnings.append(f"{plural(n, 'episode')} change{'s' if n == 1 else ''} task within the episode "
                             f"({changes[0]}); each keeps its first frame's task")
+        if differ:
+            n = len(differ)
+            where = EPISODES_DIR if meta.version in V3 else EPISODES_JSONL
+            warnings.append(f"{EP_SUCCESS} in {where} differs from the last {SUCCESS} for {plural(n, 'episode')} "
+                            f"({differ[0]}); the store keeps {EP_SUCCESS}")
 
 
 def _task_change(table: pa.Table, tasks: dict[int, str], file: Path, ep: int) -> tuple[int | None, str | None]:
@@ -655,7 +677,7 @@ def _task_change(table: pa.Table, tasks: dict[int, str], file: Path, ep: int) ->
 
 
 def _episode(meta: _Meta, plan: _Plan, ep: _Ep, table: pa.Table, tasks: dict[int, str],
-             options: ReadOptions, changes: list[str]) -> Episode:
+             options: ReadOptions, changes: list[str], differ: list[str]) -> Episode:
     file, n = ep.data_file, table.num_rows
     if EPISODE_INDEX in table.column_names:
         found = _numbers(table, EPISODE_INDEX, 1, file, ep.index)[:, 0]
@@ -678,6 +700,10 @@ def _episode(meta: _Meta, plan: _Plan, ep: _Ep, table: pa.Table, tasks: dict[int
         reward = _finite(nums(plan.flags["reward"]), file, plan.flags["reward"], ep.index)[:, 0]
     if "success" in plan.flags and plan.flags["success"] in table.column_names and n:
         success = bool(nums(plan.flags["success"])[-1, 0] != 0)
+    if ep.success is not None:  # aloe's export's outcome, null where unknown (next.success cannot say so)
+        if success is not None and success != ep.success:
+            differ.append(f"episode {ep.index}: {str(ep.success).lower()}, {SUCCESS} {str(success).lower()}")
+        success = ep.success
     if "intervention" in plan.flags and plan.flags["intervention"] in table.column_names:
         interv = nums(plan.flags["intervention"])[:, 0] != 0
     timestamp = None
