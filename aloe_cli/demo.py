@@ -143,7 +143,8 @@ def run_demo(config: DemoConfig = DemoConfig(), log: Callable[[str], None] = lam
         log(f"collect: v0 with the expert taking over on stalls ({config.weak_episodes} episodes)")
         run_rollouts(robot, v0, store, RolloutConfig(
             episodes=config.weak_episodes, max_steps=config.max_steps, policy_id="v0",
-            intervene="expert-on-stall", seed=config.seed, commit_every=config.weak_episodes))
+            intervene="expert-on-stall", seed=config.seed, commit_every=config.weak_episodes),
+            policy_name=str(v0_dir))  # recorded with its path and weights: `aloe rounds` credits these to v0
         stage("collect_v0", t)
 
         # 3. The critic for v0, and 4. scores.

@@ -14,7 +14,9 @@
 4. each finished episode is committed at once (or every ``commit_every`` episodes) through the
    store's atomic writer, the one `aloe ingest` uses (source
    ``rollout:<robot>``, format ``rollout``), with policy_id, task, outcome, intervention flags,
-   rewards (where the robot gives them) and timestamps.
+   rewards (where the robot gives them) and timestamps; the ingest names the policy as typed
+   (``policy``) and, for a policy directory, by what does not depend on the folder it was typed in
+   (``policy_path``, resolved, and ``policy_fingerprint``, of its weights: `aloe rounds` reads them).
 
 Outcomes: the robot's own (`EpisodeStatus.success` when it ends the episode: the simulator
 knows); else, with ``label="prompt"``, the answer of `label_fn` (success / failure / discard);
@@ -40,6 +42,7 @@ import uuid
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout  # not the builtin TimeoutError before 3.11
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -313,6 +316,7 @@ def run_rollouts(robot: Robot, policy, store_path: str | os.PathLike | None,
     if store is not None:
         _check_writable(store)
     name = policy_name or config.policy_id or "policy"
+    identity = policy_identity(policy_name) if policy_name else {}  # before the run: the weights it loaded
     if robot.action_features:  # known before connecting (a remote robot declares them on connect)
         _check_fit(robot, policy, store, name)
     connected_here = not robot.is_connected
@@ -321,7 +325,7 @@ def run_rollouts(robot: Robot, policy, store_path: str | os.PathLike | None,
     try:
         if teleop is None:  # after connecting: a remote robot's teleoperator is known from its hello
             teleop = make_intervention(config.intervene, robot, config, keys=keys)
-        session = _Session.start(robot, policy, store, config, status, teleop, label_fn, name)
+        session = _Session.start(robot, policy, store, config, status, teleop, label_fn, name, identity)
         with _Stop(stop) as stopper:
             session.stop = stopper
             try:
@@ -337,6 +341,21 @@ def run_rollouts(robot: Robot, policy, store_path: str | os.PathLike | None,
         if connected_here:
             _quietly(robot.disconnect)
     return session.summary()
+
+
+def policy_identity(spec: str | os.PathLike) -> dict:
+    """What identifies the policy `spec` names apart from the folder it was typed in: for an aloe policy
+    directory, its resolved path (``policy_path``) and the fingerprint of its weights (``policy_fingerprint``,
+    as `aloe rounds` fingerprints policies); for a ws:// or package.module:factory spec, nothing ({})."""
+    from .rounds import policy_fingerprint
+
+    spec = str(spec)
+    if spec.startswith(("ws://", "wss://")):
+        return {}
+    path = Path(spec).expanduser()
+    if not (path / S.POLICY_FILE).is_file():
+        return {}
+    return {"policy_path": str(path.resolve()), "policy_fingerprint": policy_fingerprint(path)}
 
 
 def _check_fit(robot: Robot, policy, store, name: str) -> None:
@@ -444,19 +463,21 @@ class _Session:
     """State of one `run_rollouts` call."""
 
     @classmethod
-    def start(cls, robot, policy, store, config: RolloutConfig, status, teleop, label_fn, name: str) -> "_Session":
+    def start(cls, robot, policy, store, config: RolloutConfig, status, teleop, label_fn, name: str,
+              identity: dict | None = None) -> "_Session":
         """Check that the robot, the policy and the store fit together; build the session."""
         _check_fit(robot, policy, store, name)
         A = int(policy.action_dim)
         limits = action_limits(robot)
         if config.max_delta is not None:
             limits = SafetyLimits(limits.low, limits.high, np.full(A, config.max_delta, dtype=np.float32))
-        return cls(robot, policy, store, config, status, teleop, label_fn, name, limits)
+        return cls(robot, policy, store, config, status, teleop, label_fn, name, limits, identity)
 
     def __init__(self, robot, policy, store, config: RolloutConfig, status, teleop, label_fn, name: str,
-                 limits: SafetyLimits):
+                 limits: SafetyLimits, identity: dict | None = None):
         self.robot, self.policy, self.store, self.cfg = robot, policy, store, config
         self.status_cb, self.teleop, self.label_fn, self.name, self.limits = status, teleop, label_fn, name, limits
+        self.identity = identity or {}  # policy_identity(name): recorded with the policy's name in each ingest
         self.k = config.execute_steps or int(policy.chunk_size)
         self.H, self.A = int(policy.chunk_size), int(policy.action_dim)
         self.period = (1.0 / config.fps if config.fps else (1.0 / robot.fps if robot.realtime else None))
@@ -736,8 +757,8 @@ class _Session:
         if hasattr(robot, "seed"):  # the seed the robot says it was made with (a remote one: the server's)
             made_with = robot.seed
             config["seed"] = made_with if isinstance(made_with, int) and not isinstance(made_with, bool) else None
-        options = {"run_id": self.run_id, "robot": robot.name, "policy": self.name, "config": config,
-                   "episodes": [meta for _, meta, _ in self.pending]}
+        options = {"run_id": self.run_id, "robot": robot.name, "policy": self.name, **self.identity,
+                   "config": config, "episodes": [meta for _, meta, _ in self.pending]}
 
         def waiting() -> None:
             if self.status_cb is not None:

@@ -9,7 +9,11 @@ the method, its settings and a summary of the weights. `rounds(target)`:
   (a base that was moved or retrained since is flagged, by the fingerprint of its weights);
 - on a store: the policies trained on it (lineage ``store``, or the older ``store.path``) found
   under a folder (default: the store's parent; three levels deep) or named by its rollout
-  ingests, in round order, with how their rollouts in the store did.
+  ingests, in round order, with how their rollouts in the store did. A rollout is credited, the
+  same from any working directory, to the policy directory `aloe rollout` recorded (its resolved
+  path, while it holds the weights rolled out; else the one policy found with those weights); an
+  older rollout, recorded only as the --policy text typed, is read from the store's parent (or the
+  folder) and credited only where that is a policy trained on the store and found in the folder.
 
 Each row also says whether the store still holds the data the policy was trained on
 (``store_status``). Episodes are only ever appended, so the store's first ``store_episodes`` rows
@@ -172,15 +176,46 @@ def chain(policy_dir: str | os.PathLike) -> list[dict]:
     return rows[::-1]
 
 
-def _rollouts(store) -> dict[str, dict]:
-    """Per policy directory (resolved path): episodes its rollout ingests added to the store, and their success."""
+def _credited(options: dict, found: dict[str, dict], root: str, bases: list[Path], fingerprints: dict) -> str | None:
+    """The policy directory (resolved path) a rollout ingest ran, whatever folder `aloe rounds` runs in;
+    None where it cannot be told (a ws:// or plugin policy, one gone). `found`: the rows of the policies
+    found under --search; `fingerprints` caches the weights' fingerprint of other directories."""
+    path, fp = options.get("policy_path"), options.get("policy_fingerprint")
+    if isinstance(path, str) and Path(path).is_absolute():  # recorded by `aloe rollout` with the weights' fingerprint
+        if (Path(path) / S.POLICY_FILE).is_file():
+            key = _resolve(path)
+            if key not in fingerprints:
+                fingerprints[key] = found[key]["fingerprint"] if key in found else policy_fingerprint(key)
+            if fp is None or fingerprints[key] == fp:
+                return key
+        # moved, or retrained there since: the policy found with these weights, where exactly one is
+        same = [q for q, r in found.items() if fp is not None and r["fingerprint"] == fp]
+        return same[0] if len(same) == 1 else None
+    spec = options.get("policy")
+    if not isinstance(spec, str) or spec.startswith(("ws://", "wss://")):
+        return None
+    p = Path(spec).expanduser()
+    if p.is_absolute():
+        return _resolve(p) if (p / S.POLICY_FILE).is_file() else None
+    # An older rollout: the --policy text as typed, relative to a folder the store did not record. Read
+    # from `bases` (the store's parent, the --search folder), it is credited only to a policy trained on
+    # this store and found under --search (never to one that happens to be there in the working directory).
+    same = {q for q in (_resolve(b / p) for b in bases) if q in found and found[q]["store"] == root}
+    return same.pop() if len(same) == 1 else None
+
+
+def _rollouts(store, found: dict[str, dict], root: str, bases: list[Path]) -> dict[str, dict]:
+    """Per policy directory (resolved path): episodes its rollout ingests added to the store, and their
+    success. `found`: the rows of the policies found under --search, by resolved path; `bases`: the
+    folders an older rollout's relative --policy text is read from."""
     eps = store.episodes.set_index(S.EPISODE_ID)
     out: dict[str, dict] = {}
+    fingerprints: dict[str, str | None] = {}
     for ing in (store.manifest or {}).get("ingests", []):
-        spec = (ing.get("options") or {}).get("policy")
-        if not isinstance(spec, str) or not (Path(spec) / S.POLICY_FILE).is_file():
+        options = ing.get("options")
+        key = _credited(options, found, root, bases, fingerprints) if isinstance(options, dict) else None
+        if key is None:
             continue
-        key = _resolve(spec)
         ids = [e for e in ing.get("episode_ids", []) if e in eps.index]
         entry = out.setdefault(key, {"episodes": 0, "successes": 0, "labelled": 0})
         entry["episodes"] += len(ids)
@@ -215,9 +250,10 @@ def rounds(target: str | os.PathLike, search: str | os.PathLike | None = None) -
         folder = Path(search) if search is not None else store.root.resolve().parent
         if not folder.is_dir():
             raise BadInput("is not a directory", folder, "--search")
-        rollouts = _rollouts(store)
-        candidates = {_resolve(p) for p in _find_policies(folder)} | set(rollouts)
-        rows = [r for r in (policy_row(p) for p in sorted(candidates)) if r["store"] == root or r["policy"] in rollouts]
+        found = {p: policy_row(p) for p in sorted({_resolve(p) for p in _find_policies(folder)})}
+        rollouts = _rollouts(store, found, root, [store.root.resolve().parent, folder.resolve()])
+        found.update({p: policy_row(p) for p in rollouts if p not in found})
+        rows = [r for p, r in sorted(found.items()) if r["store"] == root or p in rollouts]
         for r in rows:
             r["rollouts"] = rollouts.get(r["policy"])
         rows.sort(key=lambda r: (r["round"] if r["round"] is not None else -1, r["created"] or "", r["policy"]))

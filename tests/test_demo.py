@@ -27,6 +27,11 @@ def _check(out, d):
                 "policies/v1/policy.json", "demo.json"):
         assert (out / rel).exists(), rel
     assert json.loads((out / "demo.json").read_text())["success_v1"] == d["success_v1"]
+    # v0's rollouts are recorded with its directory, so `aloe rounds STORE` credits them to v0.
+    from aloe_cli.rounds import rounds
+
+    v0 = next(r for r in rounds(out / "store")["policies"] if r["round_name"] == "v0")
+    assert v0["rollouts"]["episodes"] == int((eps[S.POLICY_ID] == "v0").sum()), v0
 
 
 def test_demo_quick_runs_the_whole_loop(cli, tmp_path):
