@@ -50,7 +50,8 @@ out (``cameras_left_out``).
 ``timestamp`` is LeRobot's ``frame_index / fps``: an episode's own timestamps where the fps exported is
 the one that episode was recorded at (its ``fps`` in the store's episodes table), otherwise worked out anew
 (``--fps`` for a store without one, or another rate; an episode recorded at another rate, or at none), so a
-store mixing sources of several rates exports every episode on the one clock.
+store mixing sources of several rates exports every episode on the one clock. Frames are not resampled;
+``meta/aloe.json`` counts the episodes recorded at another rate (``retimed_episodes``, by rate).
 """
 
 from __future__ import annotations
@@ -484,6 +485,7 @@ def export(store_path: str | os.PathLike, scores_dir: str | os.PathLike | None, 
         rows = []
         ep_stats: dict[str, list] = {k: [] for k in feats}
         g = 0
+        retimed: dict[str, int] = {}  # episodes recorded at another rate: their frames are not resampled
         columns = [S.OBS_STATE, S.ACTION, S.REWARD, S.IS_INTERVENTION, S.TIMESTAMP, *extras, *images]
         for e, (row, t) in enumerate(store.iter_episode_tables(columns=columns)):
             T = t.num_rows
@@ -509,6 +511,9 @@ def export(store_path: str | os.PathLike, scores_dir: str | os.PathLike | None, 
             cols[S.EXPORT_WEIGHT] = weight[sl]
             cols[S.EXPORT_POSITIVE] = positive[sl]
             cols["timestamp"] = _timestamps(t.column(S.TIMESTAMP).to_numpy(zero_copy_only=False), fps, row[S.FPS])
+            rate = row[S.FPS]
+            if rate is not None and math.isfinite(rate) and not math.isclose(fps, rate, rel_tol=1e-9):
+                retimed[f"{rate:g}"] = retimed.get(f"{rate:g}", 0) + 1
             cols["frame_index"] = np.arange(T, dtype=np.int64)
             cols["episode_index"] = np.full(T, e, dtype=np.int64)
             cols["index"] = np.arange(g, g + T, dtype=np.int64)
@@ -595,12 +600,13 @@ def export(store_path: str | os.PathLike, scores_dir: str | os.PathLike | None, 
         }
         (tmp / INFO_PATH).write_text(json.dumps(info, indent=4))
         summary = {
-            "out": str(out_dir), "format": to, "codebase_version": CODEBASE_VERSION, "store": str(store.root),
+            "out": str(out_dir), "format": to, "codebase_version": CODEBASE_VERSION, "fps": fps_out, "store": str(store.root),
             "store_fingerprint": store.fingerprint, "scores": None if scores is None else str(scores.path),
             "method": method,
             "episodes": len(rows), "frames": g, "tasks": len(tasks), "data_files": data_files,
             "features": list(feats), "dropped_columns": dropped,
             "cameras": images, "cameras_left_out": [c for c in store.image_columns if c not in images + dropped],
+            "retimed_episodes": dict(sorted(retimed.items(), key=lambda kv: float(kv[0]))),
             "outcomes": "next.success" if has_success else "not exported as next.success (some episodes have none)",
             **(sel.info or {}),
         }

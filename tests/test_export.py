@@ -29,7 +29,7 @@ from aloe_cli import schema as S
 from aloe_cli.critic import CriticConfig, fit_critic
 from aloe_cli.episode import Episode
 from aloe_cli.errors import BadInput
-from aloe_cli.export import aggregate_stats, export, feature_stats
+from aloe_cli.export import ALOE_META_PATH, aggregate_stats, export, feature_stats
 from aloe_cli.improve import improve
 from aloe_cli.scoring import score
 from aloe_cli.store import Store
@@ -562,12 +562,18 @@ def test_every_episode_is_exported_on_the_exported_clock(tmp_path, cli):
         assert cli("ingest", tmp_path / "store", src).exit_code == 0
     eps = Store.open(tmp_path / "store").episodes
     assert eps[S.FPS].tolist() == [30.0] * 3 + [SOURCE_FPS] * 3 and Store.open(tmp_path / "store").fps == 30
-    export(tmp_path / "store", None, tmp_path / "out", method="awr", options=AWR_QUICK)
+    res = cli("export", tmp_path / "store", tmp_path / "out", "--method", "awr")
+    assert res.exit_code == 0, res.stderr
     assert json.loads((tmp_path / "out/meta/info.json").read_text())["fps"] == 30
+    assert json.loads((tmp_path / "out" / ALOE_META_PATH).read_text())["retimed_episodes"] == {f"{SOURCE_FPS:g}": 3}
+    assert " ".join(res.stderr.split()) == (f"warning: episodes recorded at another rate (3 at {SOURCE_FPS:g} fps) are "
+                                            "timed at 30 fps, frames not resampled: they play faster or slower than "
+                                            "recorded")
     df = data_table(tmp_path / "out")
     assert sorted(set(df["episode_index"])) == list(range(6))
     np.testing.assert_array_equal(df["timestamp"], on_clock(df, 30))
-    export(tmp_path / "store", None, tmp_path / "at10", method="awr", options=AWR_QUICK, fps=SOURCE_FPS)
+    summary = export(tmp_path / "store", None, tmp_path / "at10", method="awr", options=AWR_QUICK, fps=SOURCE_FPS)
+    assert summary["retimed_episodes"] == {"30": 3} and summary["fps"] == SOURCE_FPS
     df = data_table(tmp_path / "at10")
     np.testing.assert_array_equal(df["timestamp"], on_clock(df, SOURCE_FPS))
     stored = Store.open(tmp_path / "store").load_frames([S.TIMESTAMP]).columns[S.TIMESTAMP]

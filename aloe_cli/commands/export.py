@@ -87,6 +87,10 @@ def register(app: typer.Typer) -> None:
             if d["dropped_columns"]:
                 err.print(f"[yellow]warning:[/yellow] not exported (missing on some frames): "
                           f"{', '.join(d['dropped_columns'])}")
+            if d["retimed_episodes"]:
+                rates = ", ".join(f"{n} at {r} fps" for r, n in d["retimed_episodes"].items())
+                err.print(f"[yellow]warning:[/yellow] episodes recorded at another rate ({rates}) are timed at "
+                          f"{d['fps']} fps, frames not resampled: they play faster or slower than recorded")
             if not d["outcomes"].startswith("next."):
                 err.print(f"[yellow]warning:[/yellow] outcomes {d['outcomes']}")
 
